@@ -1,0 +1,22 @@
+//! Gradebook Mesh: a gRPC service mesh of independent daemons that runs a
+//! teachers' gradebook.
+//!
+//! # Layout
+//!
+//! - [`pb`]: the code generated from `proto/` (never edited).
+//! - [`model`]: the domain types, and their conversion from and to [`pb`], one
+//!   module per protobuf package.
+//! - [`mesh`]: the mesh SDK every daemon uses: configuration, the one way to
+//!   serve (health, reflection, graceful shutdown), registration, discovery,
+//!   balanced channels to dependencies, and log shipping.
+//! - [`registry`]: the registry daemon: the catalog of instances, health
+//!   monitoring and the watch fan-out.
+//! - [`log`]: the log daemon: durable storage, queries and tails of log records.
+//! - [`cli`]: the `gradebook` command line: one subcommand per daemon and tool.
+
+pub mod cli;
+pub mod log;
+pub mod mesh;
+pub mod model;
+pub mod pb;
+pub mod registry;

@@ -1,0 +1,3 @@
+//! The log daemon.
+pub mod service;
+pub mod store;
