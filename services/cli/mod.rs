@@ -1,1 +1,82 @@
-//! TODO
+//! The `gradebook` command line: one subcommand per daemon and tool. This is
+//! the one place where settings are read, from flags and from `GRADEBOOK_*`
+//! environment variables, and turned into the daemons' config structs.
+//!
+//! # Layout
+//!
+//! - [`daemons`]: `gradebook registry` and `gradebook log`.
+//! - [`services`]: `gradebook services`, the registry's table and watch.
+//! - [`logs`]: `gradebook logs`, query and follow the log service.
+//! - [`health_check`]: `gradebook health-check`, for containers and scripts.
+//! - [`bench`]: `gradebook bench`, the registry's benchmarks.
+
+pub mod bench;
+pub mod daemons;
+pub mod health_check;
+pub mod logs;
+pub mod services;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::mesh::config::DEFAULT_REGISTRY_URL;
+
+/// Gradebook Mesh: a gRPC service mesh that runs a teachers' gradebook.
+#[derive(Debug, Parser)]
+#[command(name = "gradebook", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the registry daemon: the hub services register with.
+    Registry(daemons::RegistryArgs),
+    /// Run the log daemon: central, durable, queryable logging.
+    Log(daemons::LogArgs),
+    /// Show the registered services, their instances and health.
+    Services(services::ServicesArgs),
+    /// Query or follow the central log.
+    Logs(logs::LogsArgs),
+    /// Check a gRPC server's health; exit 0 only when it is SERVING.
+    HealthCheck(health_check::HealthCheckArgs),
+    /// Measure the registry: fan-out latency, throughput, monitoring cost.
+    Bench(bench::BenchArgs),
+}
+
+/// Where to find the registry (shared by every subcommand that needs it).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArg {
+    /// The registry's URL.
+    #[arg(long, env = "GRADEBOOK_REGISTRY", default_value = DEFAULT_REGISTRY_URL)]
+    pub registry: String,
+}
+
+/// Parses a duration such as `500ms`, `2s` or `1m`.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value).map_err(|e| format!("{value:?} is not a duration like 500ms, 2s or 1m: {e}"))
+}
+
+/// Runs the parsed command line; returns the process's exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Registry(args) => daemons::registry(args).await,
+        Command::Log(args) => daemons::log(args).await,
+        Command::Services(args) => services::run(args).await,
+        Command::Logs(args) => logs::run(args).await,
+        Command::HealthCheck(args) => return health_check::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,867 @@
-//! TODO
+//! The gRPC `LogService` of the log daemon: durable writes, paged queries and
+//! live tails over a [`LogStore`].
+//!
+//! # Concurrency
+//!
+//! The store sits behind an `Arc<std::sync::RwLock<LogStore>>`. One writer
+//! task takes append requests from a bounded queue ([`WRITE_QUEUE`]); it
+//! drains everything queued (up to [`MAX_COMMIT_RECORDS`] records), appends
+//! it as one group commit on a blocking thread, answers every request, then
+//! publishes the stored records to tailers on a broadcast channel of
+//! batches. The writer holds the write lock for the whole append, fsync
+//! included, so a query waits for at most one group commit; queries and
+//! retention also run on blocking threads, so no lock is ever taken on an
+//! async worker thread.
+//!
+//! # Shutdown
+//!
+//! When the shutdown token is cancelled, open `Write` streams stop reading
+//! and fail with `UNAVAILABLE`, the writer commits what is already queued and
+//! stops, and `Tail` streams end without error. The task of
+//! [`LogServer::spawn_background`] ends once retention has stopped and the
+//! writer has finished its last commit.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::log::store::LogStore;
+use crate::model::log::{InvalidRecord, LogFilter, LogRecord, MAX_BATCH_RECORDS};
+use crate::pb::log::v1 as pb;
+use crate::pb::log::v1::log_service_server::{LogService, LogServiceServer};
+
+/// How many append requests may wait for the writer.
+pub const WRITE_QUEUE: usize = 1024;
+/// How many group commits the live fan-out buffers for slow tailers.
+pub const TAIL_BUFFER: usize = 4096;
+/// The most records the writer puts in one group commit (it always takes at
+/// least one request, whatever its size).
+pub const MAX_COMMIT_RECORDS: usize = MAX_BATCH_RECORDS;
+/// The page size of a query that asks for 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// The largest page size of a query.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// The largest backlog of a tail.
+pub const MAX_BACKLOG: u32 = 1000;
+/// The largest request message the service decodes.
+pub const MAX_DECODING_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The shortest retention interval; shorter ones are raised to it.
+const MIN_RETENTION_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The store, shared by the writer, queries, tails and retention.
+type SharedStore = Arc<RwLock<LogStore>>;
+/// The answer to an append request: how many records were stored.
+type AppendReply = Result<u64, Status>;
+/// An append request: one validated batch, and where to send the answer.
+type AppendRequest = (Vec<LogRecord>, oneshot::Sender<AppendReply>);
+/// The records of one group commit, in sequence order.
+type Published = Arc<Vec<LogRecord>>;
+/// The stream of a `Tail` call.
+type TailStream = Pin<Box<dyn Stream<Item = Result<pb::LogRecord, Status>> + Send>>;
+
+/// The `LogService` implementation. See the module documentation.
+#[derive(Debug)]
+pub struct LogServer {
+    /// The store.
+    store: SharedStore,
+    /// The queue of the writer task.
+    appends: mpsc::Sender<AppendRequest>,
+    /// The live fan-out to tailers.
+    live: broadcast::Sender<Published>,
+    /// The highest sequence published to tailers.
+    published: Arc<AtomicU64>,
+    /// Cancelled when the daemon shuts down.
+    shutdown: CancellationToken,
+    /// The writer task, until [`LogServer::spawn_background`] takes it.
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl LogServer {
+    /// Builds the service over `store` and starts its writer task, which
+    /// ends when `shutdown` is cancelled (after committing what is queued).
+    /// Must be called inside a Tokio runtime. Retention runs only once
+    /// [`LogServer::spawn_background`] is called.
+    pub fn new(store: LogStore, shutdown: CancellationToken) -> Self {
+        Self::with_tail_buffer(store, shutdown, TAIL_BUFFER)
+    }
+
+    /// [`LogServer::new`] with a different live fan-out capacity.
+    fn with_tail_buffer(store: LogStore, shutdown: CancellationToken, tail_buffer: usize) -> Self {
+        let published = Arc::new(AtomicU64::new(store.last_sequence()));
+        let store = Arc::new(RwLock::new(store));
+        let (appends, queue) = mpsc::channel(WRITE_QUEUE);
+        let (live, _) = broadcast::channel(tail_buffer.max(1));
+        let writer = tokio::spawn(run_writer(
+            Arc::clone(&store),
+            queue,
+            live.clone(),
+            Arc::clone(&published),
+            shutdown.clone(),
+        ));
+        LogServer {
+            store,
+            appends,
+            live,
+            published,
+            shutdown,
+            writer: Mutex::new(Some(writer)),
+        }
+    }
+
+    /// Wraps the service for a tonic server, accepting request messages of
+    /// up to [`MAX_DECODING_MESSAGE_BYTES`].
+    pub fn into_service(self) -> LogServiceServer<Self> {
+        LogServiceServer::new(self).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+    }
+
+    /// Starts the background work: retention every `retention_interval`
+    /// (at least 10 ms) until the shutdown token is cancelled. The returned
+    /// task then waits for the writer task to finish its last commit, so
+    /// awaiting it after shutdown guarantees every acknowledged write is on
+    /// disk and the store is idle. Call it once; later calls only run
+    /// retention.
+    pub fn spawn_background(&self, retention_interval: Duration) -> JoinHandle<()> {
+        let store = Arc::clone(&self.store);
+        let shutdown = self.shutdown.clone();
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let interval = retention_interval.max(MIN_RETENTION_INTERVAL);
+        tokio::spawn(async move {
+            let mut ticker =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                let store = Arc::clone(&store);
+                let result = tokio::task::spawn_blocking(move || {
+                    let mut store = store.write().unwrap_or_else(PoisonError::into_inner);
+                    store.enforce_retention(SystemTime::now())
+                })
+                .await;
+                match result {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(removed)) => tracing::info!(removed, "log retention removed records"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "log retention failed"),
+                    Err(e) => tracing::error!(error = %e, "log retention task failed"),
+                }
+            }
+            if let Some(writer) = writer
+                && let Err(e) = writer.await
+            {
+                tracing::error!(error = %e, "log writer task failed");
+            }
+        })
+    }
+
+    /// Validates one written batch, hands it to the writer and waits until
+    /// it is durable. Returns how many records were stored.
+    async fn store_batch(&self, batch: pb::WriteRequest) -> Result<u64, Status> {
+        let records = LogRecord::batch_from_pb(batch.records, SystemTime::now())
+            .map_err(invalid_record_status)?;
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.appends
+            .send((records, reply))
+            .await
+            .map_err(|_| shutting_down())?;
+        answer.await.map_err(|_| shutting_down())?
+    }
+}
+
+/// The status of a rejected record: `RESOURCE_EXHAUSTED` for a size limit,
+/// `INVALID_ARGUMENT` otherwise.
+fn invalid_record_status(e: InvalidRecord) -> Status {
+    if e.is_oversize() {
+        Status::resource_exhausted(e.to_string())
+    } else {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+/// The status of a write that can no longer be stored.
+fn shutting_down() -> Status {
+    Status::unavailable("the log service is shutting down")
+}
+
+/// Converts an optional wire filter; a missing one matches everything.
+fn filter_from_pb(filter: Option<pb::Filter>) -> Result<LogFilter, Status> {
+    filter
+        .map(LogFilter::try_from)
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The status of a blocking task that did not finish.
+fn task_failed(e: tokio::task::JoinError) -> Status {
+    tracing::error!(error = %e, "log store task failed");
+    Status::internal("log store task failed")
+}
+
+/// The writer task: group commits of everything queued, until shutdown.
+async fn run_writer(
+    store: SharedStore,
+    mut queue: mpsc::Receiver<AppendRequest>,
+    live: broadcast::Sender<Published>,
+    published: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) {
+    let mut closing = false;
+    loop {
+        let request = if closing {
+            queue.recv().await
+        } else {
+            tokio::select! {
+                biased;
+                request = queue.recv() => request,
+                () = shutdown.cancelled() => {
+                    // Refuse new requests, but commit the queued ones.
+                    queue.close();
+                    closing = true;
+                    continue;
+                }
+            }
+        };
+        let Some(first) = request else {
+            break;
+        };
+        let mut count = first.0.len();
+        let mut requests = vec![first];
+        while count < MAX_COMMIT_RECORDS {
+            match queue.try_recv() {
+                Ok(request) => {
+                    count += request.0.len();
+                    requests.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        commit(&store, &live, &published, requests).await;
+    }
+    tracing::debug!("log writer stopped");
+}
+
+/// Appends the requests as one group commit, answers them, and publishes
+/// the stored records to tailers.
+async fn commit(
+    store: &SharedStore,
+    live: &broadcast::Sender<Published>,
+    published: &AtomicU64,
+    requests: Vec<AppendRequest>,
+) {
+    let (batches, replies): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+    let task_store = Arc::clone(store);
+    let task_live = live.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut store = task_store.write().unwrap_or_else(PoisonError::into_inner);
+        let before = store.last_sequence();
+        let counts = store.append(batches)?;
+        // Checked under the write lock: a tailer that subscribes later reads
+        // the store after this commit, so its backlog covers these records.
+        let stored = (task_live.receiver_count() > 0)
+            .then(|| store.records_after(before).cloned().collect::<Vec<_>>());
+        Ok((counts, stored, store.last_sequence()))
+    })
+    .await;
+    let (counts, stored, last) = match result {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
+            let e: crate::log::store::StoreError = e;
+            tracing::error!(error = %e, "storing log records failed");
+            let status = Status::internal(format!("storing records failed: {e}"));
+            for reply in replies {
+                let _ = reply.send(Err(status.clone()));
+            }
+            return;
+        }
+        Err(e) => {
+            let status = task_failed(e);
+            for reply in replies {
+                let _ = reply.send(Err(status.clone()));
+            }
+            return;
+        }
+    };
+    for (reply, count) in replies.into_iter().zip(counts) {
+        // The writer of a batch may be gone; its records are stored anyway.
+        let _ = reply.send(Ok(count));
+    }
+    published.store(last, Ordering::Release);
+    if let Some(stored) = stored.filter(|s| !s.is_empty()) {
+        // No receiver left is fine: nobody is tailing.
+        let _ = live.send(Arc::new(stored));
+    }
+}
+
+/// The state of one `Tail` stream.
+struct TailState {
+    /// Records ready to send, oldest first.
+    pending: VecDeque<LogRecord>,
+    /// The live fan-out.
+    receiver: broadcast::Receiver<Published>,
+    /// Which records to send.
+    filter: LogFilter,
+    /// The highest sequence already considered (sent or filtered out).
+    seen: u64,
+    /// The highest sequence published, to say how far behind a lagging
+    /// tailer is.
+    published: Arc<AtomicU64>,
+    /// Ends the stream.
+    shutdown: CancellationToken,
+    /// Set once the final item has been sent.
+    done: bool,
+}
+
+/// The next item of a `Tail` stream, or `None` at its end.
+async fn next_tail_item(
+    mut state: TailState,
+) -> Option<(Result<pb::LogRecord, Status>, TailState)> {
+    loop {
+        if state.done || state.shutdown.is_cancelled() {
+            return None;
+        }
+        if let Some(record) = state.pending.pop_front() {
+            return Some((Ok(record.into()), state));
+        }
+        let received = tokio::select! {
+            biased;
+            () = state.shutdown.cancelled() => return None,
+            received = state.receiver.recv() => received,
+        };
+        match received {
+            Ok(batch) => {
+                for record in batch.iter() {
+                    if record.sequence <= state.seen {
+                        continue;
+                    }
+                    state.seen = record.sequence;
+                    if state.filter.matches(record) {
+                        state.pending.push_back(record.clone());
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                state.done = true;
+                let behind = state
+                    .published
+                    .load(Ordering::Acquire)
+                    .saturating_sub(state.seen);
+                let status = Status::resource_exhausted(format!(
+                    "tail fell behind by {behind} records; reconnect, and use Query to \
+                     fetch what was missed"
+                ));
+                return Some((Err(status), state));
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl LogService for LogServer {
+    async fn write(
+        &self,
+        request: Request<Streaming<pb::WriteRequest>>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut accepted = 0;
+        loop {
+            let message = tokio::select! {
+                biased;
+                message = stream.message() => message?,
+                () = self.shutdown.cancelled() => {
+                    return Err(Status::unavailable(format!(
+                        "the log service is shutting down; {accepted} records of this stream were stored"
+                    )));
+                }
+            };
+            let Some(batch) = message else {
+                break;
+            };
+            accepted += self.store_batch(batch).await?;
+        }
+        Ok(Response::new(pb::WriteResponse { accepted }))
+    }
+
+    async fn query(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        let request = request.into_inner();
+        let filter = filter_from_pb(request.filter)?;
+        let limit = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size if size > MAX_PAGE_SIZE => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size: {size} is over the maximum of {MAX_PAGE_SIZE}"
+                )));
+            }
+            size => size,
+        };
+        let before = match request.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse::<u64>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "page_token: {token:?} is not a token from a previous page"
+                ))
+            })?),
+        };
+        let store = Arc::clone(&self.store);
+        let page = tokio::task::spawn_blocking(move || {
+            let store = store.read().unwrap_or_else(PoisonError::into_inner);
+            store.query(&filter, before, limit as usize)
+        })
+        .await
+        .map_err(task_failed)?;
+        Ok(Response::new(pb::QueryResponse {
+            records: page.records.into_iter().map(Into::into).collect(),
+            next_page_token: page
+                .next_before
+                .map(|sequence| sequence.to_string())
+                .unwrap_or_default(),
+        }))
+    }
+
+    type TailStream = TailStream;
+
+    async fn tail(
+        &self,
+        request: Request<pb::TailRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
+        let request = request.into_inner();
+        let filter = filter_from_pb(request.filter)?;
+        if request.backlog > MAX_BACKLOG {
+            return Err(Status::invalid_argument(format!(
+                "backlog: {} is over the maximum of {MAX_BACKLOG}",
+                request.backlog
+            )));
+        }
+        // Subscribe first: every record stored after the backlog is read
+        // is then also received live; those before are skipped by sequence.
+        let receiver = self.live.subscribe();
+        let store = Arc::clone(&self.store);
+        let backlog_filter = filter.clone();
+        let backlog = request.backlog as usize;
+        let (mut newest_first, seen) = tokio::task::spawn_blocking(move || {
+            let store = store.read().unwrap_or_else(PoisonError::into_inner);
+            let page = store.query(&backlog_filter, None, backlog);
+            (page.records, store.last_sequence())
+        })
+        .await
+        .map_err(task_failed)?;
+        newest_first.reverse();
+        let state = TailState {
+            pending: newest_first.into(),
+            receiver,
+            filter,
+            seen,
+            published: Arc::clone(&self.published),
+            shutdown: self.shutdown.clone(),
+            done: false,
+        };
+        let stream: TailStream = Box::pin(futures::stream::unfold(state, next_tail_item));
+        Ok(Response::new(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::store::Retention;
+    use crate::pb::log::v1::log_service_client::LogServiceClient;
+    use futures::StreamExt;
+    use std::net::SocketAddr;
+    use tonic::Code;
+    use tonic::transport::Channel;
+
+    fn record(service: &str, message: &str) -> pb::LogRecord {
+        pb::LogRecord {
+            service: service.into(),
+            instance: "i1".into(),
+            level: pb::Level::Info as i32,
+            message: message.into(),
+            ..Default::default()
+        }
+    }
+
+    fn batch(records: Vec<pb::LogRecord>) -> pb::WriteRequest {
+        pb::WriteRequest { records }
+    }
+
+    struct Harness {
+        _dir: tempfile::TempDir,
+        client: LogServiceClient<Channel>,
+        shutdown: CancellationToken,
+        server: JoinHandle<()>,
+        background: JoinHandle<()>,
+    }
+
+    impl Harness {
+        async fn start(tail_buffer: usize) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            Self::start_in(dir, tail_buffer).await
+        }
+
+        async fn start_in(dir: tempfile::TempDir, tail_buffer: usize) -> Self {
+            let store = LogStore::open(dir.path(), Retention::default()).unwrap();
+            let shutdown = CancellationToken::new();
+            let server = LogServer::with_tail_buffer(store, shutdown.clone(), tail_buffer);
+            let background = server.spawn_background(Duration::from_secs(3600));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr: SocketAddr = listener.local_addr().unwrap();
+            let token = shutdown.clone();
+            let server = tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(server.into_service())
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        token.cancelled_owned(),
+                    )
+                    .await
+                    .unwrap();
+            });
+            let client = LogServiceClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
+            Harness {
+                _dir: dir,
+                client,
+                shutdown,
+                server,
+                background,
+            }
+        }
+
+        async fn write(&self, batches: Vec<pb::WriteRequest>) -> Result<u64, Status> {
+            let mut client = self.client.clone();
+            client
+                .write(futures::stream::iter(batches))
+                .await
+                .map(|r| r.into_inner().accepted)
+        }
+
+        async fn query(&self, request: pb::QueryRequest) -> Result<pb::QueryResponse, Status> {
+            self.client
+                .clone()
+                .query(request)
+                .await
+                .map(Response::into_inner)
+        }
+
+        async fn stop(self) -> tempfile::TempDir {
+            self.shutdown.cancel();
+            self.background.await.unwrap();
+            self.server.await.unwrap();
+            self._dir
+        }
+    }
+
+    fn messages(response: &pb::QueryResponse) -> Vec<&str> {
+        response
+            .records
+            .iter()
+            .map(|r| r.message.as_str())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn query_validation_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path(), Retention::default()).unwrap();
+        let server = LogServer::new(store, CancellationToken::new());
+        let ask = |request: pb::QueryRequest| server.query(Request::new(request));
+
+        let e = ask(pb::QueryRequest {
+            page_size: 5000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert_eq!(e.message(), "page_size: 5000 is over the maximum of 1000");
+
+        let e = ask(pb::QueryRequest {
+            page_token: "abc".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with("page_token: "), "{}", e.message());
+
+        let e = ask(pb::QueryRequest {
+            filter: Some(pb::Filter {
+                min_level: 9,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert_eq!(e.message(), "filter.min_level: unknown value 9");
+
+        let empty = ask(pb::QueryRequest::default()).await.unwrap().into_inner();
+        assert!(empty.records.is_empty());
+        assert_eq!(empty.next_page_token, "");
+
+        let e = server
+            .tail(Request::new(pb::TailRequest {
+                backlog: 1001,
+                ..Default::default()
+            }))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert_eq!(e.message(), "backlog: 1001 is over the maximum of 1000");
+    }
+
+    #[tokio::test]
+    async fn write_then_query_pages() {
+        let h = Harness::start(TAIL_BUFFER).await;
+        let accepted = h
+            .write(vec![
+                batch(vec![record("a", "one"), record("b", "two")]),
+                batch(vec![]),
+                batch(vec![record("a", "three")]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(accepted, 3);
+
+        let first = h
+            .query(pb::QueryRequest {
+                page_size: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(messages(&first), vec!["three", "two"]);
+        assert_eq!(first.records[0].sequence, 3);
+        assert!(first.records[0].timestamp.is_some());
+        assert_eq!(first.next_page_token, "2");
+        let second = h
+            .query(pb::QueryRequest {
+                page_size: 2,
+                page_token: first.next_page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(messages(&second), vec!["one"]);
+        assert_eq!(second.next_page_token, "");
+
+        let only_a = h
+            .query(pb::QueryRequest {
+                filter: Some(pb::Filter {
+                    service: "a".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(messages(&only_a), vec!["three", "one"]);
+
+        // Records survive a restart.
+        let dir = h.stop().await;
+        let h = Harness::start_in(dir, TAIL_BUFFER).await;
+        let all = h.query(pb::QueryRequest::default()).await.unwrap();
+        assert_eq!(messages(&all), vec!["three", "two", "one"]);
+        assert_eq!(
+            h.write(vec![batch(vec![record("a", "four")])])
+                .await
+                .unwrap(),
+            1
+        );
+        let all = h.query(pb::QueryRequest::default()).await.unwrap();
+        assert_eq!(all.records[0].sequence, 4);
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn invalid_batches_are_rejected_whole() {
+        let h = Harness::start(TAIL_BUFFER).await;
+        let e = h
+            .write(vec![
+                batch(vec![record("a", "kept")]),
+                batch(vec![record("a", "x"), record("a", "y"), record("", "z")]),
+            ])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert_eq!(e.message(), "records[2].service: must not be empty");
+
+        let e = h
+            .write(vec![batch(vec![record("a", &"m".repeat(20_000))])])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert_eq!(
+            e.message(),
+            "records[0].message: 20000 bytes is over the 16384-byte limit"
+        );
+
+        let e = h
+            .write(vec![batch(vec![record("a", ""); MAX_BATCH_RECORDS + 1])])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+
+        let mut unset = record("a", "no level");
+        unset.level = 0;
+        let e = h.write(vec![batch(vec![unset])]).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+
+        let all = h.query(pb::QueryRequest::default()).await.unwrap();
+        assert_eq!(messages(&all), vec!["kept"]);
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_all_get_stored() {
+        let h = Harness::start(TAIL_BUFFER).await;
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let client = h.client.clone();
+            tasks.push(tokio::spawn(async move {
+                let batches: Vec<_> = (0..10)
+                    .map(|b| batch(vec![record("svc", &format!("w{w}-b{b}")); 5]))
+                    .collect();
+                client
+                    .clone()
+                    .write(futures::stream::iter(batches))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .accepted
+            }));
+        }
+        let mut total = 0;
+        for task in tasks {
+            total += task.await.unwrap();
+        }
+        assert_eq!(total, 400);
+        let page = h
+            .query(pb::QueryRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.records.len(), 400);
+        let mut sequences: Vec<u64> = page.records.iter().map(|r| r.sequence).collect();
+        sequences.sort_unstable();
+        assert_eq!(sequences, (1..=400).collect::<Vec<_>>());
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn tail_sends_backlog_then_live_records_and_ends_on_shutdown() {
+        let h = Harness::start(TAIL_BUFFER).await;
+        h.write(vec![batch(vec![
+            record("a", "old-1"),
+            record("b", "old-other"),
+            record("a", "old-2"),
+            record("a", "old-3"),
+        ])])
+        .await
+        .unwrap();
+
+        let mut tail = h
+            .client
+            .clone()
+            .tail(pb::TailRequest {
+                filter: Some(pb::Filter {
+                    service: "a".into(),
+                    ..Default::default()
+                }),
+                backlog: 2,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let next = |m: Option<Result<pb::LogRecord, Status>>| m.unwrap().unwrap().message;
+        assert_eq!(next(tail.next().await), "old-2");
+        assert_eq!(next(tail.next().await), "old-3");
+
+        h.write(vec![batch(vec![
+            record("b", "skip"),
+            record("a", "live-1"),
+        ])])
+        .await
+        .unwrap();
+        h.write(vec![batch(vec![record("a", "live-2")])])
+            .await
+            .unwrap();
+        let live = tail.next().await.unwrap().unwrap();
+        assert_eq!(live.message, "live-1");
+        assert_eq!(live.sequence, 6);
+        assert_eq!(next(tail.next().await), "live-2");
+
+        h.shutdown.cancel();
+        let end = tokio::time::timeout(Duration::from_secs(5), tail.next())
+            .await
+            .unwrap();
+        assert!(end.is_none(), "{end:?}");
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn lagging_tail_gets_resource_exhausted() {
+        let h = Harness::start(2).await;
+        let mut tail = h
+            .client
+            .clone()
+            .tail(pb::TailRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        // Each write is its own commit: five commits overflow a buffer of two
+        // while the tailer does not read. Records are large so the transport
+        // buffers fill too and the server stream cannot run ahead.
+        for i in 0..40 {
+            h.write(vec![batch(vec![record(
+                "a",
+                &format!("{i}{}", "x".repeat(16_000)),
+            )])])
+            .await
+            .unwrap();
+        }
+        let mut received = 0;
+        let status = loop {
+            match tail.next().await {
+                Some(Ok(_)) => received += 1,
+                Some(Err(status)) => break status,
+                None => panic!("tail ended without an error after {received} records"),
+            }
+        };
+        assert!(received < 40);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status.message().starts_with("tail fell behind by "),
+            "{}",
+            status.message()
+        );
+        assert!(tail.next().await.is_none());
+        h.stop().await;
+    }
+}

@@ -1,1 +1,51 @@
-//! TODO
+//! The mesh SDK: what every daemon of the mesh uses to take part in it.
+//!
+//! # Layout
+//!
+//! - [`config`]: named defaults and the validated [`MeshConfig`].
+//! - [`shutdown`]: the one shutdown signal and the SIGTERM/SIGINT handler.
+//! - [`server`]: the one way to serve: health, reflection, registration,
+//!   graceful drain ([`Mesh`], [`MeshServer`]).
+//! - [`registration`]: keeping this instance registered.
+//! - [`discovery`]: the live view of dependencies and balanced channels.
+//! - [`logship`]: shipping this daemon's `tracing` records to the log service.
+//! - [`telemetry`]: setting up `tracing` for a daemon or a tool.
+//! - [`client`]: dialing peers with timeouts and calling with deadlines.
+//! - [`backoff`]: validated exponential backoff.
+//!
+//! # Example
+//!
+//! A daemon that requires the `grading` service, serves the health service
+//! only, and stops when `shutdown` is cancelled:
+//!
+//! ```no_run
+//! use gradebook::mesh::{Mesh, MeshConfig, MeshServer, Shutdown};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let shutdown = Shutdown::new();
+//! let mut config = MeshConfig::new("report");
+//! config.requires = vec!["grading".into()];
+//! let mesh = Mesh::start(config, &shutdown)?;
+//! let dependencies = mesh.dependencies();
+//! // Later, in a handler: a channel balanced over the healthy grading instances.
+//! let _ = dependencies.channel("grading");
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! MeshServer::new(mesh).serve(listener).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod backoff;
+pub mod client;
+pub mod config;
+pub mod discovery;
+pub mod logship;
+pub mod registration;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use backoff::Backoff;
+pub use config::MeshConfig;
+pub use discovery::{DependencyView, DiscoveryError};
+pub use server::{Mesh, MeshServer, ServeError};
+pub use shutdown::Shutdown;

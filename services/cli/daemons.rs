@@ -1,0 +1,167 @@
+//! `gradebook registry` and `gradebook log`: read the settings, bind the
+//! listener, set up tracing and the shutdown signal, and call the daemon's
+//! `run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::cli::{RegistryArg, parse_duration};
+use crate::mesh::config::{DEFAULT_LOG_LISTEN, DEFAULT_REGISTRY_LISTEN, generate_instance_id};
+use crate::mesh::shutdown::cancel_on_signal;
+use crate::mesh::telemetry::{self, DEFAULT_FILTER};
+use crate::mesh::{MeshConfig, Shutdown};
+use crate::registry::{self, RegistryConfig};
+
+/// Settings every daemon has.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// The `host:port` other services dial; defaults to the listen address
+    /// (or this host's name when listening on every interface).
+    #[arg(long, env = "GRADEBOOK_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// This instance's id; generated when absent.
+    #[arg(long, env = "GRADEBOOK_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// How long in-flight calls may drain at shutdown.
+    #[arg(long, env = "GRADEBOOK_DRAIN_GRACE", value_parser = parse_duration, default_value = "10s")]
+    pub drain_grace: Duration,
+    /// Ship this daemon's log records to the log service.
+    #[arg(long, env = "GRADEBOOK_SHIP_LOGS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ship_logs: bool,
+    /// What to log, as a tracing filter (`info`, `debug`, `gradebook=debug,info`).
+    #[arg(long, env = "GRADEBOOK_LOG_LEVEL", default_value = DEFAULT_FILTER)]
+    pub log_level: String,
+}
+
+impl DaemonArgs {
+    /// The mesh configuration of a daemon of `service`.
+    pub fn mesh_config(&self, service: &str, registry_url: &str) -> MeshConfig {
+        let mut config = MeshConfig::new(service);
+        config.instance_id = self.instance_id.clone().unwrap_or_else(|| generate_instance_id(service));
+        config.advertise = self.advertise.clone();
+        config.registry_url = registry_url.to_owned();
+        config.drain_grace = self.drain_grace;
+        config.ship_logs = self.ship_logs;
+        config
+    }
+}
+
+/// `gradebook registry`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// The address to listen on.
+    #[arg(long, env = "GRADEBOOK_LISTEN", default_value = DEFAULT_REGISTRY_LISTEN)]
+    pub listen: SocketAddr,
+    /// Time between two health checks of each instance.
+    #[arg(long, env = "GRADEBOOK_CHECK_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub check_interval: Duration,
+    /// Deadline of one health check.
+    #[arg(long, env = "GRADEBOOK_CHECK_TIMEOUT", value_parser = parse_duration, default_value = "500ms")]
+    pub check_timeout: Duration,
+    /// Timed-out checks in a row after which an instance is unreachable.
+    #[arg(long, env = "GRADEBOOK_FAILURE_THRESHOLD", default_value_t = registry::DEFAULT_FAILURE_THRESHOLD)]
+    pub failure_threshold: u32,
+    /// How long a down instance stays in the catalog before it is evicted.
+    #[arg(long, env = "GRADEBOOK_EVICTION_GRACE", value_parser = parse_duration, default_value = "30s")]
+    pub eviction_grace: Duration,
+    /// Events queued per watcher before a slow watcher is cut off to resync.
+    #[arg(long, env = "GRADEBOOK_WATCH_QUEUE", default_value_t = registry::DEFAULT_WATCH_QUEUE)]
+    pub watch_queue: usize,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+/// `gradebook log`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// The address to listen on.
+    #[arg(long, env = "GRADEBOOK_LISTEN", default_value = DEFAULT_LOG_LISTEN)]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub registry: RegistryArg,
+    /// Where the log store keeps its segment files.
+    #[arg(long, env = "GRADEBOOK_DATA_DIR", default_value = "data/log")]
+    pub data_dir: PathBuf,
+    /// Delete the oldest records once the store is larger than this many bytes.
+    #[arg(long, env = "GRADEBOOK_RETENTION_BYTES", default_value_t = crate::log::DEFAULT_RETENTION_BYTES)]
+    pub retention_bytes: u64,
+    /// Delete records older than this.
+    #[arg(long, env = "GRADEBOOK_RETENTION_AGE", value_parser = parse_duration, default_value = "7days")]
+    pub retention_age: Duration,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))
+}
+
+fn shutdown_on_signal() -> Shutdown {
+    let shutdown = Shutdown::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    shutdown
+}
+
+/// Runs the registry daemon until SIGTERM or SIGINT.
+pub async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
+    let mesh = args.daemon.mesh_config(registry::SERVICE_NAME, "http://unused:1");
+    telemetry::init_daemon(&args.daemon.log_level, &mesh.service, &mesh.instance_id);
+    let config = RegistryConfig {
+        mesh,
+        check_interval: args.check_interval,
+        check_timeout: args.check_timeout,
+        failure_threshold: args.failure_threshold,
+        eviction_grace: args.eviction_grace,
+        watch_queue: args.watch_queue,
+    };
+    config.validate()?;
+    let listener = bind(args.listen).await?;
+    registry::run(config, listener, shutdown_on_signal()).await?;
+    Ok(())
+}
+
+/// Runs the log daemon until SIGTERM or SIGINT.
+pub async fn log(args: LogArgs) -> anyhow::Result<()> {
+    let mesh = args.daemon.mesh_config(crate::log::SERVICE_NAME, &args.registry.registry);
+    telemetry::init_daemon(&args.daemon.log_level, &mesh.service, &mesh.instance_id);
+    let config = crate::log::LogConfig {
+        mesh,
+        data_dir: args.data_dir,
+        retention: crate::log::store::Retention {
+            max_bytes: args.retention_bytes,
+            max_age: args.retention_age,
+        },
+    };
+    let listener = bind(args.listen).await?;
+    crate::log::run(config, listener, shutdown_on_signal()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use crate::mesh::config::DEFAULT_DRAIN_GRACE;
+    use clap::Parser;
+
+    #[test]
+    fn flag_defaults_are_the_named_defaults() {
+        let Cli { command: crate::cli::Command::Registry(r) } = Cli::parse_from(["gradebook", "registry"]) else {
+            panic!("registry");
+        };
+        assert_eq!(r.check_interval, registry::DEFAULT_CHECK_INTERVAL);
+        assert_eq!(r.check_timeout, registry::DEFAULT_CHECK_TIMEOUT);
+        assert_eq!(r.eviction_grace, registry::DEFAULT_EVICTION_GRACE);
+        assert_eq!(r.daemon.drain_grace, DEFAULT_DRAIN_GRACE);
+        assert_eq!(r.listen.to_string(), DEFAULT_REGISTRY_LISTEN);
+        let Cli { command: crate::cli::Command::Log(l) } = Cli::parse_from(["gradebook", "log"]) else {
+            panic!("log");
+        };
+        assert_eq!(l.retention_age, crate::log::DEFAULT_RETENTION_AGE);
+        assert_eq!(l.listen.to_string(), DEFAULT_LOG_LISTEN);
+    }
+}

@@ -1,0 +1,67 @@
+//! `gradebook health-check ADDR`: asks a server's grpc.health.v1 service and
+//! exits 0 only when it answers SERVING (container health checks use it).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::cli::parse_duration;
+use crate::mesh::client::{deadline, request};
+use crate::mesh::config::parse_url;
+
+/// `gradebook health-check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthCheckArgs {
+    /// The server, as `host:port` or `http://host:port`.
+    pub address: String,
+    /// The service to ask about; the server as a whole when empty.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// How long to wait for an answer.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub timeout: Duration,
+}
+
+/// Runs `gradebook health-check`: prints the status, exits 0 when SERVING,
+/// 1 otherwise.
+pub async fn run(args: HealthCheckArgs) -> ExitCode {
+    match check(&args).await {
+        Ok(status) if status == ServingStatus::Serving => {
+            println!("SERVING");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            println!("{}", status.as_str_name());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn check(args: &HealthCheckArgs) -> Result<ServingStatus, String> {
+    let url = if args.address.starts_with("http://") {
+        args.address.clone()
+    } else {
+        format!("http://{}", args.address)
+    };
+    let endpoint = parse_url("ADDR", &url).map_err(|e| e.to_string())?;
+    let endpoint = endpoint.connect_timeout(args.timeout);
+    let channel = tokio::time::timeout(args.timeout, endpoint.connect())
+        .await
+        .map_err(|_| format!("{url}: no connection within {:?}", args.timeout))?
+        .map_err(|e| format!("{url}: cannot connect: {e}"))?;
+    let mut client = HealthClient::new(channel);
+    let message = HealthCheckRequest {
+        service: args.service.clone(),
+    };
+    let response = deadline(args.timeout, client.check(request(message, args.timeout)))
+        .await
+        .map_err(|status| format!("{url}: {:?}: {}", status.code(), status.message()))?;
+    Ok(ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown))
+}

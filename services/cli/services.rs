@@ -1,0 +1,148 @@
+//! `gradebook services`: the registry's view of the mesh as a table (or
+//! JSON), once or live with `--watch`.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::cli::RegistryArg;
+use crate::mesh::client::{deadline, lazy_channel, registry_client, request};
+use crate::mesh::config::REGISTRY_CALL_TIMEOUT;
+use crate::model::registry::{Change, Instance, WatchUpdate};
+use crate::pb::registry::v1 as pb;
+
+/// `gradebook services`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServicesArgs {
+    #[command(flatten)]
+    pub registry: RegistryArg,
+    /// Only this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Keep running and print every change as it happens.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print JSON (one object per line with --watch) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One instance as printed.
+#[derive(Debug, Serialize)]
+struct Row {
+    service: String,
+    instance: String,
+    address: String,
+    version: String,
+    health: String,
+    requires: Vec<String>,
+    last_check: Option<String>,
+    last_error: Option<String>,
+}
+
+impl From<&Instance> for Row {
+    fn from(i: &Instance) -> Self {
+        Row {
+            service: i.service.clone(),
+            instance: i.instance_id.clone(),
+            address: i.address.clone(),
+            version: i.version.clone(),
+            health: i.health.to_string(),
+            requires: i.requires.clone(),
+            last_check: i.last_check.map(rfc3339),
+            last_error: i.last_error.clone(),
+        }
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// Formats instances as an aligned table.
+pub fn table(instances: &[Instance]) -> String {
+    let mut rows = vec![["SERVICE", "INSTANCE", "ADDRESS", "VERSION", "HEALTH"].map(String::from)];
+    for i in instances {
+        rows.push([
+            i.service.clone(),
+            i.instance_id.clone(),
+            i.address.clone(),
+            i.version.clone(),
+            i.health.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs `gradebook services`.
+pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
+    let channel = lazy_channel("--registry", &args.registry.registry)?;
+    let mut client = registry_client(channel);
+    if !args.watch {
+        let list = pb::ListRequest {
+            service: args.service.clone().unwrap_or_default(),
+            include_unhealthy: true,
+        };
+        let response = deadline(REGISTRY_CALL_TIMEOUT, client.list(request(list, REGISTRY_CALL_TIMEOUT)))
+            .await
+            .with_context(|| format!("cannot list services at {}", args.registry.registry))?;
+        let instances = response
+            .into_inner()
+            .instances
+            .into_iter()
+            .map(Instance::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        if args.json {
+            let rows: Vec<Row> = instances.iter().map(Row::from).collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            print!("{}", table(&instances));
+        }
+        return Ok(());
+    }
+    let watch = pb::WatchRequest {
+        services: args.service.clone().into_iter().collect(),
+    };
+    let mut stream = deadline(Duration::from_secs(5), client.watch(watch))
+        .await
+        .with_context(|| format!("cannot watch services at {}", args.registry.registry))?
+        .into_inner();
+    while let Some(event) = stream.next().await {
+        let update = WatchUpdate::try_from(event.context("the watch stream broke")?)?;
+        match update {
+            WatchUpdate::Snapshot { instances, .. } => {
+                if args.json {
+                    let rows: Vec<Row> = instances.iter().map(Row::from).collect();
+                    println!("{}", serde_json::json!({ "snapshot": rows }));
+                } else {
+                    print!("{}", table(&instances));
+                }
+            }
+            WatchUpdate::Change(Change { kind, instance }) => {
+                if args.json {
+                    println!("{}", serde_json::json!({ "change": kind.as_str(), "instance": Row::from(&instance) }));
+                } else {
+                    println!(
+                        "{} {:<14} {} {} {} {}",
+                        rfc3339(SystemTime::now()),
+                        kind.as_str(),
+                        instance.service,
+                        instance.instance_id,
+                        instance.address,
+                        instance.health
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

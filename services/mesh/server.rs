@@ -1,0 +1,258 @@
+//! The one way every daemon serves gRPC. [`Mesh::start`] joins the mesh
+//! (dependency view, log shipping); [`MeshServer`] adds the daemon's
+//! services next to grpc.health.v1 and reflection (v1 and v1alpha), then
+//! serves them and registers the instance. On shutdown it reports
+//! NOT_SERVING, deregisters, stops accepting, and drains in-flight calls
+//! within a bounded grace period. TLS and authentication will be added here,
+//! once, for every daemon.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::body::Body;
+use tonic::codegen::http::{self, HeaderValue};
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::{Channel, Server};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::mesh::config::{ConfigError, MeshConfig};
+use crate::mesh::discovery::{self, DependencyView};
+use crate::mesh::registration::RegistrationHandle;
+use crate::mesh::shutdown::Shutdown;
+use crate::mesh::{client, telemetry};
+use crate::model::registry::{HEALTH_SERVICE_METADATA, Registration};
+
+/// Why a daemon could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listener's address cannot be read.
+    #[error("cannot read the listener's address: {0}")]
+    Listener(#[source] std::io::Error),
+    /// Reflection could not be built from the descriptor sets.
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A daemon's membership of the mesh: its configuration, a channel to the
+/// registry, and the live view of its dependencies.
+#[derive(Debug)]
+pub struct Mesh {
+    config: MeshConfig,
+    registry: Channel,
+    dependencies: DependencyView,
+    shutdown: Shutdown,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Mesh {
+    /// Joins the mesh: checks the configuration, starts watching the
+    /// dependencies and, when this process set up log shipping, starts
+    /// shipping. Registration happens once the server serves.
+    pub fn start(config: MeshConfig, shutdown: &Shutdown) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let registry = client::lazy_channel("--registry", &config.registry_url)?;
+        let (dependencies, watch_task) = discovery::spawn(
+            registry.clone(),
+            config.discovered_services(),
+            config.backoff,
+            shutdown,
+        );
+        let mut background = vec![watch_task];
+        if config.ship_logs
+            && let Some(shipper) = telemetry::take_shipper()
+        {
+            background.push(tokio::spawn(shipper.run(
+                dependencies.clone(),
+                config.backoff,
+                shutdown.clone(),
+            )));
+        }
+        Ok(Mesh {
+            config,
+            registry,
+            dependencies,
+            shutdown: shutdown.clone(),
+            background,
+        })
+    }
+
+    /// The live view of the required services, with balanced channels.
+    pub fn dependencies(&self) -> DependencyView {
+        self.dependencies.clone()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MeshConfig {
+        &self.config
+    }
+
+    /// The shutdown signal.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+}
+
+/// Builds a daemon's gRPC server: its services plus health and reflection.
+#[derive(Debug)]
+pub struct MeshServer {
+    mesh: Mesh,
+    routes: RoutesBuilder,
+    service_names: Vec<&'static str>,
+    health: HealthReporter,
+}
+
+impl MeshServer {
+    /// A server for the daemon that joined `mesh`.
+    pub fn new(mesh: Mesh) -> Self {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        MeshServer {
+            mesh,
+            routes,
+            service_names: Vec::new(),
+            health,
+        }
+    }
+
+    /// Adds one of the daemon's gRPC services; its health is reported under
+    /// its full name.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.service_names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// The health reporter, for a daemon that reports its own health changes.
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Serves on `listener` until the mesh's shutdown signal, registering the
+    /// instance with the registry; then drains and deregisters. Returns once
+    /// the server has stopped.
+    pub async fn serve(self, listener: TcpListener) -> Result<(), ServeError> {
+        let MeshServer {
+            mesh,
+            mut routes,
+            service_names,
+            health,
+        } = self;
+        let local = listener.local_addr().map_err(ServeError::Listener)?;
+        let address = mesh.config.advertised_address(local);
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        routes.add_service(reflection_v1);
+        routes.add_service(reflection_v1alpha);
+        for name in &service_names {
+            health.set_service_status(*name, ServingStatus::Serving).await;
+        }
+        health.set_service_status("", ServingStatus::Serving).await;
+        health.set_service_status(&mesh.config.instance_id, ServingStatus::Serving).await;
+
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(tower::util::MapResponseLayer::new(
+                oversize_is_resource_exhausted as fn(http::Response<Body>) -> http::Response<Body>,
+            ))
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = drain_rx.await;
+            });
+        tokio::pin!(server);
+        tracing::info!(service = %mesh.config.service, instance = %mesh.config.instance_id, %local, advertised = %address, "serving");
+
+        let registration = RegistrationHandle::spawn(
+            mesh.registry.clone(),
+            Registration {
+                service: mesh.config.service.clone(),
+                instance_id: Some(mesh.config.instance_id.clone()),
+                address,
+                version: mesh.config.version.clone(),
+                metadata: {
+                    let mut metadata = mesh.config.metadata.clone();
+                    metadata.insert(HEALTH_SERVICE_METADATA.to_owned(), mesh.config.instance_id.clone());
+                    metadata
+                },
+                requires: mesh.config.requires.clone(),
+            },
+            mesh.config.backoff,
+            &mesh.shutdown,
+        );
+
+        tokio::select! {
+            result = &mut server => {
+                mesh.shutdown.cancel();
+                return result.map_err(ServeError::from);
+            }
+            _ = mesh.shutdown.cancelled() => {}
+        }
+
+        tracing::info!("shutting down: reporting NOT_SERVING");
+        for name in &service_names {
+            health.set_service_status(*name, ServingStatus::NotServing).await;
+        }
+        health.set_service_status("", ServingStatus::NotServing).await;
+        health.set_service_status(&mesh.config.instance_id, ServingStatus::NotServing).await;
+        registration.deregister().await;
+        let _ = drain_tx.send(());
+        let grace = mesh.config.drain_grace;
+        let result = match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => result.map_err(ServeError::from),
+            Err(_) => {
+                tracing::warn!(?grace, "in-flight calls did not drain within the grace period; stopping anyway");
+                Ok(())
+            }
+        };
+        for task in mesh.background {
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        }
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// tonic answers a message over the decoding limit with OUT_OF_RANGE; gRPC
+/// convention (and grpc-go, grpc-java) says RESOURCE_EXHAUSTED. This rewrites
+/// that one status, so every daemon answers oversize input the same way.
+fn oversize_is_resource_exhausted(mut response: http::Response<Body>) -> http::Response<Body> {
+    let headers = response.headers_mut();
+    let is_out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
+    let is_oversize = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+    if is_out_of_range && is_oversize {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    }
+    response
+}

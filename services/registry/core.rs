@@ -1,0 +1,171 @@
+//! The registry's thin async shell around the [`Catalog`] state machine:
+//! one lock guards the catalog, the watchers and the monitors; every call
+//! feeds the catalog an event and carries out the effects it returns
+//! (publish to watchers, start or stop a health monitor) without blocking.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+
+use crate::mesh::Shutdown;
+use crate::mesh::config::generate_instance_id;
+use crate::model::registry::{Instance, Registration, snapshot_event};
+use crate::registry::catalog::{Catalog, Effect};
+use crate::registry::health::ProbeOutcome;
+use crate::registry::monitor::{self, Epoch, ProbeSettings};
+use crate::registry::watchers::{WatchItem, Watchers};
+
+/// The running monitor of one instance.
+#[derive(Debug)]
+struct MonitorHandle {
+    epoch: Epoch,
+    stop: Shutdown,
+}
+
+#[derive(Debug)]
+struct State {
+    catalog: Catalog,
+    watchers: Watchers,
+    monitors: HashMap<String, MonitorHandle>,
+    next_epoch: Epoch,
+}
+
+/// The registry's state, shared by the gRPC service, the monitors and the
+/// eviction timer.
+#[derive(Debug)]
+pub struct Core {
+    state: Mutex<State>,
+    probe: ProbeSettings,
+    shutdown: Shutdown,
+}
+
+impl Core {
+    /// A registry core around `catalog`.
+    pub fn new(catalog: Catalog, watch_queue: usize, probe: ProbeSettings, shutdown: Shutdown) -> Arc<Self> {
+        Arc::new(Core {
+            state: Mutex::new(State {
+                catalog,
+                watchers: Watchers::new(watch_queue),
+                monitors: HashMap::new(),
+                next_epoch: 0,
+            }),
+            probe,
+            shutdown,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the catalog half
+        // changed (every change is applied before effects run), so a
+        // poisoned lock is still safe to use.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The id of this registry node.
+    pub fn node_id(&self) -> String {
+        self.lock().catalog.node_id().to_owned()
+    }
+
+    /// Registers (or updates) an instance.
+    pub fn register(self: &Arc<Self>, registration: Registration) -> Instance {
+        let mut state = self.lock();
+        let service = registration.service.clone();
+        let (instance, effects) = state.catalog.register(registration, SystemTime::now(), || {
+            generate_instance_id(&service)
+        });
+        self.execute(&mut state, effects);
+        instance
+    }
+
+    /// Removes an instance; returns whether it was registered.
+    pub fn deregister(self: &Arc<Self>, instance_id: &str) -> bool {
+        let mut state = self.lock();
+        let (removed, effects) = state.catalog.deregister(instance_id, SystemTime::now());
+        self.execute(&mut state, effects);
+        removed
+    }
+
+    /// Lists instances (see [`Catalog::list`]).
+    pub fn list(&self, service: Option<&str>, include_unhealthy: bool) -> Vec<Instance> {
+        self.lock().catalog.list(service, include_unhealthy)
+    }
+
+    /// Adds a watcher of `services`; its stream starts with a snapshot taken
+    /// under the same lock as every publication, so nothing falls between.
+    pub fn watch(&self, services: &[String]) -> mpsc::Receiver<WatchItem> {
+        let mut state = self.lock();
+        let snapshot = snapshot_event(&state.catalog.snapshot(services), state.catalog.node_id());
+        state.watchers.add(services, snapshot)
+    }
+
+    /// How many watchers are connected.
+    pub fn watcher_count(&self) -> usize {
+        self.lock().watchers.len()
+    }
+
+    /// Takes in a probe outcome from the monitor of `epoch`.
+    pub fn observe(self: &Arc<Self>, instance_id: &str, epoch: Epoch, outcome: ProbeOutcome) {
+        let mut state = self.lock();
+        if state.monitors.get(instance_id).is_none_or(|m| m.epoch != epoch) {
+            return;
+        }
+        let effects = state.catalog.observe(instance_id, outcome, SystemTime::now());
+        self.execute(&mut state, effects);
+    }
+
+    /// Evicts instances down for longer than the grace.
+    pub fn tick(self: &Arc<Self>) {
+        let mut state = self.lock();
+        let effects = state.catalog.tick(SystemTime::now());
+        self.execute(&mut state, effects);
+    }
+
+    fn execute(self: &Arc<Self>, state: &mut State, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Publish(change) => {
+                    tracing::info!(
+                        change = change.kind.as_str(),
+                        service = %change.instance.service,
+                        instance = %change.instance.instance_id,
+                        health = %change.instance.health,
+                        "catalog changed"
+                    );
+                    let overflowed = state.watchers.publish(&change);
+                    if overflowed > 0 {
+                        tracing::warn!(overflowed, "dropped watchers whose queue overflowed");
+                    }
+                }
+                Effect::Monitor {
+                    instance_id,
+                    address,
+                    health_service,
+                } => {
+                    if let Some(old) = state.monitors.remove(&instance_id) {
+                        old.stop.cancel();
+                    }
+                    state.next_epoch += 1;
+                    let epoch = state.next_epoch;
+                    let stop = self.shutdown.child_token();
+                    tokio::spawn(monitor::monitor(
+                        self.clone(),
+                        instance_id.clone(),
+                        address,
+                        health_service,
+                        epoch,
+                        self.probe,
+                        stop.clone(),
+                    ));
+                    state.monitors.insert(instance_id, MonitorHandle { epoch, stop });
+                }
+                Effect::StopMonitor { instance_id } => {
+                    if let Some(old) = state.monitors.remove(&instance_id) {
+                        old.stop.cancel();
+                    }
+                }
+            }
+        }
+    }
+}

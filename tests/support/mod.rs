@@ -1,0 +1,326 @@
+//! The integration harness: starts the real `gradebook` binary as separate
+//! processes on loopback ports, waits for readiness by polling with a
+//! deadline, kills them on drop, and polls eventually-true conditions.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use gradebook::pb::log::v1::log_service_client::LogServiceClient;
+use gradebook::pb::registry::v1 as pb;
+use gradebook::pb::registry::v1::registry_client::RegistryClient;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// How long anything in a test may take to become true.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// The path of the real binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_gradebook")
+}
+
+/// A free loopback port (bound, then released for the daemon to take).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `patience`.
+pub async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if start.elapsed() > patience {
+            panic!("{what}: not true within {patience:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A daemon process that is killed when dropped.
+pub struct Daemon {
+    pub name: &'static str,
+    pub port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+    pub log_file: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `gradebook <args>` listening on `port`, logging to a file in `dir`.
+    pub fn start(name: &'static str, port: u16, args: Vec<String>, dir: &Path) -> Daemon {
+        let mut daemon = Daemon {
+            name,
+            port,
+            args,
+            child: None,
+            log_file: dir.join(format!("{name}-{port}.stderr")),
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .expect("log file");
+        let child = Command::new(binary())
+            .args(&self.args)
+            .env("GRADEBOOK_LOG_LEVEL", "info,gradebook=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the gradebook binary");
+        self.child = Some(child);
+    }
+
+    /// Starts the same command again (after a kill), on the same port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("signal the daemon");
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (up to `patience`) for the exit status.
+    pub fn terminate(&mut self, patience: Duration) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if start.elapsed() > patience {
+                let _ = child.kill();
+                panic!("{} did not exit within {patience:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the daemon wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+
+    /// A lazily connecting channel to the daemon.
+    pub fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.url())
+            .expect("url")
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy()
+    }
+
+    /// Waits until its health service answers SERVING.
+    pub async fn wait_serving(&self) {
+        let url = self.url();
+        let name = self.name;
+        eventually(&format!("{name} at {url} is SERVING"), PATIENCE, || {
+            let url = url.clone();
+            async move { (health_status(&url).await == Some(1)).then_some(()) }
+        })
+        .await;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            // Leave SIGSTOPped processes killable.
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
+        }
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- {} stderr ----\n{}", self.name, self.stderr());
+        }
+    }
+}
+
+/// The grpc.health.v1 status of the server at `url` ("" service), if it answers.
+pub async fn health_status(url: &str) -> Option<i32> {
+    let endpoint = Endpoint::from_shared(url.to_owned()).ok()?.connect_timeout(Duration::from_millis(500));
+    let channel = tokio::time::timeout(Duration::from_secs(1), endpoint.connect()).await.ok()?.ok()?;
+    let response = tokio::time::timeout(
+        Duration::from_secs(1),
+        HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some(response.into_inner().status)
+}
+
+/// A test's mesh: a temporary directory and the daemons started in it.
+pub struct Mesh {
+    pub dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    pub fn new() -> Mesh {
+        Mesh {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Starts a registry with fast test-friendly eviction, plus `extra` flags.
+    pub async fn registry(&self, extra: &[&str]) -> Daemon {
+        let port = free_port();
+        let mut args: Vec<String> = vec!["registry".into(), "--listen".into(), format!("127.0.0.1:{port}")];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let daemon = Daemon::start("registry", port, args, self.dir.path());
+        daemon.wait_serving().await;
+        daemon
+    }
+
+    /// Starts a log daemon registered with `registry`, storing under `data`.
+    pub async fn log(&self, registry: &Daemon, data: &str, extra: &[&str]) -> Daemon {
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "log".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--registry".into(),
+            registry.url(),
+            "--data-dir".into(),
+            self.dir.path().join(data).display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let daemon = Daemon::start("log", port, args, self.dir.path());
+        daemon.wait_serving().await;
+        daemon
+    }
+}
+
+/// A registry client on the daemon.
+pub fn registry_client(registry: &Daemon) -> RegistryClient<Channel> {
+    RegistryClient::new(registry.channel())
+}
+
+/// A log client on the daemon.
+pub fn log_client(log: &Daemon) -> LogServiceClient<Channel> {
+    LogServiceClient::new(log.channel())
+}
+
+/// The instances of `service` the registry lists (all healths).
+pub async fn list(registry: &Daemon, service: &str) -> Vec<pb::Instance> {
+    registry_client(registry)
+        .list(pb::ListRequest {
+            service: service.into(),
+            include_unhealthy: true,
+        })
+        .await
+        .map(|r| r.into_inner().instances)
+        .unwrap_or_default()
+}
+
+/// Waits until the registry lists an instance of `service` with `health`.
+pub async fn wait_health(registry: &Daemon, service: &str, health: pb::HealthStatus) -> pb::Instance {
+    eventually(&format!("{service} is {health:?}"), PATIENCE, || async {
+        list(registry, service).await.into_iter().find(|i| i.health == health as i32)
+    })
+    .await
+}
+
+/// A watch stream on `services`, with a helper to take the next message.
+pub struct Watcher {
+    pub stream: tonic::Streaming<pb::WatchEvent>,
+}
+
+impl Watcher {
+    pub async fn open(registry: &Daemon, services: &[&str]) -> Watcher {
+        let stream = registry_client(registry)
+            .watch(pb::WatchRequest {
+                services: services.iter().map(|s| s.to_string()).collect(),
+            })
+            .await
+            .expect("open watch")
+            .into_inner();
+        Watcher { stream }
+    }
+
+    /// The next message, or a panic after `patience`.
+    pub async fn next(&mut self, patience: Duration) -> pb::watch_event::Event {
+        let message = tokio::time::timeout(patience, self.stream.message())
+            .await
+            .expect("a watch event in time")
+            .expect("a healthy stream")
+            .expect("an open stream");
+        message.event.expect("an event")
+    }
+
+    pub async fn snapshot(&mut self) -> Vec<pb::Instance> {
+        match self.next(PATIENCE).await {
+            pb::watch_event::Event::Snapshot(s) => s.instances,
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+    }
+
+    /// The next change, skipping none.
+    pub async fn change(&mut self, patience: Duration) -> (pb::ChangeKind, pb::Instance) {
+        match self.next(patience).await {
+            pb::watch_event::Event::Change(c) => (
+                pb::ChangeKind::try_from(c.kind).expect("kind"),
+                c.instance.expect("instance"),
+            ),
+            other => panic!("expected a change, got {other:?}"),
+        }
+    }
+
+    /// Skips changes until one matches; returns it and how long it took.
+    pub async fn until(
+        &mut self,
+        patience: Duration,
+        mut wanted: impl FnMut(pb::ChangeKind, &pb::Instance) -> bool,
+    ) -> (pb::ChangeKind, pb::Instance, Duration) {
+        let start = Instant::now();
+        loop {
+            let left = patience.saturating_sub(start.elapsed());
+            let (kind, instance) = self.change(left).await;
+            if wanted(kind, &instance) {
+                return (kind, instance, start.elapsed());
+            }
+        }
+    }
+}
