@@ -50,17 +50,27 @@ async fn check(args: &HealthCheckArgs) -> Result<ServingStatus, String> {
     } else {
         format!("http://{}", args.address)
     };
+    check_service(&url, &args.service, args.timeout).await
+}
+
+/// The overall health of the server at `url`, within `timeout`.
+pub async fn status_of(url: &str, timeout: Duration) -> Result<ServingStatus, String> {
+    check_service(url, "", timeout).await
+}
+
+async fn check_service(url: &str, service: &str, timeout: Duration) -> Result<ServingStatus, String> {
+    let url = url.to_owned();
     let endpoint = parse_url("ADDR", &url).map_err(|e| e.to_string())?;
-    let endpoint = endpoint.connect_timeout(args.timeout);
-    let channel = tokio::time::timeout(args.timeout, endpoint.connect())
+    let endpoint = endpoint.connect_timeout(timeout);
+    let channel = tokio::time::timeout(timeout, endpoint.connect())
         .await
-        .map_err(|_| format!("{url}: no connection within {:?}", args.timeout))?
+        .map_err(|_| format!("{url}: no connection within {timeout:?}"))?
         .map_err(|e| format!("{url}: cannot connect: {e}"))?;
     let mut client = HealthClient::new(channel);
     let message = HealthCheckRequest {
-        service: args.service.clone(),
+        service: service.to_owned(),
     };
-    let response = deadline(args.timeout, client.check(request(message, args.timeout)))
+    let response = deadline(timeout, client.check(request(message, timeout)))
         .await
         .map_err(|status| format!("{url}: {:?}: {}", status.code(), status.message()))?;
     Ok(ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown))

@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::log::store::LogStore;
+use crate::log::store::{LogStore, StoreError};
 use crate::model::log::{InvalidRecord, LogFilter, LogRecord, MAX_BATCH_RECORDS};
 use crate::pb::log::v1 as pb;
 use crate::pb::log::v1::log_service_server::{LogService, LogServiceServer};
@@ -277,13 +277,12 @@ async fn commit(
         // the store after this commit, so its backlog covers these records.
         let stored = (task_live.receiver_count() > 0)
             .then(|| store.records_after(before).cloned().collect::<Vec<_>>());
-        Ok((counts, stored, store.last_sequence()))
+        Ok::<_, StoreError>((counts, stored, store.last_sequence()))
     })
     .await;
     let (counts, stored, last) = match result {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
-            let e: crate::log::store::StoreError = e;
             tracing::error!(error = %e, "storing log records failed");
             let status = Status::internal(format!("storing records failed: {e}"));
             for reply in replies {
@@ -827,41 +826,71 @@ mod tests {
 
     #[tokio::test]
     async fn lagging_tail_gets_resource_exhausted() {
-        let h = Harness::start(2).await;
-        let mut tail = h
-            .client
-            .clone()
-            .tail(pb::TailRequest::default())
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path(), Retention::default()).unwrap();
+        let server = LogServer::with_tail_buffer(store, CancellationToken::new(), 2);
+        server
+            .store_batch(batch(vec![record("a", "backlog")]))
+            .await
+            .unwrap();
+        let mut tail = server
+            .tail(Request::new(pb::TailRequest {
+                backlog: 5,
+                ..Default::default()
+            }))
             .await
             .unwrap()
             .into_inner();
-        // Each write is its own commit: five commits overflow a buffer of two
-        // while the tailer does not read. Records are large so the transport
-        // buffers fill too and the server stream cannot run ahead.
-        for i in 0..40 {
-            h.write(vec![batch(vec![record(
-                "a",
-                &format!("{i}{}", "x".repeat(16_000)),
-            )])])
-            .await
-            .unwrap();
+        // Five commits of two records while the tailer does not read
+        // overflow a buffer of two commits.
+        for i in 0..5 {
+            let records = vec![record("a", &format!("{i}")), record("b", "x")];
+            assert_eq!(server.store_batch(batch(records)).await.unwrap(), 2);
         }
-        let mut received = 0;
-        let status = loop {
-            match tail.next().await {
-                Some(Ok(_)) => received += 1,
-                Some(Err(status)) => break status,
-                None => panic!("tail ended without an error after {received} records"),
-            }
-        };
-        assert!(received < 40);
+        let first = tail.next().await.unwrap().unwrap();
+        assert_eq!(first.message, "backlog");
+        let status = tail.next().await.unwrap().unwrap_err();
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(
-            status.message().starts_with("tail fell behind by "),
+            status
+                .message()
+                .starts_with("tail fell behind by 10 records; reconnect"),
             "{}",
             status.message()
         );
         assert!(tail.next().await.is_none());
-        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn tail_without_backlog_sees_only_new_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path(), Retention::default()).unwrap();
+        let shutdown = CancellationToken::new();
+        let server = LogServer::new(store, shutdown.clone());
+        server
+            .store_batch(batch(vec![record("a", "before")]))
+            .await
+            .unwrap();
+        let mut tail = server
+            .tail(Request::new(pb::TailRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        server
+            .store_batch(batch(vec![record("a", "after")]))
+            .await
+            .unwrap();
+        let live = tail.next().await.unwrap().unwrap();
+        assert_eq!((live.message.as_str(), live.sequence), ("after", 2));
+        let background = server.spawn_background(Duration::from_secs(3600));
+        shutdown.cancel();
+        assert!(tail.next().await.is_none());
+        // Once the background task ends, the writer has stopped too.
+        background.await.unwrap();
+        let e = server
+            .store_batch(batch(vec![record("a", "late")]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
     }
 }

@@ -36,7 +36,9 @@ pub enum DiscoveryError {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dependencies {
     /// Instances by service name, then instance id, whatever their health.
-    pub services: BTreeMap<String, BTreeMap<String, Instance>>,
+    /// Each service's map is shared, so publishing a change copies one
+    /// service's map, not the whole view.
+    pub services: BTreeMap<String, Arc<BTreeMap<String, Instance>>>,
     /// Whether the view is fed by a live watch (false while the registry is away).
     pub live: bool,
 }
@@ -46,16 +48,18 @@ impl Dependencies {
     pub fn apply(&mut self, update: WatchUpdate, watched: &[String]) {
         match update {
             WatchUpdate::Snapshot { instances, .. } => {
-                self.services = watched.iter().map(|s| (s.clone(), BTreeMap::new())).collect();
+                let mut services: BTreeMap<String, BTreeMap<String, Instance>> =
+                    watched.iter().map(|s| (s.clone(), BTreeMap::new())).collect();
                 for instance in instances {
-                    self.services
+                    services
                         .entry(instance.service.clone())
                         .or_default()
                         .insert(instance.instance_id.clone(), instance);
                 }
+                self.services = services.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
             }
             WatchUpdate::Change(change) => {
-                let instances = self.services.entry(change.instance.service.clone()).or_default();
+                let instances = Arc::make_mut(self.services.entry(change.instance.service.clone()).or_default());
                 if change.kind == ChangeKind::Removed {
                     instances.remove(&change.instance.instance_id);
                 } else {
@@ -175,6 +179,10 @@ async fn run_watch(
     let mut deps = Dependencies::default();
     let mut in_balancer: HashMap<String, BTreeSet<(String, String)>> = HashMap::new();
     let mut attempt = 0u32;
+    if services.is_empty() {
+        // Nothing to discover (an empty watch would watch everything).
+        return;
+    }
     while !shutdown.is_cancelled() {
         let request = pb::WatchRequest {
             services: services.clone(),

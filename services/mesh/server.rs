@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
 use tonic::codegen::http::{self, HeaderValue};
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -185,7 +185,7 @@ impl MeshServer {
                 oversize_is_resource_exhausted as fn(http::Response<Body>) -> http::Response<Body>,
             ))
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
                 let _ = drain_rx.await;
             });
         tokio::pin!(server);

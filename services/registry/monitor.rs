@@ -1,8 +1,14 @@
 //! Health probes: one task per registered instance dials its advertised
 //! address and follows grpc.health.v1. A `Watch` stream reports status
 //! changes the moment they happen and breaks at once when the process dies
-//! (connection reset or refused); a `Check` with a deadline every interval
-//! catches a hung process. Outcomes go to the catalog's health state machine.
+//! (connection reset or refused). A hung process is caught by HTTP/2
+//! keepalive on the same connection: a PING every interval that must be
+//! answered within the timeout, or the connection (and so the watch) is
+//! torn down. That costs a frame, not an RPC, per instance and interval.
+//! Against a server without `Watch`, a `Check` with a deadline every
+//! interval does the job, and `failure_threshold` timeouts in a row make
+//! the instance unreachable. Outcomes go to the catalog's health state
+//! machine.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +62,11 @@ pub async fn monitor(
 ) {
     let report = |outcome| core.observe(&instance_id, epoch, outcome);
     let endpoint = match endpoint_of(&address) {
-        Ok(endpoint) => endpoint.connect_timeout(settings.timeout),
+        Ok(endpoint) => endpoint
+            .connect_timeout(settings.timeout)
+            .http2_keep_alive_interval(settings.interval)
+            .keep_alive_timeout(settings.timeout)
+            .keep_alive_while_idle(true),
         Err(error) => {
             report(ProbeOutcome::Disconnected(error.to_string()));
             return;
@@ -126,6 +136,7 @@ pub async fn monitor(
         };
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + settings.interval, settings.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let checks_needed = stream.is_none();
         loop {
             let watched = async {
                 match stream.as_mut() {
@@ -145,7 +156,7 @@ pub async fn monitor(
                         break;
                     }
                 },
-                _ = ticker.tick() => {
+                _ = ticker.tick(), if checks_needed => {
                     let checked = tokio::select! {
                         checked = tokio::time::timeout(settings.timeout, client.check(request())) => checked,
                         _ = stop.cancelled() => return,

@@ -120,7 +120,7 @@ mod tests {
         w.publish(&change("log"));
         assert!(log_rx.try_recv().is_ok(), "snapshot");
         let event = log_rx.try_recv().unwrap().unwrap();
-        assert!(matches!(event.event, Some(pb::watch_event::Event::Change(c)) if c.instance.unwrap().service == "log"));
+        assert!(matches!(event.event, Some(pb::watch_event::Event::Change(c)) if c.instance.as_ref().is_some_and(|i| i.service == "log")));
         assert!(log_rx.try_recv().is_err());
         assert_eq!(std::iter::from_fn(|| all_rx.try_recv().ok()).count(), 3);
     }
