@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 use support::{Mesh, PATIENCE, binary, eventually};
 
 fn gradebook(args: &[&str]) -> Output {
-    Command::new(binary()).args(args).output().expect("run gradebook")
+    Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run gradebook")
 }
 
 fn stdout(output: &Output) -> String {
@@ -17,7 +20,14 @@ fn stdout(output: &Output) -> String {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["registry", "log", "services", "logs", "health-check", "bench"] {
+    for sub in [
+        "registry",
+        "log",
+        "services",
+        "logs",
+        "health-check",
+        "bench",
+    ] {
         let output = gradebook(&[sub, "--help"]);
         assert!(output.status.success(), "{sub} --help");
         assert!(stdout(&output).contains("Usage: gradebook"), "{sub}");
@@ -32,35 +42,102 @@ async fn services_health_check_and_logs() {
     let mesh = Mesh::new();
     let registry = mesh.registry(&[]).await;
     let log = mesh.log(&registry, "log", &[]).await;
-    support::wait_health(&registry, "log", gradebook::pb::registry::v1::HealthStatus::Serving).await;
+    support::wait_health(
+        &registry,
+        "log",
+        gradebook::pb::registry::v1::HealthStatus::Serving,
+    )
+    .await;
 
     let table = stdout(&gradebook(&["services", "--registry", &registry.url()]));
     let header = table.lines().next().unwrap();
     for column in ["SERVICE", "INSTANCE", "ADDRESS", "VERSION", "HEALTH"] {
         assert!(header.contains(column), "{table}");
     }
-    assert!(table.lines().any(|l| l.starts_with("log ") && l.contains(&log.address()) && l.contains("SERVING")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("log ") && l.contains(&log.address()) && l.contains("SERVING")),
+        "{table}"
+    );
 
-    let json: serde_json::Value =
-        serde_json::from_str(&stdout(&gradebook(&["services", "--json", "--registry", &registry.url()]))).unwrap();
-    let services: Vec<_> = json.as_array().unwrap().iter().map(|r| r["service"].as_str().unwrap().to_owned()).collect();
-    assert!(services.contains(&"log".to_owned()) && services.contains(&"registry".to_owned()), "{json}");
+    let json: serde_json::Value = serde_json::from_str(&stdout(&gradebook(&[
+        "services",
+        "--json",
+        "--registry",
+        &registry.url(),
+    ])))
+    .unwrap();
+    let services: Vec<_> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["service"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        services.contains(&"log".to_owned()) && services.contains(&"registry".to_owned()),
+        "{json}"
+    );
 
-    assert!(gradebook(&["health-check", &log.address()]).status.success());
-    assert!(gradebook(&["health-check", &log.url(), "--service", "gradebook.log.v1.LogService"]).status.success());
+    assert!(
+        gradebook(&["health-check", &log.address()])
+            .status
+            .success()
+    );
+    assert!(
+        gradebook(&[
+            "health-check",
+            &log.url(),
+            "--service",
+            "gradebook.log.v1.LogService"
+        ])
+        .status
+        .success()
+    );
     let unknown = gradebook(&["health-check", &log.address(), "--service", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
-    let dead = gradebook(&["health-check", &format!("127.0.0.1:{}", support::free_port()), "--timeout", "300ms"]);
+    let dead = gradebook(&[
+        "health-check",
+        &format!("127.0.0.1:{}", support::free_port()),
+        "--timeout",
+        "300ms",
+    ]);
     assert_eq!(dead.status.code(), Some(1));
 
     // The registry ships its records; `gradebook logs` finds them through the registry.
-    let lines = eventually("gradebook logs shows registry records", PATIENCE, || async {
-        let out = stdout(&gradebook(&["logs", "--registry", &registry.url(), "--service", "registry", "--grep", "catalog changed"]));
-        (!out.is_empty()).then_some(out)
-    })
+    let lines = eventually(
+        "gradebook logs shows registry records",
+        PATIENCE,
+        || async {
+            let out = stdout(&gradebook(&[
+                "logs",
+                "--registry",
+                &registry.url(),
+                "--service",
+                "registry",
+                "--grep",
+                "catalog changed",
+            ]));
+            (!out.is_empty()).then_some(out)
+        },
+    )
     .await;
-    assert!(lines.lines().all(|l| l.contains("registry") && l.contains("catalog changed")), "{lines}");
-    let json_lines = stdout(&gradebook(&["logs", "--json", "--registry", &registry.url(), "--level", "info", "-n", "5"]));
+    assert!(
+        lines
+            .lines()
+            .all(|l| l.contains("registry") && l.contains("catalog changed")),
+        "{lines}"
+    );
+    let json_lines = stdout(&gradebook(&[
+        "logs",
+        "--json",
+        "--registry",
+        &registry.url(),
+        "--level",
+        "info",
+        "-n",
+        "5",
+    ]));
     for line in json_lines.lines() {
         let record: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(record["sequence"].as_u64().unwrap() > 0);

@@ -24,14 +24,27 @@ fn grpcurl(args: &[&str]) -> String {
 fn assert_lists_and_checks(daemon: &Daemon, service: &str) {
     let address = daemon.address();
     let listed = grpcurl(&["-plaintext", &address, "list"]);
-    for expected in [service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"] {
-        assert!(listed.lines().any(|l| l == expected), "{expected} missing from:\n{listed}");
+    for expected in [
+        service,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == expected),
+            "{expected} missing from:\n{listed}"
+        );
     }
     let described = grpcurl(&["-plaintext", &address, "describe", service]);
     assert!(described.contains("service"), "{described}");
     let health = grpcurl(&["-plaintext", &address, "grpc.health.v1.Health/Check"]);
     assert!(health.contains("\"status\": \"SERVING\""), "{health}");
-    let per_service = grpcurl(&["-plaintext", "-d", &format!("{{\"service\":\"{service}\"}}"), &address, "grpc.health.v1.Health/Check"]);
+    let per_service = grpcurl(&[
+        "-plaintext",
+        "-d",
+        &format!("{{\"service\":\"{service}\"}}"),
+        &address,
+        "grpc.health.v1.Health/Check",
+    ]);
     assert!(per_service.contains("SERVING"), "{per_service}");
 }
 
@@ -43,17 +56,28 @@ async fn grpcurl_lists_describes_and_checks_every_daemon() {
     assert_lists_and_checks(&registry, "gradebook.registry.v1.Registry");
     assert_lists_and_checks(&log, "gradebook.log.v1.LogService");
 
-    let described = grpcurl(&["-plaintext", &registry.address(), "describe", "gradebook.registry.v1.RegisterRequest"]);
+    let described = grpcurl(&[
+        "-plaintext",
+        &registry.address(),
+        "describe",
+        "gradebook.registry.v1.RegisterRequest",
+    ]);
     assert!(described.contains("requires"), "{described}");
 
     let registered = grpcurl(&[
         "-plaintext",
         "-d",
-        &format!(r#"{{"service":"reports","instance_id":"reports-1","address":"{}"}}"#, registry.address()),
+        &format!(
+            r#"{{"service":"reports","instance_id":"reports-1","address":"{}"}}"#,
+            registry.address()
+        ),
         &registry.address(),
         "gradebook.registry.v1.Registry/Register",
     ]);
-    assert!(registered.contains("\"instanceId\": \"reports-1\""), "{registered}");
+    assert!(
+        registered.contains("\"instanceId\": \"reports-1\""),
+        "{registered}"
+    );
     let listed = grpcurl(&[
         "-plaintext",
         "-d",
@@ -62,14 +86,26 @@ async fn grpcurl_lists_describes_and_checks_every_daemon() {
         "gradebook.registry.v1.Registry/List",
     ]);
     for service in ["registry", "log", "reports"] {
-        assert!(listed.contains(&format!("\"service\": \"{service}\"")), "{service} missing from {listed}");
+        assert!(
+            listed.contains(&format!("\"service\": \"{service}\"")),
+            "{service} missing from {listed}"
+        );
     }
 
     let bad = Command::new("grpcurl")
-        .args(["-plaintext", "-d", r#"{"service":"","address":"x:1"}"#, &registry.address(), "gradebook.registry.v1.Registry/Register"])
+        .args([
+            "-plaintext",
+            "-d",
+            r#"{"service":"","address":"x:1"}"#,
+            &registry.address(),
+            "gradebook.registry.v1.Registry/Register",
+        ])
         .output()
         .unwrap();
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(stderr.contains("InvalidArgument") && stderr.contains("service: must not be empty"), "{stderr}");
+    assert!(
+        stderr.contains("InvalidArgument") && stderr.contains("service: must not be empty"),
+        "{stderr}"
+    );
 }

@@ -23,15 +23,26 @@ fn record(service: &str, level: pb::Level, message: &str, trace: &str) -> pb::Lo
     }
 }
 
-async fn write(log: &support::Daemon, batches: Vec<Vec<pb::LogRecord>>) -> Result<u64, tonic::Status> {
-    let requests: Vec<pb::WriteRequest> = batches.into_iter().map(|records| pb::WriteRequest { records }).collect();
+async fn write(
+    log: &support::Daemon,
+    batches: Vec<Vec<pb::LogRecord>>,
+) -> Result<u64, tonic::Status> {
+    let requests: Vec<pb::WriteRequest> = batches
+        .into_iter()
+        .map(|records| pb::WriteRequest { records })
+        .collect();
     log_client(log)
         .write(futures::stream::iter(requests))
         .await
         .map(|r| r.into_inner().accepted)
 }
 
-async fn query(log: &support::Daemon, filter: pb::Filter, page_size: u32, token: &str) -> pb::QueryResponse {
+async fn query(
+    log: &support::Daemon,
+    filter: pb::Filter,
+    page_size: u32,
+    token: &str,
+) -> pb::QueryResponse {
     log_client(log)
         .query(pb::QueryRequest {
             filter: Some(filter),
@@ -74,13 +85,27 @@ async fn write_then_query_with_filters_and_paging() {
 
     let all = query(&log, by_service("grading"), 10, "").await;
     let messages: Vec<_> = all.records.iter().map(|r| r.message.as_str()).collect();
-    assert_eq!(messages, ["cache miss", "database locked", "grade added"], "newest first");
-    assert!(all.records.windows(2).all(|w| w[0].sequence > w[1].sequence));
-    assert!(all.records.iter().all(|r| r.timestamp.is_some()), "the service stamps missing timestamps");
+    assert_eq!(
+        messages,
+        ["cache miss", "database locked", "grade added"],
+        "newest first"
+    );
+    assert!(
+        all.records
+            .windows(2)
+            .all(|w| w[0].sequence > w[1].sequence)
+    );
+    assert!(
+        all.records.iter().all(|r| r.timestamp.is_some()),
+        "the service stamps missing timestamps"
+    );
 
     let errors = query(
         &log,
-        pb::Filter { min_level: pb::Level::Warn as i32, ..Default::default() },
+        pb::Filter {
+            min_level: pb::Level::Warn as i32,
+            ..Default::default()
+        },
         10,
         "",
     )
@@ -88,9 +113,27 @@ async fn write_then_query_with_filters_and_paging() {
     let messages: Vec<_> = errors.records.iter().map(|r| r.message.as_str()).collect();
     assert_eq!(messages, ["slow request", "database locked"]);
 
-    let traced = query(&log, pb::Filter { trace_id: "t-1".into(), ..Default::default() }, 10, "").await;
+    let traced = query(
+        &log,
+        pb::Filter {
+            trace_id: "t-1".into(),
+            ..Default::default()
+        },
+        10,
+        "",
+    )
+    .await;
     assert_eq!(traced.records.len(), 2);
-    let text = query(&log, pb::Filter { contains: "LOCKED".into(), ..Default::default() }, 10, "").await;
+    let text = query(
+        &log,
+        pb::Filter {
+            contains: "LOCKED".into(),
+            ..Default::default()
+        },
+        10,
+        "",
+    )
+    .await;
     assert_eq!(text.records.len(), 1);
     assert_eq!(text.records[0].fields["student"], "42");
 
@@ -125,7 +168,12 @@ async fn tail_streams_new_matching_records() {
     let mesh = Mesh::new();
     let registry = mesh.registry(&[]).await;
     let log = mesh.log(&registry, "log", &["--ship-logs", "false"]).await;
-    write(&log, vec![vec![record("grading", pb::Level::Info, "old", "")]]).await.unwrap();
+    write(
+        &log,
+        vec![vec![record("grading", pb::Level::Info, "old", "")]],
+    )
+    .await
+    .unwrap();
     let mut tail = log_client(&log)
         .tail(pb::TailRequest {
             filter: Some(by_service("grading")),
@@ -134,7 +182,11 @@ async fn tail_streams_new_matching_records() {
         .await
         .unwrap()
         .into_inner();
-    let backlog = tokio::time::timeout(PATIENCE, tail.message()).await.unwrap().unwrap().unwrap();
+    let backlog = tokio::time::timeout(PATIENCE, tail.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(backlog.message, "old");
     write(
         &log,
@@ -145,7 +197,11 @@ async fn tail_streams_new_matching_records() {
     )
     .await
     .unwrap();
-    let live = tokio::time::timeout(PATIENCE, tail.message()).await.unwrap().unwrap().unwrap();
+    let live = tokio::time::timeout(PATIENCE, tail.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(live.message, "new");
 }
 
@@ -154,23 +210,43 @@ async fn acknowledged_records_survive_restart_and_kill_9() {
     let mesh = Mesh::new();
     let registry = mesh.registry(&[]).await;
     let mut log = mesh.log(&registry, "log", &["--ship-logs", "false"]).await;
-    let batch: Vec<_> = (0..100).map(|i| record("grading", pb::Level::Info, &format!("record {i}"), "")).collect();
+    let batch: Vec<_> = (0..100)
+        .map(|i| record("grading", pb::Level::Info, &format!("record {i}"), ""))
+        .collect();
     assert_eq!(write(&log, vec![batch]).await.unwrap(), 100);
 
     // Graceful restart.
     assert!(log.terminate(PATIENCE).success());
     let mut log = mesh.log(&registry, "log", &["--ship-logs", "false"]).await;
-    assert_eq!(query(&log, by_service("grading"), 1000, "").await.records.len(), 100);
+    assert_eq!(
+        query(&log, by_service("grading"), 1000, "")
+            .await
+            .records
+            .len(),
+        100
+    );
 
     // kill -9 right after the acknowledgement.
-    assert_eq!(write(&log, vec![vec![record("grading", pb::Level::Info, "last words", "")]]).await.unwrap(), 1);
+    assert_eq!(
+        write(
+            &log,
+            vec![vec![record("grading", pb::Level::Info, "last words", "")]]
+        )
+        .await
+        .unwrap(),
+        1
+    );
     log.kill9();
     let log = mesh.log(&registry, "log", &["--ship-logs", "false"]).await;
     let stored = query(&log, by_service("grading"), 1000, "").await.records;
     assert_eq!(stored.len(), 101);
     assert_eq!(stored[0].message, "last words");
     let sequences: std::collections::BTreeSet<_> = stored.iter().map(|r| r.sequence).collect();
-    assert_eq!(sequences.len(), 101, "sequences stay unique across restarts");
+    assert_eq!(
+        sequences.len(),
+        101,
+        "sequences stay unique across restarts"
+    );
 }
 
 #[tokio::test]
@@ -181,40 +257,106 @@ async fn bad_input_is_rejected_whole_with_a_precise_status() {
 
     let status = write(
         &log,
-        vec![vec![record("grading", pb::Level::Info, "fine", ""), record("", pb::Level::Info, "no service", "")]],
+        vec![vec![
+            record("grading", pb::Level::Info, "fine", ""),
+            record("", pb::Level::Info, "no service", ""),
+        ]],
     )
     .await
     .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("records[1].service"), "{}", status.message());
+    assert!(
+        status.message().contains("records[1].service"),
+        "{}",
+        status.message()
+    );
 
-    let status = write(&log, vec![vec![record("grading", pb::Level::Unspecified, "no level", "")]]).await.unwrap_err();
+    let status = write(
+        &log,
+        vec![vec![record(
+            "grading",
+            pb::Level::Unspecified,
+            "no level",
+            "",
+        )]],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("records[0].level"), "{}", status.message());
+    assert!(
+        status.message().contains("records[0].level"),
+        "{}",
+        status.message()
+    );
 
-    let status = write(&log, vec![vec![record("grading", pb::Level::Info, &"x".repeat(20_000), "")]]).await.unwrap_err();
+    let status = write(
+        &log,
+        vec![vec![record(
+            "grading",
+            pb::Level::Info,
+            &"x".repeat(20_000),
+            "",
+        )]],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("records[0].message"), "{}", status.message());
+    assert!(
+        status.message().contains("records[0].message"),
+        "{}",
+        status.message()
+    );
 
     // Over the transport's message limit.
-    let status = write(&log, vec![vec![record("grading", pb::Level::Info, &"x".repeat(5 << 20), "")]]).await.unwrap_err();
+    let status = write(
+        &log,
+        vec![vec![record(
+            "grading",
+            pb::Level::Info,
+            &"x".repeat(5 << 20),
+            "",
+        )]],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 
     let status = log_client(&log)
-        .query(pb::QueryRequest { filter: None, page_size: 5000, page_token: String::new() })
+        .query(pb::QueryRequest {
+            filter: None,
+            page_size: 5000,
+            page_token: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("page_size"), "{}", status.message());
+    assert!(
+        status.message().contains("page_size"),
+        "{}",
+        status.message()
+    );
     let status = log_client(&log)
-        .query(pb::QueryRequest { filter: None, page_size: 10, page_token: "garbage".into() })
+        .query(pb::QueryRequest {
+            filter: None,
+            page_size: 10,
+            page_token: "garbage".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("page_token"), "{}", status.message());
+    assert!(
+        status.message().contains("page_token"),
+        "{}",
+        status.message()
+    );
 
     // Nothing of the rejected batches was stored.
-    assert!(query(&log, by_service("grading"), 100, "").await.records.is_empty());
+    assert!(
+        query(&log, by_service("grading"), 100, "")
+            .await
+            .records
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -226,12 +368,15 @@ async fn daemons_ship_their_own_records_to_the_log_service() {
     // through its own catalog.
     let shipped = eventually("registry records in the log service", PATIENCE, || async {
         let records = query(&log, by_service("registry"), 100, "").await.records;
-        records.into_iter().find(|r| r.message.contains("catalog changed"))
+        records
+            .into_iter()
+            .find(|r| r.message.contains("catalog changed"))
     })
     .await;
     assert_eq!(shipped.level, pb::Level::Info as i32);
     assert!(
-        ["ADDED", "HEALTH_CHANGED", "UPDATED", "REMOVED"].contains(&shipped.fields["change"].as_str()),
+        ["ADDED", "HEALTH_CHANGED", "UPDATED", "REMOVED"]
+            .contains(&shipped.fields["change"].as_str()),
         "structured fields are kept: {:?}",
         shipped.fields
     );

@@ -41,7 +41,10 @@ async fn register_list_and_deregister() {
     let healthy = wait_health(&registry, "reports", pb::HealthStatus::Serving).await;
     assert_eq!(healthy.metadata["zone"], "a");
     let listed = client
-        .list(pb::ListRequest { service: "reports".into(), include_unhealthy: false })
+        .list(pb::ListRequest {
+            service: "reports".into(),
+            include_unhealthy: false,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -67,22 +70,34 @@ async fn register_list_and_deregister() {
         .into_inner()
         .instance
         .unwrap();
-    assert!(generated.instance_id.starts_with("reports-"), "{}", generated.instance_id);
+    assert!(
+        generated.instance_id.starts_with("reports-"),
+        "{}",
+        generated.instance_id
+    );
     assert_eq!(list(&registry, "reports").await.len(), 2);
 
     let removed = client
-        .deregister(pb::DeregisterRequest { instance_id: "reports-1".into() })
+        .deregister(pb::DeregisterRequest {
+            instance_id: "reports-1".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(removed.removed);
     let again = client
-        .deregister(pb::DeregisterRequest { instance_id: "reports-1".into() })
+        .deregister(pb::DeregisterRequest {
+            instance_id: "reports-1".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(!again.removed);
-    let left: Vec<_> = list(&registry, "reports").await.into_iter().map(|i| i.instance_id).collect();
+    let left: Vec<_> = list(&registry, "reports")
+        .await
+        .into_iter()
+        .map(|i| i.instance_id)
+        .collect();
     assert_eq!(left, [generated.instance_id]);
 }
 
@@ -93,11 +108,17 @@ async fn unhealthy_instances_are_listed_only_on_request() {
     let mut client = registry_client(&registry);
     // Nothing listens on this port: connection refused.
     let dead = format!("127.0.0.1:{}", support::free_port());
-    client.register(registration("ghost", "ghost-1", &dead)).await.unwrap();
+    client
+        .register(registration("ghost", "ghost-1", &dead))
+        .await
+        .unwrap();
     let down = wait_health(&registry, "ghost", pb::HealthStatus::Unreachable).await;
     assert!(down.last_error.contains("connect"), "{}", down.last_error);
     let healthy = client
-        .list(pb::ListRequest { service: "ghost".into(), include_unhealthy: false })
+        .list(pb::ListRequest {
+            service: "ghost".into(),
+            include_unhealthy: false,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -110,7 +131,10 @@ async fn watch_sends_a_snapshot_then_changes_in_order() {
     let mesh = Mesh::new();
     let registry = mesh.registry(&[]).await;
     let mut client = registry_client(&registry);
-    client.register(registration("alpha", "alpha-1", &registry.address())).await.unwrap();
+    client
+        .register(registration("alpha", "alpha-1", &registry.address()))
+        .await
+        .unwrap();
     wait_health(&registry, "alpha", pb::HealthStatus::Serving).await;
 
     let mut watcher = Watcher::open(&registry, &["alpha", "beta"]).await;
@@ -118,14 +142,26 @@ async fn watch_sends_a_snapshot_then_changes_in_order() {
     let ids: Vec<_> = snapshot.iter().map(|i| i.instance_id.as_str()).collect();
     assert_eq!(ids, ["alpha-1"]);
 
-    client.register(registration("beta", "beta-1", &registry.address())).await.unwrap();
+    client
+        .register(registration("beta", "beta-1", &registry.address()))
+        .await
+        .unwrap();
     // A service nobody watches here: must not show up.
-    client.register(registration("gamma", "gamma-1", &registry.address())).await.unwrap();
+    client
+        .register(registration("gamma", "gamma-1", &registry.address()))
+        .await
+        .unwrap();
     let (kind, added) = watcher.change(PATIENCE).await;
-    assert_eq!((kind, added.instance_id.as_str()), (pb::ChangeKind::Added, "beta-1"));
+    assert_eq!(
+        (kind, added.instance_id.as_str()),
+        (pb::ChangeKind::Added, "beta-1")
+    );
     assert_eq!(added.health, pb::HealthStatus::Unknown as i32);
     let (kind, serving) = watcher.change(PATIENCE).await;
-    assert_eq!((kind, serving.instance_id.as_str()), (pb::ChangeKind::HealthChanged, "beta-1"));
+    assert_eq!(
+        (kind, serving.instance_id.as_str()),
+        (pb::ChangeKind::HealthChanged, "beta-1")
+    );
     assert_eq!(serving.health, pb::HealthStatus::Serving as i32);
 
     let mut updated = registration("beta", "beta-1", &registry.address());
@@ -135,9 +171,17 @@ async fn watch_sends_a_snapshot_then_changes_in_order() {
     assert_eq!(kind, pb::ChangeKind::Updated);
     assert_eq!(after_update.version, "2.0.0");
 
-    client.deregister(pb::DeregisterRequest { instance_id: "beta-1".into() }).await.unwrap();
+    client
+        .deregister(pb::DeregisterRequest {
+            instance_id: "beta-1".into(),
+        })
+        .await
+        .unwrap();
     let (kind, removed) = watcher.change(PATIENCE).await;
-    assert_eq!((kind, removed.instance_id.as_str()), (pb::ChangeKind::Removed, "beta-1"));
+    assert_eq!(
+        (kind, removed.instance_id.as_str()),
+        (pb::ChangeKind::Removed, "beta-1")
+    );
 
     // Every change carries a strictly newer version of the record.
     let versions: Vec<u64> = [&added, &serving, &after_update, &removed]
@@ -146,7 +190,10 @@ async fn watch_sends_a_snapshot_then_changes_in_order() {
         .collect();
     assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
     for instance in [&added, &serving, &after_update, &removed] {
-        assert_eq!(instance.record_version.as_ref().unwrap().origin, registry_node(&registry).await);
+        assert_eq!(
+            instance.record_version.as_ref().unwrap().origin,
+            registry_node(&registry).await
+        );
     }
 }
 
@@ -167,12 +214,28 @@ async fn a_reconnecting_watcher_gets_a_fresh_snapshot() {
     assert!(watcher.snapshot().await.is_empty());
     drop(watcher);
     // Changes while disconnected...
-    client.register(registration("delta", "delta-1", &registry.address())).await.unwrap();
-    client.register(registration("delta", "delta-2", &registry.address())).await.unwrap();
-    client.deregister(pb::DeregisterRequest { instance_id: "delta-1".into() }).await.unwrap();
+    client
+        .register(registration("delta", "delta-1", &registry.address()))
+        .await
+        .unwrap();
+    client
+        .register(registration("delta", "delta-2", &registry.address()))
+        .await
+        .unwrap();
+    client
+        .deregister(pb::DeregisterRequest {
+            instance_id: "delta-1".into(),
+        })
+        .await
+        .unwrap();
     // ...are all in the next snapshot.
     let mut watcher = Watcher::open(&registry, &["delta"]).await;
-    let ids: Vec<_> = watcher.snapshot().await.into_iter().map(|i| i.instance_id).collect();
+    let ids: Vec<_> = watcher
+        .snapshot()
+        .await
+        .into_iter()
+        .map(|i| i.instance_id)
+        .collect();
     assert_eq!(ids, ["delta-2"]);
 }
 
@@ -195,7 +258,10 @@ async fn a_killed_instance_is_down_at_once_and_its_dependents_are_told() {
     assert!(took < Duration::from_secs(1), "kill -9 seen after {took:?}");
     assert!(
         support::registry_client(&registry)
-            .list(pb::ListRequest { service: "log".into(), include_unhealthy: false })
+            .list(pb::ListRequest {
+                service: "log".into(),
+                include_unhealthy: false
+            })
             .await
             .unwrap()
             .into_inner()
@@ -208,11 +274,17 @@ async fn a_killed_instance_is_down_at_once_and_its_dependents_are_told() {
     // and turns healthy, and the old record is not mistaken for it.
     log.restart();
     let (_, up, _) = dependent
-        .until(PATIENCE, |kind, i| kind == pb::ChangeKind::HealthChanged && i.health == pb::HealthStatus::Serving as i32)
+        .until(PATIENCE, |kind, i| {
+            kind == pb::ChangeKind::HealthChanged && i.health == pb::HealthStatus::Serving as i32
+        })
         .await;
     assert_ne!(up.instance_id, serving.instance_id);
     assert_eq!(up.address, serving.address);
-    let old = list(&registry, "log").await.into_iter().find(|i| i.instance_id == serving.instance_id).unwrap();
+    let old = list(&registry, "log")
+        .await
+        .into_iter()
+        .find(|i| i.instance_id == serving.instance_id)
+        .unwrap();
     assert_ne!(old.health, pb::HealthStatus::Serving as i32);
 }
 
@@ -220,16 +292,25 @@ async fn a_killed_instance_is_down_at_once_and_its_dependents_are_told() {
 async fn a_killed_instance_with_a_fixed_id_comes_back_healthy() {
     let mesh = Mesh::new();
     let registry = mesh.registry(&[]).await;
-    let mut log = mesh.log(&registry, "log", &["--instance-id", "log-fixed"]).await;
+    let mut log = mesh
+        .log(&registry, "log", &["--instance-id", "log-fixed"])
+        .await;
     wait_health(&registry, "log", pb::HealthStatus::Serving).await;
     let mut dependent = Watcher::open(&registry, &["log"]).await;
     dependent.snapshot().await;
     log.kill9();
-    let (_, down, _) = dependent.until(PATIENCE, |kind, _| kind == pb::ChangeKind::HealthChanged).await;
+    let (_, down, _) = dependent
+        .until(PATIENCE, |kind, _| kind == pb::ChangeKind::HealthChanged)
+        .await;
     assert_eq!(down.health, pb::HealthStatus::Unreachable as i32);
     log.restart();
-    let (_, up, _) = dependent.until(PATIENCE, |kind, _| kind == pb::ChangeKind::HealthChanged).await;
-    assert_eq!((up.instance_id.as_str(), up.health), ("log-fixed", pb::HealthStatus::Serving as i32));
+    let (_, up, _) = dependent
+        .until(PATIENCE, |kind, _| kind == pb::ChangeKind::HealthChanged)
+        .await;
+    assert_eq!(
+        (up.instance_id.as_str(), up.health),
+        ("log-fixed", pb::HealthStatus::Serving as i32)
+    );
     assert_eq!(list(&registry, "log").await.len(), 1);
 }
 
@@ -244,16 +325,27 @@ async fn a_hung_instance_is_down_within_the_bound_and_back_on_sigcont() {
 
     log.signal(Signal::SIGSTOP);
     let (_, down, took) = dependent
-        .until(PATIENCE, |kind, i| kind == pb::ChangeKind::HealthChanged && i.instance_id == serving.instance_id)
+        .until(PATIENCE, |kind, i| {
+            kind == pb::ChangeKind::HealthChanged && i.instance_id == serving.instance_id
+        })
         .await;
     assert_eq!(down.health, pb::HealthStatus::Unreachable as i32);
-    // Defaults: 1 s interval, 500 ms timeout, 2 failures: at most 2.5 s.
-    assert!(took <= Duration::from_secs(3), "SIGSTOP seen after {took:?}");
-    assert!(took >= Duration::from_millis(400), "a hung process is not a crash: {took:?}");
+    // Defaults: a PING every 1 s that must be answered within 500 ms: at
+    // most 1.5 s, well within the 3 s promised.
+    assert!(
+        took <= Duration::from_secs(3),
+        "SIGSTOP seen after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(400),
+        "a hung process is not a crash: {took:?}"
+    );
 
     log.signal(Signal::SIGCONT);
     let (_, up, _) = dependent
-        .until(PATIENCE, |kind, i| kind == pb::ChangeKind::HealthChanged && i.instance_id == serving.instance_id)
+        .until(PATIENCE, |kind, i| {
+            kind == pb::ChangeKind::HealthChanged && i.instance_id == serving.instance_id
+        })
         .await;
     assert_eq!(up.health, pb::HealthStatus::Serving as i32);
 }
@@ -268,10 +360,15 @@ async fn instances_down_past_the_grace_are_evicted() {
     dependent.snapshot().await;
     log.kill9();
     let (_, removed, took) = dependent
-        .until(PATIENCE, |kind, i| kind == pb::ChangeKind::Removed && i.instance_id == serving.instance_id)
+        .until(PATIENCE, |kind, i| {
+            kind == pb::ChangeKind::Removed && i.instance_id == serving.instance_id
+        })
         .await;
     assert_eq!(removed.health, pb::HealthStatus::Unreachable as i32);
-    assert!(took >= Duration::from_secs(1), "evicted before the grace: {took:?}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "evicted before the grace: {took:?}"
+    );
     assert!(list(&registry, "log").await.is_empty());
 }
 
@@ -285,7 +382,11 @@ async fn after_a_registry_restart_every_instance_registers_again_on_its_own() {
 
     registry.restart();
     registry.wait_serving().await;
-    assert_ne!(registry_node(&registry).await, node_before, "a new registry node");
+    assert_ne!(
+        registry_node(&registry).await,
+        node_before,
+        "a new registry node"
+    );
     let after = wait_health(&registry, "log", pb::HealthStatus::Serving).await;
     assert_eq!(after.instance_id, before.instance_id);
     assert_eq!(after.address, before.address);
@@ -302,10 +403,14 @@ async fn sigterm_reports_not_serving_deregisters_and_exits_zero() {
 
     let status = log.terminate(PATIENCE);
     assert!(status.success(), "exit status {status:?}");
-    let (kind, instance, _) = dependent.until(PATIENCE, |_, i| i.instance_id == serving.instance_id).await;
+    let (kind, instance, _) = dependent
+        .until(PATIENCE, |_, i| i.instance_id == serving.instance_id)
+        .await;
     assert_eq!(kind, pb::ChangeKind::HealthChanged);
     assert_eq!(instance.health, pb::HealthStatus::NotServing as i32);
-    let (kind, _, _) = dependent.until(PATIENCE, |_, i| i.instance_id == serving.instance_id).await;
+    let (kind, _, _) = dependent
+        .until(PATIENCE, |_, i| i.instance_id == serving.instance_id)
+        .await;
     assert_eq!(kind, pb::ChangeKind::Removed);
     assert!(list(&registry, "log").await.is_empty());
 }
@@ -316,34 +421,61 @@ async fn bad_input_gets_invalid_argument_naming_the_field() {
     let registry = mesh.registry(&[]).await;
     let mut client = registry_client(&registry);
     let cases: Vec<(pb::RegisterRequest, &str)> = vec![
-        (registration("", "x", "127.0.0.1:1"), "service: must not be empty"),
-        (registration("Bad_Name", "x", "127.0.0.1:1"), "service: \"Bad_Name\""),
+        (
+            registration("", "x", "127.0.0.1:1"),
+            "service: must not be empty",
+        ),
+        (
+            registration("Bad_Name", "x", "127.0.0.1:1"),
+            "service: \"Bad_Name\"",
+        ),
         (registration("ok", "x", ""), "address: must not be empty"),
-        (registration("ok", "x", "no-port"), "address: \"no-port\" is not host:port"),
-        (registration("ok", "x", "host:99999"), "address: \"host:99999\" has no valid port"),
+        (
+            registration("ok", "x", "no-port"),
+            "address: \"no-port\" is not host:port",
+        ),
+        (
+            registration("ok", "x", "host:99999"),
+            "address: \"host:99999\" has no valid port",
+        ),
         (registration("ok", "bad id", "host:1"), "instance_id:"),
         (
-            pb::RegisterRequest { requires: vec!["log".into(), "".into()], ..registration("ok", "x", "h:1") },
+            pb::RegisterRequest {
+                requires: vec!["log".into(), "".into()],
+                ..registration("ok", "x", "h:1")
+            },
             "requires[1]: must not be empty",
         ),
     ];
     for (request, expected) in cases {
         let status = client.register(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        assert!(status.message().contains(expected), "{:?} should contain {expected:?}", status.message());
+        assert!(
+            status.message().contains(expected),
+            "{:?} should contain {expected:?}",
+            status.message()
+        );
     }
     let status = client
-        .deregister(pb::DeregisterRequest { instance_id: String::new() })
+        .deregister(pb::DeregisterRequest {
+            instance_id: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().starts_with("instance_id:"));
     let status = client
-        .watch(pb::WatchRequest { services: vec!["ok".into(), "NOT OK".into()] })
+        .watch(pb::WatchRequest {
+            services: vec!["ok".into(), "NOT OK".into()],
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().starts_with("services[1]:"), "{}", status.message());
+    assert!(
+        status.message().starts_with("services[1]:"),
+        "{}",
+        status.message()
+    );
 
     // Oversize: far over the registry's 64 KiB request limit.
     let mut huge = registration("ok", "x", "h:1");
@@ -355,7 +487,11 @@ async fn bad_input_gets_invalid_argument_naming_the_field() {
     big_value.metadata.insert("k".into(), "x".repeat(300));
     let status = client.register(big_value).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().starts_with("metadata[k]:"), "{}", status.message());
+    assert!(
+        status.message().starts_with("metadata[k]:"),
+        "{}",
+        status.message()
+    );
 
     // Nothing of the rejected requests was stored, and the registry is fine.
     assert!(list(&registry, "ok").await.is_empty());

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Channel;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::cli::parse_duration;
@@ -73,7 +73,9 @@ impl Drop for Process {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn spawn_daemon(args: &[String]) -> anyhow::Result<Process> {
@@ -106,7 +108,9 @@ async fn wait_serving(url: &str) -> anyhow::Result<()> {
 async fn health_server(names: &[String]) -> anyhow::Result<SocketAddr> {
     let (reporter, service) = tonic_health::server::health_reporter();
     for name in names {
-        reporter.set_service_status(name, ServingStatus::Serving).await;
+        reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
     }
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
@@ -142,16 +146,24 @@ fn machine() -> String {
                 .map(|m| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     format!("{cores} cores, {cpu}")
 }
 
-/// Runs the selected benchmarks against a registry process it starts.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    println!("machine: {}", machine());
+/// A fresh registry process for one benchmark, so that none inherits
+/// another's memory or load.
+struct BenchRegistry {
+    url: String,
+    pid: u32,
+    _process: Process,
+}
+
+async fn fresh_registry() -> anyhow::Result<BenchRegistry> {
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
-    let registry = spawn_daemon(&[
+    let process = spawn_daemon(&[
         "registry".into(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
@@ -159,17 +171,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "false".into(),
     ])?;
     wait_serving(&url).await?;
-    let pid = registry.0.id();
+    Ok(BenchRegistry {
+        url,
+        pid: process.0.id(),
+        _process: process,
+    })
+}
+
+/// Runs the selected benchmarks, each against a registry process of its own.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    println!("machine: {}", machine());
     if args.only.contains(&Part::Fanout) {
-        fanout(&url, &args).await?;
+        let registry = fresh_registry().await?;
+        fanout(&registry.url, &args).await?;
     }
     if args.only.contains(&Part::Throughput) {
-        throughput(&url, pid, &args).await?;
+        let registry = fresh_registry().await?;
+        throughput(&registry.url, registry.pid, &args).await?;
     }
     if args.only.contains(&Part::Monitoring) {
-        monitoring(&url, pid, &args).await?;
+        let registry = fresh_registry().await?;
+        monitoring(&registry.url, registry.pid, &args).await?;
     }
-    drop(registry);
     Ok(())
 }
 
@@ -177,7 +200,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 type Arrivals = Arc<Mutex<HashMap<(String, &'static str), Vec<Instant>>>>;
 
 fn label(kind: i32, health: i32) -> &'static str {
-    match (pb::ChangeKind::try_from(kind), pb::HealthStatus::try_from(health)) {
+    match (
+        pb::ChangeKind::try_from(kind),
+        pb::HealthStatus::try_from(health),
+    ) {
         (Ok(pb::ChangeKind::Added), _) => "added",
         (Ok(pb::ChangeKind::Removed), _) => "removed",
         (Ok(pb::ChangeKind::HealthChanged), Ok(pb::HealthStatus::Serving)) => "serving",
@@ -201,7 +227,9 @@ async fn start_watchers(url: &str, count: usize, services: &[&str]) -> anyhow::R
             services: services.iter().map(|s| s.to_string()).collect(),
         };
         tokio::spawn(async move {
-            let Ok(response) = client.watch(request).await else { return };
+            let Ok(response) = client.watch(request).await else {
+                return;
+            };
             let mut stream = response.into_inner();
             while let Ok(Some(event)) = stream.message().await {
                 match event.event {
@@ -224,7 +252,12 @@ async fn start_watchers(url: &str, count: usize, services: &[&str]) -> anyhow::R
     }
     drop(ready_tx);
     for _ in 0..count {
-        if tokio::time::timeout(Duration::from_secs(30), ready_rx.recv()).await.ok().flatten().is_none() {
+        if tokio::time::timeout(Duration::from_secs(30), ready_rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
             bail!("not every watcher got its snapshot");
         }
     }
@@ -248,12 +281,18 @@ async fn all_saw(
             .and_then(|a| a.get(&(instance.to_owned(), what)).cloned())
             .unwrap_or_default();
         if seen.len() >= watchers {
-            let mut latencies: Vec<Duration> = seen.iter().map(|t| t.saturating_duration_since(start)).collect();
+            let mut latencies: Vec<Duration> = seen
+                .iter()
+                .map(|t| t.saturating_duration_since(start))
+                .collect();
             latencies.sort();
             return Ok((latencies[latencies.len() - 1], latencies));
         }
         if Instant::now() > deadline {
-            bail!("only {} of {watchers} watchers saw {what} for {instance}", seen.len());
+            bail!(
+                "only {} of {watchers} watchers saw {what} for {instance}",
+                seen.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -297,14 +336,18 @@ async fn fanout(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
         lasts.push(last);
         all.extend(every);
         all_saw(&arrivals, &id, "serving", args.watchers, start).await?;
-        client.deregister(pb::DeregisterRequest { instance_id: id.clone() }).await?;
+        client
+            .deregister(pb::DeregisterRequest {
+                instance_id: id.clone(),
+            })
+            .await?;
         all_saw(&arrivals, &id, "removed", args.watchers, start).await?;
     }
     report("registration -> ADDED", &mut lasts, &mut all);
 
-
     // kill -9 of a real provider process (a log daemon) to UNREACHABLE.
-    let data = std::env::temp_dir().join(format!("gradebook-bench-{}", uuid::Uuid::new_v4().simple()));
+    let data =
+        std::env::temp_dir().join(format!("gradebook-bench-{}", uuid::Uuid::new_v4().simple()));
     let (mut lasts, mut all) = (Vec::new(), Vec::new());
     for round in 0..args.rounds.clamp(1, 10) {
         let id = format!("killed-{round}");
@@ -329,7 +372,11 @@ async fn fanout(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
         let _ = provider.0.wait();
         lasts.push(last);
         all.extend(every);
-        client.deregister(pb::DeregisterRequest { instance_id: id.clone() }).await?;
+        client
+            .deregister(pb::DeregisterRequest {
+                instance_id: id.clone(),
+            })
+            .await?;
     }
     report("kill -9 -> UNREACHABLE", &mut lasts, &mut all);
     let _ = std::fs::remove_dir_all(&data);
@@ -338,7 +385,27 @@ async fn fanout(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
 
 /// Runs `call` from `concurrency` tasks for `duration`; returns calls per
 /// second and the sorted latencies.
-async fn measure<F, Fut>(concurrency: usize, duration: Duration, call: F) -> anyhow::Result<(f64, Vec<Duration>)>
+async fn measure<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    call: F,
+) -> anyhow::Result<(f64, Vec<Duration>)>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let (rate, latencies, _) = measure_counted(concurrency, duration, None, call).await?;
+    Ok((rate, latencies))
+}
+
+/// Like [`measure`], but each worker stops after `limits[worker]` calls
+/// when limits are given; also returns how many calls each worker made.
+async fn measure_counted<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    limits: Option<Arc<Vec<u64>>>,
+    call: F,
+) -> anyhow::Result<(f64, Vec<Duration>, Vec<u64>)>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
@@ -348,10 +415,13 @@ where
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
         let call = call.clone();
+        let limit = limits
+            .as_ref()
+            .map_or(u64::MAX, |l| l.get(worker).copied().unwrap_or(0));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n = 0u64;
-            while start.elapsed() < duration {
+            while n < limit && (limit != u64::MAX || start.elapsed() < duration) {
                 let t = Instant::now();
                 call(worker, n).await?;
                 latencies.push(t.elapsed());
@@ -361,12 +431,19 @@ where
         }));
     }
     let mut latencies = Vec::new();
+    let mut counts = Vec::new();
     for task in tasks {
-        latencies.extend(task.await??);
+        let worker_latencies = task.await??;
+        counts.push(worker_latencies.len() as u64);
+        latencies.extend(worker_latencies);
     }
     let elapsed = start.elapsed();
     latencies.sort();
-    Ok((latencies.len() as f64 / elapsed.as_secs_f64(), latencies))
+    Ok((
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        latencies,
+        counts,
+    ))
 }
 
 /// Prints a call rate, its latencies, and the registry's CPU per call
@@ -414,9 +491,19 @@ async fn throughput(url: &str, pid: u32, args: &BenchArgs) -> anyhow::Result<()>
     };
     // New instances, each starting a health monitor.
     let cpu = cpu_time(pid)?;
-    let (rate, latencies) = measure(args.concurrency, args.duration, register("bench-new", health.to_string())).await?;
-    print_rate("Register (new instances)", rate, &latencies, cpu_time(pid)?.saturating_sub(cpu));
-    let registered = latencies.len();
+    let (rate, latencies, registered) = measure_counted(
+        args.concurrency,
+        args.duration,
+        None,
+        register("bench-new", health.to_string()),
+    )
+    .await?;
+    print_rate(
+        "Register (new instances)",
+        rate,
+        &latencies,
+        cpu_time(pid)?.saturating_sub(cpu),
+    );
     let deregister = {
         let clients = clients.clone();
         move |worker: usize, n: u64| {
@@ -428,19 +515,33 @@ async fn throughput(url: &str, pid: u32, args: &BenchArgs) -> anyhow::Result<()>
         }
     };
     let cpu = cpu_time(pid)?;
-    let (rate, latencies) = measure(args.concurrency, args.duration, deregister).await?;
-    print_rate("Deregister", rate, &latencies, cpu_time(pid)?.saturating_sub(cpu));
-    // Clean up whatever the timed deregistration did not reach.
+    // Exactly the instances registered above.
+    let (rate, latencies, _) = measure_counted(
+        args.concurrency,
+        args.duration,
+        Some(Arc::new(registered)),
+        deregister,
+    )
+    .await?;
+    print_rate(
+        "Deregister",
+        rate,
+        &latencies,
+        cpu_time(pid)?.saturating_sub(cpu),
+    );
     let mut client = clients[0].clone();
     let left = client
-        .list(pb::ListRequest { service: "bench-new".into(), include_unhealthy: true })
+        .list(pb::ListRequest {
+            service: "bench-new".into(),
+            include_unhealthy: true,
+        })
         .await?
         .into_inner()
-        .instances;
-    for instance in left {
-        client.deregister(pb::DeregisterRequest { instance_id: instance.instance_id }).await?;
+        .instances
+        .len();
+    if left > 0 {
+        bail!("{left} instances were left after deregistration");
     }
-    let _ = registered;
 
     // Re-registration of known instances (the SDK's idempotent refresh).
     let refresh = {
@@ -460,10 +561,18 @@ async fn throughput(url: &str, pid: u32, args: &BenchArgs) -> anyhow::Result<()>
     };
     let cpu = cpu_time(pid)?;
     let (rate, latencies) = measure(args.concurrency, args.duration, refresh).await?;
-    print_rate("Register (idempotent re-registration)", rate, &latencies, cpu_time(pid)?.saturating_sub(cpu));
+    print_rate(
+        "Register (idempotent re-registration)",
+        rate,
+        &latencies,
+        cpu_time(pid)?.saturating_sub(cpu),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while client
-        .list(pb::ListRequest { service: "bench-list".into(), include_unhealthy: false })
+        .list(pb::ListRequest {
+            service: "bench-list".into(),
+            include_unhealthy: false,
+        })
         .await?
         .into_inner()
         .instances
@@ -488,18 +597,29 @@ async fn throughput(url: &str, pid: u32, args: &BenchArgs) -> anyhow::Result<()>
     };
     let cpu = cpu_time(pid)?;
     let (rate, latencies) = measure(args.concurrency, args.duration, list).await?;
-    print_rate("List (a service of 3 instances)", rate, &latencies, cpu_time(pid)?.saturating_sub(cpu));
+    print_rate(
+        "List (a service of 3 instances)",
+        rate,
+        &latencies,
+        cpu_time(pid)?.saturating_sub(cpu),
+    );
     Ok(())
 }
 
 /// User plus system CPU time of a process, from /proc (in USER_HZ = 100 ticks).
 fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // Fields 14 and 15 of stat; 0-based 11 and 12 after the name.
     let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        + fields
+            .get(12)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
     Ok(Duration::from_millis(ticks * 10))
 }
 
@@ -515,8 +635,13 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 }
 
 async fn monitoring(url: &str, pid: u32, args: &BenchArgs) -> anyhow::Result<()> {
-    println!("monitoring: {} instances under health checks at the default interval", args.instances);
-    let names: Vec<String> = (0..args.instances).map(|i| format!("monitored-{i}")).collect();
+    println!(
+        "monitoring: {} instances under health checks at the default interval",
+        args.instances
+    );
+    let names: Vec<String> = (0..args.instances)
+        .map(|i| format!("monitored-{i}"))
+        .collect();
     let health = health_server(&names).await?;
     let clients = clients(url, 1)?;
     let mut client = clients[0].clone();
@@ -534,7 +659,10 @@ async fn monitoring(url: &str, pid: u32, args: &BenchArgs) -> anyhow::Result<()>
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let healthy = client
-            .list(pb::ListRequest { service: "bench-monitored".into(), include_unhealthy: false })
+            .list(pb::ListRequest {
+                service: "bench-monitored".into(),
+                include_unhealthy: false,
+            })
             .await?
             .into_inner()
             .instances
@@ -543,7 +671,10 @@ async fn monitoring(url: &str, pid: u32, args: &BenchArgs) -> anyhow::Result<()>
             break;
         }
         if Instant::now() > deadline {
-            bail!("only {healthy} of {} instances became healthy", args.instances);
+            bail!(
+                "only {healthy} of {} instances became healthy",
+                args.instances
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -41,7 +41,10 @@ impl DaemonArgs {
     /// The mesh configuration of a daemon of `service`.
     pub fn mesh_config(&self, service: &str, registry_url: &str) -> MeshConfig {
         let mut config = MeshConfig::new(service);
-        config.instance_id = self.instance_id.clone().unwrap_or_else(|| generate_instance_id(service));
+        config.instance_id = self
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| generate_instance_id(service));
         config.advertise = self.advertise.clone();
         config.registry_url = registry_url.to_owned();
         config.drain_grace = self.drain_grace;
@@ -56,13 +59,15 @@ pub struct RegistryArgs {
     /// The address to listen on.
     #[arg(long, env = "GRADEBOOK_LISTEN", default_value = DEFAULT_REGISTRY_LISTEN)]
     pub listen: SocketAddr,
-    /// Time between two health checks of each instance.
+    /// How often each instance is probed: an HTTP/2 PING on its health
+    /// watch (or a Check call, for servers without Watch).
     #[arg(long, env = "GRADEBOOK_CHECK_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     pub check_interval: Duration,
-    /// Deadline of one health check.
+    /// How long a probe may go unanswered before it counts as failed.
     #[arg(long, env = "GRADEBOOK_CHECK_TIMEOUT", value_parser = parse_duration, default_value = "500ms")]
     pub check_timeout: Duration,
-    /// Timed-out checks in a row after which an instance is unreachable.
+    /// Timed-out Check calls in a row after which an instance is unreachable
+    /// (servers without Watch; with Watch, one unanswered PING is enough).
     #[arg(long, env = "GRADEBOOK_FAILURE_THRESHOLD", default_value_t = registry::DEFAULT_FAILURE_THRESHOLD)]
     pub failure_threshold: u32,
     /// How long a down instance stays in the catalog before it is evicted.
@@ -97,7 +102,9 @@ pub struct LogArgs {
 }
 
 async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
 }
 
 fn shutdown_on_signal() -> Shutdown {
@@ -108,7 +115,9 @@ fn shutdown_on_signal() -> Shutdown {
 
 /// Runs the registry daemon until SIGTERM or SIGINT.
 pub async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
-    let mesh = args.daemon.mesh_config(registry::SERVICE_NAME, "http://unused:1");
+    let mesh = args
+        .daemon
+        .mesh_config(registry::SERVICE_NAME, "http://unused:1");
     telemetry::init_daemon(&args.daemon.log_level, &mesh.service, &mesh.instance_id);
     let config = RegistryConfig {
         mesh,
@@ -126,7 +135,9 @@ pub async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
 
 /// Runs the log daemon until SIGTERM or SIGINT.
 pub async fn log(args: LogArgs) -> anyhow::Result<()> {
-    let mesh = args.daemon.mesh_config(crate::log::SERVICE_NAME, &args.registry.registry);
+    let mesh = args
+        .daemon
+        .mesh_config(crate::log::SERVICE_NAME, &args.registry.registry);
     telemetry::init_daemon(&args.daemon.log_level, &mesh.service, &mesh.instance_id);
     let config = crate::log::LogConfig {
         mesh,
@@ -150,7 +161,10 @@ mod tests {
 
     #[test]
     fn flag_defaults_are_the_named_defaults() {
-        let Cli { command: crate::cli::Command::Registry(r) } = Cli::parse_from(["gradebook", "registry"]) else {
+        let Cli {
+            command: crate::cli::Command::Registry(r),
+        } = Cli::parse_from(["gradebook", "registry"])
+        else {
             panic!("registry");
         };
         assert_eq!(r.check_interval, registry::DEFAULT_CHECK_INTERVAL);
@@ -158,7 +172,10 @@ mod tests {
         assert_eq!(r.eviction_grace, registry::DEFAULT_EVICTION_GRACE);
         assert_eq!(r.daemon.drain_grace, DEFAULT_DRAIN_GRACE);
         assert_eq!(r.listen.to_string(), DEFAULT_REGISTRY_LISTEN);
-        let Cli { command: crate::cli::Command::Log(l) } = Cli::parse_from(["gradebook", "log"]) else {
+        let Cli {
+            command: crate::cli::Command::Log(l),
+        } = Cli::parse_from(["gradebook", "log"])
+        else {
             panic!("log");
         };
         assert_eq!(l.retention_age, crate::log::DEFAULT_RETENTION_AGE);

@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use crate::cli::parse_duration;
 use crate::mesh::client::{deadline, request};
@@ -29,7 +29,7 @@ pub struct HealthCheckArgs {
 /// 1 otherwise.
 pub async fn run(args: HealthCheckArgs) -> ExitCode {
     match check(&args).await {
-        Ok(status) if status == ServingStatus::Serving => {
+        Ok(ServingStatus::Serving) => {
             println!("SERVING");
             ExitCode::SUCCESS
         }
@@ -58,7 +58,11 @@ pub async fn status_of(url: &str, timeout: Duration) -> Result<ServingStatus, St
     check_service(url, "", timeout).await
 }
 
-async fn check_service(url: &str, service: &str, timeout: Duration) -> Result<ServingStatus, String> {
+async fn check_service(
+    url: &str,
+    service: &str,
+    timeout: Duration,
+) -> Result<ServingStatus, String> {
     let url = url.to_owned();
     let endpoint = parse_url("ADDR", &url).map_err(|e| e.to_string())?;
     let endpoint = endpoint.connect_timeout(timeout);

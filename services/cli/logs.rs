@@ -92,13 +92,19 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
         service: LOG_SERVICE.to_owned(),
         include_unhealthy: false,
     };
-    let instances = deadline(REGISTRY_CALL_TIMEOUT, registry_client(registry).list(request(list, REGISTRY_CALL_TIMEOUT)))
-        .await
-        .with_context(|| format!("cannot ask the registry at {}", args.registry.registry))?
-        .into_inner()
-        .instances;
+    let instances = deadline(
+        REGISTRY_CALL_TIMEOUT,
+        registry_client(registry).list(request(list, REGISTRY_CALL_TIMEOUT)),
+    )
+    .await
+    .with_context(|| format!("cannot ask the registry at {}", args.registry.registry))?
+    .into_inner()
+    .instances;
     let Some(log) = instances.first() else {
-        bail!("no healthy log service is registered at {}", args.registry.registry);
+        bail!(
+            "no healthy log service is registered at {}",
+            args.registry.registry
+        );
     };
     let channel = endpoint_of(&log.address)?.connect_lazy();
     let mut client = LogServiceClient::new(channel);
@@ -115,7 +121,9 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
             filter: Some(pb::Filter::from(&filter)),
             backlog: args.limit,
         };
-        let mut stream = deadline(REGISTRY_CALL_TIMEOUT, client.tail(tail)).await?.into_inner();
+        let mut stream = deadline(REGISTRY_CALL_TIMEOUT, client.tail(tail))
+            .await?
+            .into_inner();
         while let Some(record) = stream.next().await {
             let record = LogRecord::from_stored_pb(record.context("the tail stream broke")?)?;
             print(&record, args.json);
@@ -127,10 +135,13 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
         page_size: args.limit,
         page_token: String::new(),
     };
-    let page = deadline(REGISTRY_CALL_TIMEOUT, client.query(request(query, REGISTRY_CALL_TIMEOUT)))
-        .await
-        .context("cannot query the log service")?
-        .into_inner();
+    let page = deadline(
+        REGISTRY_CALL_TIMEOUT,
+        client.query(request(query, REGISTRY_CALL_TIMEOUT)),
+    )
+    .await
+    .context("cannot query the log service")?
+    .into_inner();
     // Newest first from the service; oldest first on a terminal, like a log file.
     for record in page.records.into_iter().rev() {
         print(&LogRecord::from_stored_pb(record)?, args.json);

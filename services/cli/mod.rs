@@ -59,7 +59,8 @@ pub struct RegistryArg {
 
 /// Parses a duration such as `500ms`, `2s` or `1m`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value).map_err(|e| format!("{value:?} is not a duration like 500ms, 2s or 1m: {e}"))
+    humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration like 500ms, 2s or 1m: {e}"))
 }
 
 /// Runs the parsed command line; returns the process's exit code.

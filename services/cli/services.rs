@@ -73,10 +73,16 @@ pub fn table(instances: &[Instance]) -> String {
             i.health.to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..5).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in rows {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -92,9 +98,12 @@ pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
             service: args.service.clone().unwrap_or_default(),
             include_unhealthy: true,
         };
-        let response = deadline(REGISTRY_CALL_TIMEOUT, client.list(request(list, REGISTRY_CALL_TIMEOUT)))
-            .await
-            .with_context(|| format!("cannot list services at {}", args.registry.registry))?;
+        let response = deadline(
+            REGISTRY_CALL_TIMEOUT,
+            client.list(request(list, REGISTRY_CALL_TIMEOUT)),
+        )
+        .await
+        .with_context(|| format!("cannot list services at {}", args.registry.registry))?;
         let instances = response
             .into_inner()
             .instances
@@ -127,9 +136,13 @@ pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
                     print!("{}", table(&instances));
                 }
             }
-            WatchUpdate::Change(Change { kind, instance }) => {
+            WatchUpdate::Change(change) => {
+                let Change { kind, instance } = *change;
                 if args.json {
-                    println!("{}", serde_json::json!({ "change": kind.as_str(), "instance": Row::from(&instance) }));
+                    println!(
+                        "{}",
+                        serde_json::json!({ "change": kind.as_str(), "instance": Row::from(&instance) })
+                    );
                 } else {
                     println!(
                         "{} {:<14} {} {} {} {}",

@@ -51,7 +51,11 @@ pub struct LogConfig {
 }
 
 /// Runs the log daemon on `listener` until `shutdown`.
-pub async fn run(config: LogConfig, listener: TcpListener, shutdown: Shutdown) -> Result<(), LogError> {
+pub async fn run(
+    config: LogConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), LogError> {
     let data_dir = config.data_dir.clone();
     let retention = config.retention;
     let store = tokio::task::spawn_blocking(move || store::LogStore::open(&data_dir, retention))
@@ -65,7 +69,10 @@ pub async fn run(config: LogConfig, listener: TcpListener, shutdown: Shutdown) -
     let server = service::LogServer::new(store, shutdown.clone());
     let background = server.spawn_background(RETENTION_INTERVAL);
     let mesh = Mesh::start(config.mesh, &shutdown).map_err(ServeError::from)?;
-    let served = MeshServer::new(mesh).add_service(server.into_service()).serve(listener).await;
+    let served = MeshServer::new(mesh)
+        .add_service(server.into_service())
+        .serve(listener)
+        .await;
     let _ = background.await;
     Ok(served?)
 }

@@ -72,8 +72,14 @@ mod tests {
     #[test]
     fn rejects_nonsense() {
         let s = Duration::from_secs(1);
-        assert_eq!(Backoff::new(Duration::ZERO, s, 0.0), Err(InvalidBackoff::ZeroMin));
-        assert!(matches!(Backoff::new(s * 2, s, 0.0), Err(InvalidBackoff::MaxBelowMin { .. })));
+        assert_eq!(
+            Backoff::new(Duration::ZERO, s, 0.0),
+            Err(InvalidBackoff::ZeroMin)
+        );
+        assert!(matches!(
+            Backoff::new(s * 2, s, 0.0),
+            Err(InvalidBackoff::MaxBelowMin { .. })
+        ));
         assert_eq!(Backoff::new(s, s, 1.5), Err(InvalidBackoff::Jitter(1.5)));
     }
 
@@ -81,7 +87,9 @@ mod tests {
     fn doubles_up_to_the_maximum_with_bounded_jitter() {
         let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 0.5).unwrap();
         for attempt in 0..40 {
-            let base = Duration::from_millis(100).saturating_mul(2u32.saturating_pow(attempt.min(30))).min(Duration::from_secs(1));
+            let base = Duration::from_millis(100)
+                .saturating_mul(2u32.saturating_pow(attempt.min(30)))
+                .min(Duration::from_secs(1));
             let d = b.delay(attempt);
             assert!(d <= base && d >= base / 2, "attempt {attempt}: {d:?}");
         }

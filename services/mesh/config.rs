@@ -157,7 +157,10 @@ pub fn host_name() -> String {
 }
 
 /// Checks that `url` is an `http://host:port` URL a channel can dial.
-pub fn parse_url(setting: &'static str, url: &str) -> Result<tonic::transport::Endpoint, ConfigError> {
+pub fn parse_url(
+    setting: &'static str,
+    url: &str,
+) -> Result<tonic::transport::Endpoint, ConfigError> {
     let Some(rest) = url.strip_prefix("http://") else {
         return Err(ConfigError::invalid(
             setting,
@@ -192,10 +195,19 @@ mod tests {
         let mut config = MeshConfig::new("log");
         config.registry_url = "127.0.0.1:50051".into();
         let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("--registry") && err.contains("http://"), "{err}");
+        assert!(
+            err.contains("--registry") && err.contains("http://"),
+            "{err}"
+        );
         let mut config = MeshConfig::new("log");
         config.advertise = Some("nope".into());
-        assert!(config.validate().unwrap_err().to_string().contains("--advertise"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--advertise")
+        );
     }
 
     #[test]

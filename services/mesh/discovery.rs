@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
 use tonic::transport::channel::Change as BalanceChange;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::mesh::backoff::Backoff;
 use crate::mesh::client::{endpoint_of, registry_client};
@@ -48,18 +48,27 @@ impl Dependencies {
     pub fn apply(&mut self, update: WatchUpdate, watched: &[String]) {
         match update {
             WatchUpdate::Snapshot { instances, .. } => {
-                let mut services: BTreeMap<String, BTreeMap<String, Instance>> =
-                    watched.iter().map(|s| (s.clone(), BTreeMap::new())).collect();
+                let mut services: BTreeMap<String, BTreeMap<String, Instance>> = watched
+                    .iter()
+                    .map(|s| (s.clone(), BTreeMap::new()))
+                    .collect();
                 for instance in instances {
                     services
                         .entry(instance.service.clone())
                         .or_default()
                         .insert(instance.instance_id.clone(), instance);
                 }
-                self.services = services.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+                self.services = services
+                    .into_iter()
+                    .map(|(k, v)| (k, Arc::new(v)))
+                    .collect();
             }
             WatchUpdate::Change(change) => {
-                let instances = Arc::make_mut(self.services.entry(change.instance.service.clone()).or_default());
+                let instances = Arc::make_mut(
+                    self.services
+                        .entry(change.instance.service.clone())
+                        .or_default(),
+                );
                 if change.kind == ChangeKind::Removed {
                     instances.remove(&change.instance.instance_id);
                 } else {
@@ -101,7 +110,11 @@ impl DependencyView {
 
     /// The healthy instances of `service` now.
     pub fn healthy(&self, service: &str) -> Vec<Instance> {
-        self.current().healthy(service).into_iter().cloned().collect()
+        self.current()
+            .healthy(service)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// A receiver that wakes on every change of the view.
@@ -212,7 +225,9 @@ async fn run_watch(
                             sync_balancers(&deps, &feeders, &mut in_balancer).await;
                             state.send_replace(Arc::new(deps.clone()));
                         }
-                        Err(error) => tracing::warn!(error = %error, "ignoring a malformed watch event"),
+                        Err(error) => {
+                            tracing::warn!(error = %error, "ignoring a malformed watch event")
+                        }
                     }
                 }
             }
@@ -248,9 +263,13 @@ async fn sync_balancers(
         for key in desired.difference(current) {
             match endpoint_of(&key.1) {
                 Ok(endpoint) => {
-                    let _ = feeder.send(BalanceChange::Insert(key.clone(), endpoint)).await;
+                    let _ = feeder
+                        .send(BalanceChange::Insert(key.clone(), endpoint))
+                        .await;
                 }
-                Err(error) => tracing::warn!(service = %service, error = %error, "skipping an instance with an unusable address"),
+                Err(error) => {
+                    tracing::warn!(service = %service, error = %error, "skipping an instance with an unusable address")
+                }
             }
         }
         *current = desired;
@@ -286,7 +305,10 @@ mod tests {
         let mut deps = Dependencies::default();
         deps.apply(
             WatchUpdate::Snapshot {
-                instances: vec![instance("log", "a", Health::Serving), instance("log", "b", Health::Unknown)],
+                instances: vec![
+                    instance("log", "a", Health::Serving),
+                    instance("log", "b", Health::Unknown),
+                ],
                 registry_node: "n".into(),
             },
             &watched,
@@ -294,21 +316,25 @@ mod tests {
         assert_eq!(deps.healthy("log").len(), 1);
         assert!(deps.healthy("grading").is_empty());
         deps.apply(
-            WatchUpdate::Change(Change {
+            WatchUpdate::Change(Box::new(Change {
                 kind: ChangeKind::HealthChanged,
                 instance: instance("log", "b", Health::Serving),
-            }),
+            })),
             &watched,
         );
         assert_eq!(deps.balancer_keys("log").len(), 2);
         deps.apply(
-            WatchUpdate::Change(Change {
+            WatchUpdate::Change(Box::new(Change {
                 kind: ChangeKind::Removed,
                 instance: instance("log", "a", Health::Serving),
-            }),
+            })),
             &watched,
         );
-        let ids: Vec<_> = deps.healthy("log").into_iter().map(|i| i.instance_id.clone()).collect();
+        let ids: Vec<_> = deps
+            .healthy("log")
+            .into_iter()
+            .map(|i| i.instance_id.clone())
+            .collect();
         assert_eq!(ids, ["b"]);
         deps.apply(
             WatchUpdate::Snapshot {
@@ -317,6 +343,9 @@ mod tests {
             },
             &watched,
         );
-        assert!(deps.healthy("log").is_empty(), "a new snapshot replaces what was known");
+        assert!(
+            deps.healthy("log").is_empty(),
+            "a new snapshot replaces what was known"
+        );
     }
 }

@@ -140,13 +140,10 @@ impl LogShipper {
     /// `shutdown`, then flushes what is left within [`FLUSH_TIMEOUT`].
     pub async fn run(mut self, view: DependencyView, backoff: Backoff, shutdown: Shutdown) {
         let mut reported_drops = 0u64;
-        loop {
-            let Some(first) = (tokio::select! {
-                first = self.queue.recv() => first,
-                _ = shutdown.cancelled() => None,
-            }) else {
-                break;
-            };
+        while let Some(first) = tokio::select! {
+            first = self.queue.recv() => first,
+            _ = shutdown.cancelled() => None,
+        } {
             let mut batch = vec![first];
             let linger = tokio::time::sleep(LINGER);
             tokio::pin!(linger);
@@ -169,7 +166,9 @@ impl LogShipper {
             loop {
                 match ship(&view, &batch).await {
                     Ok(()) => {
-                        self.stats.shipped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        self.stats
+                            .shipped
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
                         break;
                     }
                     Err(error) => {

@@ -63,7 +63,13 @@ impl RegistrationHandle {
         let (tx, state) = watch::channel(RegistrationState::Registering);
         let stop = shutdown.child_token();
         let instance_id = registration.instance_id.clone().unwrap_or_default();
-        let task = tokio::spawn(maintain(channel.clone(), registration, backoff, stop.clone(), tx));
+        let task = tokio::spawn(maintain(
+            channel.clone(),
+            registration,
+            backoff,
+            stop.clone(),
+            tx,
+        ));
         RegistrationHandle {
             state,
             stop,
@@ -144,10 +150,14 @@ async fn maintain(
                         tracing::info!(registry_node = %node, "registered again with a restarted registry")
                     }
                     Some(_) => tracing::info!(registry_node = %node, "registered again"),
-                    None => tracing::info!(registry_node = %node, service = %registration.service, instance = %instance_id, address = %registration.address, "registered"),
+                    None => {
+                        tracing::info!(registry_node = %node, service = %registration.service, instance = %instance_id, address = %registration.address, "registered")
+                    }
                 }
                 last_node = Some(node.clone());
-                state.send_replace(RegistrationState::Registered { registry_node: node });
+                state.send_replace(RegistrationState::Registered {
+                    registry_node: node,
+                });
                 attempt = 0;
             }
             Err(status) => {
@@ -214,7 +224,8 @@ async fn watch_own_record(
                 }
             }
             Ok(WatchUpdate::Change(change)) => {
-                if change.kind == ChangeKind::Removed && change.instance.instance_id == instance_id {
+                if change.kind == ChangeKind::Removed && change.instance.instance_id == instance_id
+                {
                     return WatchEnd::Forgotten;
                 }
             }

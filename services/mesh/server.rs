@@ -172,10 +172,14 @@ impl MeshServer {
         routes.add_service(reflection_v1);
         routes.add_service(reflection_v1alpha);
         for name in &service_names {
-            health.set_service_status(*name, ServingStatus::Serving).await;
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
         }
         health.set_service_status("", ServingStatus::Serving).await;
-        health.set_service_status(&mesh.config.instance_id, ServingStatus::Serving).await;
+        health
+            .set_service_status(&mesh.config.instance_id, ServingStatus::Serving)
+            .await;
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
@@ -185,9 +189,12 @@ impl MeshServer {
                 oversize_is_resource_exhausted as fn(http::Response<Body>) -> http::Response<Body>,
             ))
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
-                let _ = drain_rx.await;
-            });
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = drain_rx.await;
+                },
+            );
         tokio::pin!(server);
         tracing::info!(service = %mesh.config.service, instance = %mesh.config.instance_id, %local, advertised = %address, "serving");
 
@@ -200,7 +207,10 @@ impl MeshServer {
                 version: mesh.config.version.clone(),
                 metadata: {
                     let mut metadata = mesh.config.metadata.clone();
-                    metadata.insert(HEALTH_SERVICE_METADATA.to_owned(), mesh.config.instance_id.clone());
+                    metadata.insert(
+                        HEALTH_SERVICE_METADATA.to_owned(),
+                        mesh.config.instance_id.clone(),
+                    );
                     metadata
                 },
                 requires: mesh.config.requires.clone(),
@@ -219,17 +229,26 @@ impl MeshServer {
 
         tracing::info!("shutting down: reporting NOT_SERVING");
         for name in &service_names {
-            health.set_service_status(*name, ServingStatus::NotServing).await;
+            health
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
         }
-        health.set_service_status("", ServingStatus::NotServing).await;
-        health.set_service_status(&mesh.config.instance_id, ServingStatus::NotServing).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status(&mesh.config.instance_id, ServingStatus::NotServing)
+            .await;
         registration.deregister().await;
         let _ = drain_tx.send(());
         let grace = mesh.config.drain_grace;
         let result = match tokio::time::timeout(grace, &mut server).await {
             Ok(result) => result.map_err(ServeError::from),
             Err(_) => {
-                tracing::warn!(?grace, "in-flight calls did not drain within the grace period; stopping anyway");
+                tracing::warn!(
+                    ?grace,
+                    "in-flight calls did not drain within the grace period; stopping anyway"
+                );
                 Ok(())
             }
         };
@@ -250,7 +269,9 @@ fn oversize_is_resource_exhausted(mut response: http::Response<Body>) -> http::R
     let is_oversize = headers
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+        .is_some_and(|m| {
+            m.contains("message%20length%20too%20large") || m.contains("message length too large")
+        });
     if is_out_of_range && is_oversize {
         headers.insert("grpc-status", HeaderValue::from_static("8"));
     }

@@ -9,7 +9,10 @@ pub use tokio_util::sync::CancellationToken as Shutdown;
 /// daemon never runs without a way to stop.
 pub async fn cancel_on_signal(shutdown: Shutdown) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(term), Ok(int)) => (term, int),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "cannot install signal handlers; shutting down");

@@ -40,5 +40,8 @@ pub fn init_daemon(filter: &str, service: &str, instance: &str) {
 
 /// Takes the parked shipper, if this process set one up.
 pub fn take_shipper() -> Option<LogShipper> {
-    PARKED_SHIPPER.lock().ok().and_then(|mut parked| parked.take())
+    PARKED_SHIPPER
+        .lock()
+        .ok()
+        .and_then(|mut parked| parked.take())
 }

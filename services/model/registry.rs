@@ -127,7 +127,10 @@ pub struct Registration {
 impl Registration {
     /// The grpc.health.v1 service name to check for this instance.
     pub fn health_service(&self) -> String {
-        self.metadata.get(HEALTH_SERVICE_METADATA).cloned().unwrap_or_default()
+        self.metadata
+            .get(HEALTH_SERVICE_METADATA)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -177,7 +180,7 @@ pub enum WatchUpdate {
         registry_node: String,
     },
     /// One change after the snapshot.
-    Change(Change),
+    Change(Box<Change>),
 }
 
 /// A request field that failed validation; the message names the field.
@@ -213,7 +216,10 @@ pub fn validate_service_name(field: &str, name: &str) -> Result<(), InvalidField
     if name.len() > MAX_SERVICE_NAME {
         return Err(InvalidField::new(
             field,
-            format!("{} characters is over the limit of {MAX_SERVICE_NAME}", name.len()),
+            format!(
+                "{} characters is over the limit of {MAX_SERVICE_NAME}",
+                name.len()
+            ),
         ));
     }
     let valid_chars = name
@@ -239,7 +245,10 @@ pub fn validate_instance_id(field: &str, id: &str) -> Result<(), InvalidField> {
     if id.len() > MAX_INSTANCE_ID {
         return Err(InvalidField::new(
             field,
-            format!("{} characters is over the limit of {MAX_INSTANCE_ID}", id.len()),
+            format!(
+                "{} characters is over the limit of {MAX_INSTANCE_ID}",
+                id.len()
+            ),
         ));
     }
     if !id
@@ -276,17 +285,19 @@ pub fn validate_address(field: &str, address: &str) -> Result<(), InvalidField> 
     } else {
         !host.is_empty()
             && host.len() <= 253
-            && host
-                .split('.')
-                .all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                        && !label.starts_with('-')
-                })
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+            })
     };
     if !host_ok {
-        return Err(invalid("has no valid host (a DNS name, an IPv4 address or [IPv6])"));
+        return Err(invalid(
+            "has no valid host (a DNS name, an IPv4 address or [IPv6])",
+        ));
     }
     Ok(())
 }
@@ -413,7 +424,9 @@ pub fn timestamp(time: SystemTime) -> prost_types::Timestamp {
 /// Converts a protobuf timestamp to a time; `None` when it is out of range.
 pub fn system_time(ts: &prost_types::Timestamp) -> Option<SystemTime> {
     let seconds = u64::try_from(ts.seconds).ok()?;
-    let nanos = u32::try_from(ts.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    let nanos = u32::try_from(ts.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)?;
     UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
 }
 
@@ -446,7 +459,8 @@ impl TryFrom<pb::Instance> for Instance {
         let time = |field: &str, ts: Option<prost_types::Timestamp>| {
             ts.as_ref()
                 .map(|ts| {
-                    system_time(ts).ok_or_else(|| MalformedMessage(format!("{field}: out of range")))
+                    system_time(ts)
+                        .ok_or_else(|| MalformedMessage(format!("{field}: out of range")))
                 })
                 .transpose()
         };
@@ -521,10 +535,10 @@ impl TryFrom<pb::WatchEvent> for WatchUpdate {
                 let instance = change
                     .instance
                     .ok_or_else(|| MalformedMessage("change.instance: missing".into()))?;
-                Ok(WatchUpdate::Change(Change {
+                Ok(WatchUpdate::Change(Box::new(Change {
                     kind,
                     instance: Instance::try_from(instance)?,
-                }))
+                })))
             }
             None => Err(MalformedMessage("event: empty".into())),
         }
@@ -553,31 +567,62 @@ mod tests {
 
     #[test]
     fn invalid_fields_are_named() {
-        let cases: Vec<(fn(&mut pb::RegisterRequest), &str)> = vec![
+        type Mutation = fn(&mut pb::RegisterRequest);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|r| r.service.clear(), "service: must not be empty"),
-            (|r| r.service = "Grading".into(), "service: \"Grading\" is not a valid service name"),
+            (
+                |r| r.service = "Grading".into(),
+                "service: \"Grading\" is not a valid service name",
+            ),
             (|r| r.address.clear(), "address: must not be empty"),
-            (|r| r.address = "localhost".into(), "address: \"localhost\" is not host:port"),
+            (
+                |r| r.address = "localhost".into(),
+                "address: \"localhost\" is not host:port",
+            ),
             (|r| r.address = "host:0".into(), "has no valid port"),
             (|r| r.address = "ho st:80".into(), "has no valid host"),
             (|r| r.instance_id = "a/b".into(), "instance_id:"),
-            (|r| r.requires = vec!["ok".into(), "".into()], "requires[1]: must not be empty"),
-            (|r| r.version = "v".repeat(65), "version: 65 bytes is over the limit of 64"),
+            (
+                |r| r.requires = vec!["ok".into(), "".into()],
+                "requires[1]: must not be empty",
+            ),
+            (
+                |r| r.version = "v".repeat(65),
+                "version: 65 bytes is over the limit of 64",
+            ),
         ];
         for (mutate, expected) in cases {
             let mut req = request();
             mutate(&mut req);
             let err = Registration::try_from(req).unwrap_err().to_string();
-            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
         }
     }
 
     #[test]
     fn addresses() {
-        for ok in ["a:1", "grading:50053", "10.0.0.1:80", "[::1]:50051", "my-host.example.com:443"] {
+        for ok in [
+            "a:1",
+            "grading:50053",
+            "10.0.0.1:80",
+            "[::1]:50051",
+            "my-host.example.com:443",
+        ] {
             assert!(validate_address("address", ok).is_ok(), "{ok}");
         }
-        for bad in ["", ":80", "a:", "a:65536", "[::1:80", "-a:80", "a..b:80", "http://a:80"] {
+        for bad in [
+            "",
+            ":80",
+            "a:",
+            "a:65536",
+            "[::1:80",
+            "-a:80",
+            "a..b:80",
+            "http://a:80",
+        ] {
             assert!(validate_address("address", bad).is_err(), "{bad}");
         }
     }
@@ -608,6 +653,6 @@ mod tests {
             instance,
         };
         let update = WatchUpdate::try_from(pb::WatchEvent::from(&change)).unwrap();
-        assert_eq!(update, WatchUpdate::Change(change));
+        assert_eq!(update, WatchUpdate::Change(Box::new(change)));
     }
 }

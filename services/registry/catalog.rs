@@ -10,9 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::model::registry::{
-    Change, ChangeKind, Health, Instance, RecordVersion, Registration,
-};
+use crate::model::registry::{Change, ChangeKind, Health, Instance, RecordVersion, Registration};
 use crate::registry::health::{HealthPolicy, HealthTracker, ProbeOutcome};
 
 /// What the shell must do after a catalog change.
@@ -178,7 +176,11 @@ impl Catalog {
                     // Moving to another service: watchers of the old one see
                     // it leave, watchers of the new one see it arrive.
                     let removed = self.remove(&instance_id, now);
-                    effects.extend(removed.into_iter().filter(|e| matches!(e, Effect::Publish(_))));
+                    effects.extend(
+                        removed
+                            .into_iter()
+                            .filter(|e| matches!(e, Effect::Publish(_))),
+                    );
                     let (view, added) = self.register_as(registration, instance_id, now);
                     effects.extend(added);
                     return (view, effects);
@@ -244,7 +246,12 @@ impl Catalog {
     }
 
     /// Takes in a health probe's outcome for an instance.
-    pub fn observe(&mut self, instance_id: &str, outcome: ProbeOutcome, now: SystemTime) -> Vec<Effect> {
+    pub fn observe(
+        &mut self,
+        instance_id: &str,
+        outcome: ProbeOutcome,
+        now: SystemTime,
+    ) -> Vec<Effect> {
         let policy = self.policy;
         let Some(entry) = self.entries.get_mut(instance_id) else {
             return Vec::new();
@@ -334,8 +341,17 @@ mod tests {
         effects
             .iter()
             .map(|e| match e {
-                Effect::Publish(c) => format!("{}:{}:{}", c.kind.as_str(), c.instance.instance_id, c.instance.health),
-                Effect::Monitor { instance_id, address, .. } => format!("monitor:{instance_id}:{address}"),
+                Effect::Publish(c) => format!(
+                    "{}:{}:{}",
+                    c.kind.as_str(),
+                    c.instance.instance_id,
+                    c.instance.health
+                ),
+                Effect::Monitor {
+                    instance_id,
+                    address,
+                    ..
+                } => format!("monitor:{instance_id}:{address}"),
                 Effect::StopMonitor { instance_id } => format!("stop:{instance_id}"),
             })
             .collect()
@@ -381,7 +397,10 @@ mod tests {
         let mut c = Catalog::new("n1", POLICY);
         c.register(reg("log", "a", "h:1"), at(1), || unreachable!());
         let (_, effects) = c.register(reg("grading", "a", "h:1"), at(2), || unreachable!());
-        assert_eq!(kinds(&effects), ["REMOVED:a:UNKNOWN", "ADDED:a:UNKNOWN", "monitor:a:h:1"]);
+        assert_eq!(
+            kinds(&effects),
+            ["REMOVED:a:UNKNOWN", "ADDED:a:UNKNOWN", "monitor:a:h:1"]
+        );
         assert_eq!(c.list(Some("grading"), true).len(), 1);
         assert!(c.list(Some("log"), true).is_empty());
     }
@@ -404,16 +423,28 @@ mod tests {
         c.register(reg("log", "a", "h:1"), at(1), || unreachable!());
         c.register(reg("log", "b", "h:2"), at(1), || unreachable!());
         assert!(c.list(Some("log"), false).is_empty());
-        assert_eq!(kinds(&c.observe("a", ProbeOutcome::Serving, at(2))), ["HEALTH_CHANGED:a:SERVING"]);
+        assert_eq!(
+            kinds(&c.observe("a", ProbeOutcome::Serving, at(2))),
+            ["HEALTH_CHANGED:a:SERVING"]
+        );
         assert!(c.observe("a", ProbeOutcome::Serving, at(3)).is_empty());
-        let healthy: Vec<_> = c.list(Some("log"), false).into_iter().map(|i| i.instance_id).collect();
+        let healthy: Vec<_> = c
+            .list(Some("log"), false)
+            .into_iter()
+            .map(|i| i.instance_id)
+            .collect();
         assert_eq!(healthy, ["a"]);
         assert_eq!(c.list(Some("log"), true).len(), 2);
         let down = c.observe("a", ProbeOutcome::Disconnected("refused".into()), at(4));
         assert_eq!(kinds(&down), ["HEALTH_CHANGED:a:UNREACHABLE"]);
-        let Effect::Publish(change) = &down[0] else { panic!() };
+        let Effect::Publish(change) = &down[0] else {
+            panic!()
+        };
         assert_eq!(change.instance.last_error.as_deref(), Some("refused"));
-        assert!(c.observe("unknown", ProbeOutcome::Serving, at(4)).is_empty());
+        assert!(
+            c.observe("unknown", ProbeOutcome::Serving, at(4))
+                .is_empty()
+        );
     }
 
     #[test]
@@ -447,7 +478,10 @@ mod tests {
         c.register(reg("grading", "b", "h:2"), at(0), || unreachable!());
         c.register(reg("portal", "c", "h:3"), at(0), || unreachable!());
         let ids = |v: Vec<Instance>| v.into_iter().map(|i| i.instance_id).collect::<Vec<_>>();
-        assert_eq!(ids(c.snapshot(&["log".into(), "portal".into()])), ["a", "c"]);
+        assert_eq!(
+            ids(c.snapshot(&["log".into(), "portal".into()])),
+            ["a", "c"]
+        );
         assert_eq!(ids(c.snapshot(&[])), ["b", "a", "c"]);
     }
 }

@@ -43,7 +43,12 @@ pub struct Core {
 
 impl Core {
     /// A registry core around `catalog`.
-    pub fn new(catalog: Catalog, watch_queue: usize, probe: ProbeSettings, shutdown: Shutdown) -> Arc<Self> {
+    pub fn new(
+        catalog: Catalog,
+        watch_queue: usize,
+        probe: ProbeSettings,
+        shutdown: Shutdown,
+    ) -> Arc<Self> {
         Arc::new(Core {
             state: Mutex::new(State {
                 catalog,
@@ -60,7 +65,9 @@ impl Core {
         // A panic while holding the lock cannot leave the catalog half
         // changed (every change is applied before effects run), so a
         // poisoned lock is still safe to use.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The id of this registry node.
@@ -108,10 +115,16 @@ impl Core {
     /// Takes in a probe outcome from the monitor of `epoch`.
     pub fn observe(self: &Arc<Self>, instance_id: &str, epoch: Epoch, outcome: ProbeOutcome) {
         let mut state = self.lock();
-        if state.monitors.get(instance_id).is_none_or(|m| m.epoch != epoch) {
+        if state
+            .monitors
+            .get(instance_id)
+            .is_none_or(|m| m.epoch != epoch)
+        {
             return;
         }
-        let effects = state.catalog.observe(instance_id, outcome, SystemTime::now());
+        let effects = state
+            .catalog
+            .observe(instance_id, outcome, SystemTime::now());
         self.execute(&mut state, effects);
     }
 
@@ -158,7 +171,9 @@ impl Core {
                         self.probe,
                         stop.clone(),
                     ));
-                    state.monitors.insert(instance_id, MonitorHandle { epoch, stop });
+                    state
+                        .monitors
+                        .insert(instance_id, MonitorHandle { epoch, stop });
                 }
                 Effect::StopMonitor { instance_id } => {
                     if let Some(old) = state.monitors.remove(&instance_id) {

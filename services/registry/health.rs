@@ -139,7 +139,10 @@ mod tests {
     fn first_serving_check_makes_it_healthy() {
         let mut t = HealthTracker::new(at(0));
         assert_eq!(t.health(), Health::Unknown);
-        assert_eq!(t.observe(ProbeOutcome::Serving, at(1), &POLICY), Some(Health::Serving));
+        assert_eq!(
+            t.observe(ProbeOutcome::Serving, at(1), &POLICY),
+            Some(Health::Serving)
+        );
         assert_eq!(t.observe(ProbeOutcome::Serving, at(2), &POLICY), None);
         assert_eq!(t.last_check(), Some(at(2)));
         assert_eq!(t.since(), at(1));
@@ -164,25 +167,41 @@ mod tests {
         assert_eq!(t.observe(ProbeOutcome::Serving, at(4), &POLICY), None);
         assert_eq!(t.observe(timeout(), at(5), &POLICY), None);
         assert_eq!(t.observe(timeout(), at(6), &POLICY), None);
-        assert_eq!(t.observe(timeout(), at(7), &POLICY), Some(Health::Unreachable));
-        assert_eq!(t.observe(ProbeOutcome::Serving, at(8), &POLICY), Some(Health::Serving));
+        assert_eq!(
+            t.observe(timeout(), at(7), &POLICY),
+            Some(Health::Unreachable)
+        );
+        assert_eq!(
+            t.observe(ProbeOutcome::Serving, at(8), &POLICY),
+            Some(Health::Serving)
+        );
     }
 
     #[test]
     fn not_serving_is_reported_as_such() {
         let mut t = HealthTracker::new(at(0));
         t.observe(ProbeOutcome::Serving, at(1), &POLICY);
-        assert_eq!(t.observe(ProbeOutcome::NotServing, at(2), &POLICY), Some(Health::NotServing));
+        assert_eq!(
+            t.observe(ProbeOutcome::NotServing, at(2), &POLICY),
+            Some(Health::NotServing)
+        );
     }
 
     #[test]
     fn eviction_after_grace_only_when_down() {
         let mut t = HealthTracker::new(at(0));
         assert!(!t.should_evict(at(30), &POLICY));
-        assert!(t.should_evict(at(31), &POLICY), "never verified for longer than the grace");
+        assert!(
+            t.should_evict(at(31), &POLICY),
+            "never verified for longer than the grace"
+        );
         t.observe(ProbeOutcome::Serving, at(31), &POLICY);
         assert!(!t.should_evict(at(1000), &POLICY));
-        t.observe(ProbeOutcome::Disconnected("reset".into()), at(1000), &POLICY);
+        t.observe(
+            ProbeOutcome::Disconnected("reset".into()),
+            at(1000),
+            &POLICY,
+        );
         assert!(!t.should_evict(at(1030), &POLICY));
         assert!(t.should_evict(at(1031), &POLICY));
     }

@@ -32,9 +32,9 @@ use crate::registry::service::RegistryService;
 
 /// The registry's service name in its own catalog.
 pub const SERVICE_NAME: &str = "registry";
-/// Default time between two health checks of an instance.
+/// Default time between two probes of an instance.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// Default deadline of one health check.
+/// Default time a probe may go unanswered.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 /// Default number of timed-out checks in a row that make an instance unreachable.
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 2;
@@ -77,16 +77,25 @@ impl RegistryConfig {
     /// Checks the settings, naming the one that is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.check_interval.is_zero() {
-            return Err(ConfigError::invalid("--check-interval", "must be greater than zero"));
+            return Err(ConfigError::invalid(
+                "--check-interval",
+                "must be greater than zero",
+            ));
         }
         if self.check_timeout.is_zero() || self.check_timeout > self.check_interval {
             return Err(ConfigError::invalid(
                 "--check-timeout",
-                format!("must be greater than zero and at most --check-interval ({:?})", self.check_interval),
+                format!(
+                    "must be greater than zero and at most --check-interval ({:?})",
+                    self.check_interval
+                ),
             ));
         }
         if self.failure_threshold == 0 {
-            return Err(ConfigError::invalid("--failure-threshold", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "--failure-threshold",
+                "must be at least 1",
+            ));
         }
         if self.watch_queue == 0 {
             return Err(ConfigError::invalid("--watch-queue", "must be at least 1"));
@@ -96,7 +105,11 @@ impl RegistryConfig {
 }
 
 /// Runs the registry on `listener` until `shutdown`.
-pub async fn run(config: RegistryConfig, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServeError> {
+pub async fn run(
+    config: RegistryConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
     config.validate()?;
     let local = listener.local_addr().map_err(ServeError::Listener)?;
     let mut mesh_config = config.mesh.clone();
@@ -111,11 +124,23 @@ pub async fn run(config: RegistryConfig, listener: TcpListener, shutdown: Shutdo
         interval: config.check_interval,
         timeout: config.check_timeout,
     };
-    let core = Core::new(Catalog::new(node_id, policy), config.watch_queue, probe, shutdown.clone());
-    let evictions = tokio::spawn(evict_periodically(core.clone(), config.eviction_grace, shutdown.clone()));
+    let core = Core::new(
+        Catalog::new(node_id, policy),
+        config.watch_queue,
+        probe,
+        shutdown.clone(),
+    );
+    let evictions = tokio::spawn(evict_periodically(
+        core.clone(),
+        config.eviction_grace,
+        shutdown.clone(),
+    ));
     let mesh = Mesh::start(mesh_config, &shutdown)?;
     let service = RegistryService::new(core, shutdown.clone()).into_server();
-    let served = MeshServer::new(mesh).add_service(service).serve(listener).await;
+    let served = MeshServer::new(mesh)
+        .add_service(service)
+        .serve(listener)
+        .await;
     let _ = evictions.await;
     served
 }

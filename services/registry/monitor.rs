@@ -47,7 +47,10 @@ fn outcome_of(response: &HealthCheckResponse) -> ProbeOutcome {
 
 /// Whether a failed call means the connection is gone (rather than slow).
 fn is_disconnect(status: &tonic::Status) -> bool {
-    matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal)
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+    )
 }
 
 /// Probes `address` for `instance_id` until `stop`, reporting to `core`.
@@ -127,14 +130,20 @@ pub async fn monitor(
                 continue;
             }
             Err(_) => {
-                report(ProbeOutcome::TimedOut(format!("health watch not opened within {:?}", settings.timeout)));
+                report(ProbeOutcome::TimedOut(format!(
+                    "health watch not opened within {:?}",
+                    settings.timeout
+                )));
                 if pause().await {
                     return;
                 }
                 continue;
             }
         };
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + settings.interval, settings.interval);
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + settings.interval,
+            settings.interval,
+        );
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let checks_needed = stream.is_none();
         loop {

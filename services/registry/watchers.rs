@@ -51,12 +51,19 @@ impl Watchers {
 
     /// Adds a watcher of `services` (all when empty) whose stream starts
     /// with `snapshot`.
-    pub fn add(&mut self, services: &[String], snapshot: pb::WatchEvent) -> mpsc::Receiver<WatchItem> {
+    pub fn add(
+        &mut self,
+        services: &[String],
+        snapshot: pb::WatchEvent,
+    ) -> mpsc::Receiver<WatchItem> {
         // One slot more than the queue holds, kept for the overflow status.
         let (tx, rx) = mpsc::channel(self.queue_capacity + 1);
         let _ = tx.try_send(Ok(snapshot));
         let services = (!services.is_empty()).then(|| services.iter().cloned().collect());
-        self.watchers.push(Watcher { services, queue: tx });
+        self.watchers.push(Watcher {
+            services,
+            queue: tx,
+        });
         rx
     }
 
@@ -120,7 +127,9 @@ mod tests {
         w.publish(&change("log"));
         assert!(log_rx.try_recv().is_ok(), "snapshot");
         let event = log_rx.try_recv().unwrap().unwrap();
-        assert!(matches!(event.event, Some(pb::watch_event::Event::Change(c)) if c.instance.as_ref().is_some_and(|i| i.service == "log")));
+        assert!(
+            matches!(event.event, Some(pb::watch_event::Event::Change(c)) if c.instance.as_ref().is_some_and(|i| i.service == "log"))
+        );
         assert!(log_rx.try_recv().is_err());
         assert_eq!(std::iter::from_fn(|| all_rx.try_recv().ok()).count(), 3);
     }

@@ -16,8 +16,8 @@ use gradebook::pb::registry::v1::registry_client::RegistryClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tonic::transport::{Channel, Endpoint};
-use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 /// How long anything in a test may take to become true.
 pub const PATIENCE: Duration = Duration::from_secs(15);
@@ -180,11 +180,18 @@ impl Drop for Daemon {
 
 /// The grpc.health.v1 status of the server at `url` ("" service), if it answers.
 pub async fn health_status(url: &str) -> Option<i32> {
-    let endpoint = Endpoint::from_shared(url.to_owned()).ok()?.connect_timeout(Duration::from_millis(500));
-    let channel = tokio::time::timeout(Duration::from_secs(1), endpoint.connect()).await.ok()?.ok()?;
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .ok()?
+        .connect_timeout(Duration::from_millis(500));
+    let channel = tokio::time::timeout(Duration::from_secs(1), endpoint.connect())
+        .await
+        .ok()?
+        .ok()?;
     let response = tokio::time::timeout(
         Duration::from_secs(1),
-        HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }),
+        HealthClient::new(channel).check(HealthCheckRequest {
+            service: String::new(),
+        }),
     )
     .await
     .ok()?
@@ -207,7 +214,11 @@ impl Mesh {
     /// Starts a registry with fast test-friendly eviction, plus `extra` flags.
     pub async fn registry(&self, extra: &[&str]) -> Daemon {
         let port = free_port();
-        let mut args: Vec<String> = vec!["registry".into(), "--listen".into(), format!("127.0.0.1:{port}")];
+        let mut args: Vec<String> = vec![
+            "registry".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let daemon = Daemon::start("registry", port, args, self.dir.path());
         daemon.wait_serving().await;
@@ -256,9 +267,16 @@ pub async fn list(registry: &Daemon, service: &str) -> Vec<pb::Instance> {
 }
 
 /// Waits until the registry lists an instance of `service` with `health`.
-pub async fn wait_health(registry: &Daemon, service: &str, health: pb::HealthStatus) -> pb::Instance {
+pub async fn wait_health(
+    registry: &Daemon,
+    service: &str,
+    health: pb::HealthStatus,
+) -> pb::Instance {
     eventually(&format!("{service} is {health:?}"), PATIENCE, || async {
-        list(registry, service).await.into_iter().find(|i| i.health == health as i32)
+        list(registry, service)
+            .await
+            .into_iter()
+            .find(|i| i.health == health as i32)
     })
     .await
 }
