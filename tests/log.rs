@@ -216,7 +216,7 @@ async fn acknowledged_records_survive_restart_and_kill_9() {
     assert_eq!(write(&log, vec![batch]).await.unwrap(), 100);
 
     // Graceful restart.
-    assert!(log.terminate(PATIENCE).success());
+    assert!(log.terminate(PATIENCE).await.success());
     let mut log = mesh.log(&registry, "log", &["--ship-logs", "false"]).await;
     assert_eq!(
         query(&log, by_service("grading"), 1000, "")

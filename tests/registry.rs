@@ -401,8 +401,15 @@ async fn sigterm_reports_not_serving_deregisters_and_exits_zero() {
     let mut dependent = Watcher::open(&registry, &["log"]).await;
     dependent.snapshot().await;
 
-    let status = log.terminate(PATIENCE);
+    let started = std::time::Instant::now();
+    let status = log.terminate(PATIENCE).await;
     assert!(status.success(), "exit status {status:?}");
+    // Nothing in flight: no need to wait out the 10 s drain grace.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
     let (kind, instance, _) = dependent
         .until(PATIENCE, |_, i| i.instance_id == serving.instance_id)
         .await;

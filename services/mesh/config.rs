@@ -118,10 +118,11 @@ impl MeshConfig {
     }
 
     /// The services to discover: the required ones, plus the log service
-    /// when shipping logs.
+    /// when shipping logs (the log service ships to itself, through the
+    /// registry like everyone else).
     pub fn discovered_services(&self) -> Vec<String> {
         let mut services = self.requires.clone();
-        if self.ship_logs && self.service != LOG_SERVICE {
+        if self.ship_logs {
             services.push(LOG_SERVICE.to_owned());
         }
         services.sort();
@@ -211,9 +212,11 @@ mod tests {
     }
 
     #[test]
-    fn the_log_service_does_not_discover_itself() {
+    fn shipping_logs_discovers_the_log_service() {
         let mut config = MeshConfig::new("log");
         config.requires = vec!["registry".into()];
+        assert_eq!(config.discovered_services(), ["log", "registry"]);
+        config.ship_logs = false;
         assert_eq!(config.discovered_services(), ["registry"]);
     }
 

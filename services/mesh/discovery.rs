@@ -279,24 +279,10 @@ async fn sync_balancers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::registry::{Change, Health, RecordVersion};
-    use std::time::UNIX_EPOCH;
+    use crate::model::registry::{Change, Health};
 
     fn instance(service: &str, id: &str, health: Health) -> Instance {
-        Instance {
-            service: service.into(),
-            instance_id: id.into(),
-            address: format!("{id}:1"),
-            version: String::new(),
-            metadata: BTreeMap::new(),
-            requires: vec![],
-            health,
-            record_version: RecordVersion::default(),
-            registered_at: UNIX_EPOCH,
-            last_check: None,
-            health_since: UNIX_EPOCH,
-            last_error: None,
-        }
+        Instance::for_test(service, id, health)
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::mesh::backoff::Backoff;
 use crate::mesh::client::{deadline, registry_client, request};
 use crate::mesh::config::REGISTRY_CALL_TIMEOUT;
 use crate::mesh::shutdown::Shutdown;
-use crate::model::registry::{ChangeKind, Registration, WatchUpdate};
+use crate::model::registry::{ChangeKind, Health, Registration, WatchUpdate};
 use crate::pb::registry::v1 as pb;
 
 /// Where the registration of this instance stands.
@@ -35,6 +35,7 @@ pub enum RegistrationState {
 #[derive(Debug)]
 pub struct RegistrationHandle {
     state: watch::Receiver<RegistrationState>,
+    own_health: watch::Receiver<Option<Health>>,
     stop: Shutdown,
     task: JoinHandle<()>,
     channel: Channel,
@@ -53,7 +54,8 @@ enum WatchEnd {
 
 impl RegistrationHandle {
     /// Starts keeping `registration` (which must carry its instance id)
-    /// registered through `channel`, until `shutdown` or [`Self::deregister`].
+    /// registered through `channel`, until [`Self::deregister`] or the
+    /// handle is dropped.
     pub fn spawn(
         channel: Channel,
         registration: Registration,
@@ -61,7 +63,12 @@ impl RegistrationHandle {
         shutdown: &Shutdown,
     ) -> Self {
         let (tx, state) = watch::channel(RegistrationState::Registering);
-        let stop = shutdown.child_token();
+        let (health_tx, own_health) = watch::channel(None);
+        // Not a child of `shutdown`: at shutdown the record is still watched
+        // until the registry has seen NOT_SERVING (see `wait_for_health`);
+        // `deregister` (or dropping the handle) stops it.
+        let _ = shutdown;
+        let stop = Shutdown::new();
         let instance_id = registration.instance_id.clone().unwrap_or_default();
         let task = tokio::spawn(maintain(
             channel.clone(),
@@ -69,9 +76,11 @@ impl RegistrationHandle {
             backoff,
             stop.clone(),
             tx,
+            health_tx,
         ));
         RegistrationHandle {
             state,
+            own_health,
             stop,
             task,
             channel,
@@ -96,13 +105,22 @@ impl RegistrationHandle {
         matches!(tokio::time::timeout(timeout, registered).await, Ok(Ok(_)))
     }
 
+    /// Waits until the registry's record of this instance shows `health`, or
+    /// `timeout` passes; returns whether it does. Shutdown uses it so that
+    /// dependents see NOT_SERVING (and stop sending) before the removal.
+    pub async fn wait_for_health(&self, health: Health, timeout: Duration) -> bool {
+        let mut rx = self.own_health.clone();
+        let seen = rx.wait_for(|h| *h == Some(health));
+        matches!(tokio::time::timeout(timeout, seen).await, Ok(Ok(_)))
+    }
+
     /// Stops re-registering and removes the instance from the registry,
     /// within the registry call deadline. Returns whether the registry
     /// confirmed the removal.
-    pub async fn deregister(self) -> bool {
+    pub async fn deregister(mut self) -> bool {
         self.stop.cancel();
-        let _ = self.task.await;
-        let mut client = registry_client(self.channel);
+        let _ = (&mut self.task).await;
+        let mut client = registry_client(self.channel.clone());
         let message = pb::DeregisterRequest {
             instance_id: self.instance_id.clone(),
         };
@@ -124,12 +142,19 @@ impl RegistrationHandle {
     }
 }
 
+impl Drop for RegistrationHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 async fn maintain(
     channel: Channel,
     registration: Registration,
     backoff: Backoff,
     stop: Shutdown,
     state: watch::Sender<RegistrationState>,
+    own_health: watch::Sender<Option<Health>>,
 ) {
     let mut client = registry_client(channel);
     let message = pb::RegisterRequest::from(&registration);
@@ -172,7 +197,15 @@ async fn maintain(
                 }
             }
         }
-        match watch_own_record(&mut client, &registration.service, &instance_id, &stop).await {
+        match watch_own_record(
+            &mut client,
+            &registration.service,
+            &instance_id,
+            &stop,
+            &own_health,
+        )
+        .await
+        {
             WatchEnd::Stopped => break,
             WatchEnd::Forgotten => {
                 tracing::warn!("the registry forgot this instance; registering again");
@@ -195,6 +228,7 @@ async fn watch_own_record(
     service: &str,
     instance_id: &str,
     stop: &Shutdown,
+    own_health: &watch::Sender<Option<Health>>,
 ) -> WatchEnd {
     let watch = pb::WatchRequest {
         services: vec![service.to_owned()],
@@ -219,15 +253,19 @@ async fn watch_own_record(
         };
         match WatchUpdate::try_from(event) {
             Ok(WatchUpdate::Snapshot { instances, .. }) => {
-                if !instances.iter().any(|i| i.instance_id == instance_id) {
+                let Some(own) = instances.iter().find(|i| i.instance_id == instance_id) else {
                     return WatchEnd::Forgotten;
-                }
+                };
+                own_health.send_replace(Some(own.health));
             }
             Ok(WatchUpdate::Change(change)) => {
-                if change.kind == ChangeKind::Removed && change.instance.instance_id == instance_id
-                {
+                if change.instance.instance_id != instance_id {
+                    continue;
+                }
+                if change.kind == ChangeKind::Removed {
                     return WatchEnd::Forgotten;
                 }
+                own_health.send_replace(Some(change.instance.health));
             }
             Err(error) => return WatchEnd::Broken(error.to_string()),
         }

@@ -25,7 +25,11 @@ use crate::mesh::discovery::{self, DependencyView};
 use crate::mesh::registration::RegistrationHandle;
 use crate::mesh::shutdown::Shutdown;
 use crate::mesh::{client, telemetry};
-use crate::model::registry::{HEALTH_SERVICE_METADATA, Registration};
+use crate::model::registry::{HEALTH_SERVICE_METADATA, Health, Registration};
+
+/// How long shutdown waits for the registry to see NOT_SERVING before it
+/// deregisters anyway.
+pub const NOT_SERVING_NOTICE: Duration = Duration::from_secs(1);
 
 /// Why a daemon could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,16 @@ pub struct Mesh {
     dependencies: DependencyView,
     shutdown: Shutdown,
     background: Vec<JoinHandle<()>>,
+    /// Stops log shipping: after the server has drained, so that the
+    /// shutdown's own records are shipped too.
+    shipping_stop: Shutdown,
+    shipping: Option<JoinHandle<()>>,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.shipping_stop.cancel();
+    }
 }
 
 impl Mesh {
@@ -68,22 +82,26 @@ impl Mesh {
             config.backoff,
             shutdown,
         );
-        let mut background = vec![watch_task];
-        if config.ship_logs
+        let shipping_stop = Shutdown::new();
+        let shipping = if config.ship_logs
             && let Some(shipper) = telemetry::take_shipper()
         {
-            background.push(tokio::spawn(shipper.run(
+            Some(tokio::spawn(shipper.run(
                 dependencies.clone(),
                 config.backoff,
-                shutdown.clone(),
-            )));
-        }
+                shipping_stop.clone(),
+            )))
+        } else {
+            None
+        };
         Ok(Mesh {
             config,
             registry,
             dependencies,
             shutdown: shutdown.clone(),
-            background,
+            background: vec![watch_task],
+            shipping_stop,
+            shipping,
         })
     }
 
@@ -153,7 +171,7 @@ impl MeshServer {
     /// the server has stopped.
     pub async fn serve(self, listener: TcpListener) -> Result<(), ServeError> {
         let MeshServer {
-            mesh,
+            mut mesh,
             mut routes,
             service_names,
             health,
@@ -239,6 +257,10 @@ impl MeshServer {
         health
             .set_service_status(&mesh.config.instance_id, ServingStatus::NotServing)
             .await;
+        // Let the registry tell dependents NOT_SERVING before the removal.
+        registration
+            .wait_for_health(Health::NotServing, NOT_SERVING_NOTICE)
+            .await;
         registration.deregister().await;
         let _ = drain_tx.send(());
         let grace = mesh.config.drain_grace;
@@ -252,10 +274,18 @@ impl MeshServer {
                 Ok(())
             }
         };
-        for task in mesh.background {
+        for task in std::mem::take(&mut mesh.background) {
             let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
         }
         tracing::info!("stopped");
+        mesh.shipping_stop.cancel();
+        if let Some(shipping) = mesh.shipping.take() {
+            let _ = tokio::time::timeout(
+                crate::mesh::logship::FLUSH_TIMEOUT + Duration::from_secs(1),
+                shipping,
+            )
+            .await;
+        }
         result
     }
 }

@@ -19,8 +19,19 @@ pub const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,tower=warn";
 pub fn init_stderr(filter: &str) {
     let _ = tracing_subscriber::registry()
         .with(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER)))
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(stderr_layer())
         .try_init();
+}
+
+/// Human-readable records on stderr, coloured only on a terminal.
+fn stderr_layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
 }
 
 /// Sends records to stderr and queues them for the log service, as
@@ -29,7 +40,7 @@ pub fn init_daemon(filter: &str, service: &str, instance: &str) {
     let (layer, shipper) = log_shipping(service, instance);
     let installed = tracing_subscriber::registry()
         .with(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER)))
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(stderr_layer())
         .with(layer)
         .try_init()
         .is_ok();

@@ -107,6 +107,27 @@ pub struct Instance {
     pub last_error: Option<String>,
 }
 
+impl Instance {
+    /// A minimal instance at `{id}:1`, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(service: &str, id: &str, health: Health) -> Self {
+        Instance {
+            service: service.into(),
+            instance_id: id.into(),
+            address: format!("{id}:1"),
+            version: String::new(),
+            metadata: BTreeMap::new(),
+            requires: vec![],
+            health,
+            record_version: RecordVersion::default(),
+            registered_at: UNIX_EPOCH,
+            last_check: None,
+            health_since: UNIX_EPOCH,
+            last_error: None,
+        }
+    }
+}
+
 /// What a client asks to register, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registration {

@@ -94,27 +94,12 @@ impl Watchers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::registry::{ChangeKind, Health, Instance, RecordVersion};
-    use std::collections::BTreeMap;
-    use std::time::UNIX_EPOCH;
+    use crate::model::registry::{ChangeKind, Health, Instance};
 
     fn change(service: &str) -> Change {
         Change {
             kind: ChangeKind::Added,
-            instance: Instance {
-                service: service.into(),
-                instance_id: "i".into(),
-                address: "h:1".into(),
-                version: String::new(),
-                metadata: BTreeMap::new(),
-                requires: vec![],
-                health: Health::Unknown,
-                record_version: RecordVersion::default(),
-                registered_at: UNIX_EPOCH,
-                last_check: None,
-                health_since: UNIX_EPOCH,
-                last_error: None,
-            },
+            instance: Instance::for_test(service, "i", Health::Unknown),
         }
     }
 

@@ -123,8 +123,10 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM, then waits (up to `patience`) for the exit status.
-    pub fn terminate(&mut self, patience: Duration) -> ExitStatus {
+    /// SIGTERM, then waits (up to `patience`) for the exit status, letting
+    /// the test's runtime run meanwhile (its client connections must see the
+    /// server's GOAWAY for the drain to finish).
+    pub async fn terminate(&mut self, patience: Duration) -> ExitStatus {
         self.signal(Signal::SIGTERM);
         let mut child = self.child.take().expect("running");
         let start = Instant::now();
@@ -136,7 +138,7 @@ impl Daemon {
                 let _ = child.kill();
                 panic!("{} did not exit within {patience:?} of SIGTERM", self.name);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -172,7 +174,7 @@ impl Drop for Daemon {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
         }
         self.kill9();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("GRADEBOOK_TEST_STDERR").is_some() {
             eprintln!("---- {} stderr ----\n{}", self.name, self.stderr());
         }
     }
