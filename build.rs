@@ -8,6 +8,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "proto/gradebook/registry/v1/registry.proto",
     "proto/gradebook/log/v1/log.proto",
+    "proto/gradebook/grading/v1/grading.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

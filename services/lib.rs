@@ -11,12 +11,16 @@
 //!   balanced channels to dependencies, and log shipping.
 //! - [`registry`]: the registry daemon: the catalog of instances, health
 //!   monitoring and the watch fan-out.
+//! - [`grading`]: the grading daemon: students, grades and averages in SQLite.
+//! - [`portal`]: the teachers' web app and HTTP/JSON gateway onto grading.
 //! - [`log`]: the log daemon: durable storage, queries and tails of log records.
 //! - [`cli`]: the `gradebook` command line: one subcommand per daemon and tool.
 
 pub mod cli;
+pub mod grading;
 pub mod log;
 pub mod mesh;
 pub mod model;
 pub mod pb;
+pub mod portal;
 pub mod registry;

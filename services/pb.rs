@@ -20,5 +20,14 @@ pub mod log {
     }
 }
 
+/// `gradebook.grading.v1`: the grading contract.
+pub mod grading {
+    /// Version 1 of the grading contract.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("gradebook.grading.v1");
+    }
+}
+
 /// The encoded descriptor set of every package above, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("gradebook_descriptor");

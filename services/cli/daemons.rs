@@ -10,7 +10,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::cli::{RegistryArg, parse_duration};
-use crate::mesh::config::{DEFAULT_LOG_LISTEN, DEFAULT_REGISTRY_LISTEN, generate_instance_id};
+use crate::mesh::config::{
+    DEFAULT_GRADING_LISTEN, DEFAULT_LOG_LISTEN, DEFAULT_PORTAL_LISTEN, DEFAULT_REGISTRY_LISTEN,
+    generate_instance_id,
+};
 use crate::mesh::shutdown::cancel_on_signal;
 use crate::mesh::telemetry::{self, DEFAULT_FILTER};
 use crate::mesh::{MeshConfig, Shutdown};
@@ -101,6 +104,39 @@ pub struct LogArgs {
     pub daemon: DaemonArgs,
 }
 
+/// `gradebook grading`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GradingArgs {
+    /// The address to listen on.
+    #[arg(long, env = "GRADEBOOK_LISTEN", default_value = DEFAULT_GRADING_LISTEN)]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub registry: RegistryArg,
+    /// Where the SQLite database lives.
+    #[arg(long, env = "GRADEBOOK_DATA_DIR", default_value = "data/grading")]
+    pub data_dir: PathBuf,
+    /// Create demo students and grades when the database is empty.
+    #[arg(long, env = "GRADEBOOK_DEMO_DATA", default_value_t = true, action = clap::ArgAction::Set)]
+    pub demo_data: bool,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+/// `gradebook portal`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PortalArgs {
+    /// The address to listen on (HTTP, plus gRPC health and reflection).
+    #[arg(long, env = "GRADEBOOK_LISTEN", default_value = DEFAULT_PORTAL_LISTEN)]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub registry: RegistryArg,
+    /// Deadline of every call the portal makes to grading, the registry and the log service.
+    #[arg(long, env = "GRADEBOOK_CALL_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
+    pub call_timeout: Duration,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
 async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(listen)
         .await
@@ -149,6 +185,37 @@ pub async fn log(args: LogArgs) -> anyhow::Result<()> {
     };
     let listener = bind(args.listen).await?;
     crate::log::run(config, listener, shutdown_on_signal()).await?;
+    Ok(())
+}
+
+/// Runs the grading daemon until SIGTERM or SIGINT.
+pub async fn grading(args: GradingArgs) -> anyhow::Result<()> {
+    let mesh = args
+        .daemon
+        .mesh_config(crate::grading::SERVICE_NAME, &args.registry.registry);
+    telemetry::init_daemon(&args.daemon.log_level, &mesh.service, &mesh.instance_id);
+    let config = crate::grading::GradingConfig {
+        mesh,
+        data_dir: args.data_dir,
+        demo_data: args.demo_data,
+    };
+    let listener = bind(args.listen).await?;
+    crate::grading::run(config, listener, shutdown_on_signal()).await?;
+    Ok(())
+}
+
+/// Runs the portal until SIGTERM or SIGINT.
+pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
+    let mesh = args
+        .daemon
+        .mesh_config(crate::portal::SERVICE_NAME, &args.registry.registry);
+    telemetry::init_daemon(&args.daemon.log_level, &mesh.service, &mesh.instance_id);
+    let config = crate::portal::PortalConfig {
+        mesh,
+        call_timeout: args.call_timeout,
+    };
+    let listener = bind(args.listen).await?;
+    crate::portal::run(config, listener, shutdown_on_signal()).await?;
     Ok(())
 }
 

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //!
-//! - [`daemons`]: `gradebook registry` and `gradebook log`.
+//! - [`daemons`]: `gradebook registry`, `log`, `grading` and `portal`.
+//! - [`up`]: `gradebook up`, which starts and supervises all four.
 //! - [`services`]: `gradebook services`, the registry's table and watch.
 //! - [`logs`]: `gradebook logs`, query and follow the log service.
 //! - [`health_check`]: `gradebook health-check`, for containers and scripts.
@@ -15,6 +16,7 @@ pub mod daemons;
 pub mod health_check;
 pub mod logs;
 pub mod services;
+pub mod up;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,6 +41,12 @@ pub enum Command {
     Registry(daemons::RegistryArgs),
     /// Run the log daemon: central, durable, queryable logging.
     Log(daemons::LogArgs),
+    /// Run the grading daemon: students, grades and averages.
+    Grading(daemons::GradingArgs),
+    /// Run the teacher portal: the web app and the HTTP/JSON gateway.
+    Portal(daemons::PortalArgs),
+    /// Start the whole gradebook (registry, log, grading, portal) and supervise it.
+    Up(up::UpArgs),
     /// Show the registered services, their instances and health.
     Services(services::ServicesArgs),
     /// Query or follow the central log.
@@ -68,6 +76,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Registry(args) => daemons::registry(args).await,
         Command::Log(args) => daemons::log(args).await,
+        Command::Grading(args) => daemons::grading(args).await,
+        Command::Portal(args) => daemons::portal(args).await,
+        Command::Up(args) => up::run(args).await,
         Command::Services(args) => services::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::HealthCheck(args) => return health_check::run(args).await,

@@ -110,6 +110,11 @@ impl Mesh {
         self.dependencies.clone()
     }
 
+    /// A channel to the registry (for daemons that show the catalog).
+    pub fn registry_channel(&self) -> Channel {
+        self.registry.clone()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &MeshConfig {
         &self.config
@@ -128,6 +133,7 @@ pub struct MeshServer {
     routes: RoutesBuilder,
     service_names: Vec<&'static str>,
     health: HealthReporter,
+    http: Option<axum::Router>,
 }
 
 impl MeshServer {
@@ -141,6 +147,7 @@ impl MeshServer {
             routes,
             service_names: Vec::new(),
             health,
+            http: None,
         }
     }
 
@@ -161,6 +168,15 @@ impl MeshServer {
         self
     }
 
+    /// Also serves `router` (HTTP/1.1 and HTTP/2) on the same port: every
+    /// request that is not for one of the gRPC services goes to it. The
+    /// portal serves its pages and JSON API this way, next to its gRPC health
+    /// and reflection.
+    pub fn with_http(mut self, router: axum::Router) -> Self {
+        self.http = Some(router);
+        self
+    }
+
     /// The health reporter, for a daemon that reports its own health changes.
     pub fn health(&self) -> HealthReporter {
         self.health.clone()
@@ -175,6 +191,7 @@ impl MeshServer {
             mut routes,
             service_names,
             health,
+            http,
         } = self;
         let local = listener.local_addr().map_err(ServeError::Listener)?;
         let address = mesh.config.advertised_address(local);
@@ -199,14 +216,19 @@ impl MeshServer {
             .set_service_status(&mesh.config.instance_id, ServingStatus::Serving)
             .await;
 
+        let mut routes = routes.routes();
+        if let Some(http) = http {
+            routes = tonic::service::Routes::from(routes.into_axum_router().fallback_service(http));
+        }
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
+            .accept_http1(true)
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(tower::util::MapResponseLayer::new(
                 oversize_is_resource_exhausted as fn(http::Response<Body>) -> http::Response<Body>,
             ))
-            .add_routes(routes.routes())
+            .add_routes(routes)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async {

@@ -7,5 +7,6 @@
 //! - [`registry`]: instances, health, record versions and catalog changes.
 //! - [`log`]: log records, levels and filters.
 
+pub mod grading;
 pub mod log;
 pub mod registry;

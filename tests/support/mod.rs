@@ -344,3 +344,83 @@ impl Watcher {
         }
     }
 }
+
+impl Mesh {
+    /// Starts a grading daemon registered with `registry`, storing under `data`.
+    pub async fn grading(&self, registry: &Daemon, data: &str, extra: &[&str]) -> Daemon {
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "grading".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--registry".into(),
+            registry.url(),
+            "--data-dir".into(),
+            self.dir.path().join(data).display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let daemon = Daemon::start("grading", port, args, self.dir.path());
+        daemon.wait_serving().await;
+        daemon
+    }
+
+    /// Starts a portal registered with `registry`; waits until it serves HTTP.
+    pub async fn portal(&self, registry: &Daemon, extra: &[&str]) -> Daemon {
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "portal".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--registry".into(),
+            registry.url(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let daemon = Daemon::start("portal", port, args, self.dir.path());
+        daemon.wait_serving().await;
+        daemon
+    }
+
+    /// Registry, log, grading (with demo data) and portal, with the portal ready.
+    pub async fn gradebook(&self) -> Gradebook {
+        let registry = self.registry(&[]).await;
+        let log = self.log(&registry, "log", &[]).await;
+        let grading = self.grading(&registry, "grading", &[]).await;
+        let portal = self.portal(&registry, &[]).await;
+        let gradebook = Gradebook {
+            registry,
+            log,
+            grading,
+            portal,
+        };
+        gradebook.wait_ready().await;
+        gradebook
+    }
+}
+
+/// The four daemons of a running gradebook.
+pub struct Gradebook {
+    pub registry: Daemon,
+    pub log: Daemon,
+    pub grading: Daemon,
+    pub portal: Daemon,
+}
+
+impl Gradebook {
+    /// The portal's base URL.
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.portal.port)
+    }
+
+    /// Waits until the portal's /readyz answers 200.
+    pub async fn wait_ready(&self) {
+        let url = format!("{}/readyz", self.http());
+        eventually("the portal is ready", PATIENCE, || {
+            let url = url.clone();
+            async move {
+                let response = reqwest::get(&url).await.ok()?;
+                (response.status() == 200).then_some(())
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,278 @@
+//! The JSON gateway: `/api/...` routes onto the same gRPC calls as the
+//! pages, fields in snake_case, errors as `{"error":{"code","message"}}`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::model::grading::{Grade, GradeType, Student, StudentDetail};
+use crate::portal::AppState;
+use crate::portal::error::PortalError;
+
+/// A JSON body whose rejection (malformed JSON, wrong content type, too
+/// large) is answered in the API's error format.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = PortalError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, PortalError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(PortalError {
+                status: match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    _ => StatusCode::BAD_REQUEST,
+                },
+                code: "INVALID_ARGUMENT",
+                message: rejection.body_text(),
+            }),
+        }
+    }
+}
+
+/// A student as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct StudentJson {
+    id: String,
+    first_name: String,
+    last_name: String,
+    average: Option<f64>,
+    grade_count: u32,
+}
+
+impl From<&Student> for StudentJson {
+    fn from(s: &Student) -> Self {
+        StudentJson {
+            id: s.id.clone(),
+            first_name: s.first_name.clone(),
+            last_name: s.last_name.clone(),
+            average: s.average,
+            grade_count: s.grade_count,
+        }
+    }
+}
+
+/// A grade as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct GradeJson {
+    id: String,
+    title: String,
+    #[serde(rename = "type")]
+    grade_type: &'static str,
+    score: f64,
+    created_at: String,
+}
+
+impl From<&Grade> for GradeJson {
+    fn from(g: &Grade) -> Self {
+        GradeJson {
+            id: g.id.clone(),
+            title: g.title.clone(),
+            grade_type: g.grade_type.as_str(),
+            score: g.score,
+            created_at: humantime::format_rfc3339_millis(g.created_at).to_string(),
+        }
+    }
+}
+
+/// A student with grades as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct StudentDetailJson {
+    id: String,
+    first_name: String,
+    last_name: String,
+    average: Option<f64>,
+    grades: Vec<GradeJson>,
+}
+
+impl From<&StudentDetail> for StudentDetailJson {
+    fn from(d: &StudentDetail) -> Self {
+        StudentDetailJson {
+            id: d.student.id.clone(),
+            first_name: d.student.first_name.clone(),
+            last_name: d.student.last_name.clone(),
+            average: d.student.average,
+            grades: d.grades.iter().map(GradeJson::from).collect(),
+        }
+    }
+}
+
+/// `POST`/`PUT` body for a student.
+#[derive(Debug, Deserialize)]
+pub struct StudentInput {
+    #[serde(default)]
+    first_name: String,
+    #[serde(default)]
+    last_name: String,
+}
+
+/// `POST`/`PUT` body for a grade.
+#[derive(Debug, Deserialize)]
+pub struct GradeInput {
+    #[serde(default)]
+    title: String,
+    #[serde(rename = "type", default)]
+    grade_type: String,
+    score: Option<f64>,
+}
+
+/// The pb value of a grade type written by a user; 0 (unset) when it is
+/// not one, which grading rejects naming the `type` field.
+pub fn grade_type_value(text: &str) -> i32 {
+    text.parse::<GradeType>()
+        .map(|t| crate::pb::grading::v1::GradeType::from(t) as i32)
+        .unwrap_or(0)
+}
+
+fn score_of(score: Option<f64>) -> Result<f64, PortalError> {
+    score.ok_or_else(|| PortalError::bad_request("score: must be a number from 0 to 100"))
+}
+
+/// Paging of `GET /api/students`.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    page_size: u32,
+    #[serde(default)]
+    page_token: String,
+}
+
+async fn list_students(
+    State(app): State<AppState>,
+    Query(page): Query<PageQuery>,
+) -> Result<Response, PortalError> {
+    let (students, next) = app
+        .grading
+        .list_students(page.page_size, page.page_token)
+        .await?;
+    let students: Vec<StudentJson> = students.iter().map(StudentJson::from).collect();
+    Ok(Json(serde_json::json!({ "students": students, "next_page_token": next })).into_response())
+}
+
+async fn create_student(
+    State(app): State<AppState>,
+    ApiJson(input): ApiJson<StudentInput>,
+) -> Result<Response, PortalError> {
+    let student = app
+        .grading
+        .create_student(input.first_name, input.last_name)
+        .await?;
+    Ok((StatusCode::CREATED, Json(StudentJson::from(&student))).into_response())
+}
+
+async fn get_student(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    let detail = app.grading.get_student(&id).await?;
+    Ok(Json(StudentDetailJson::from(&detail)).into_response())
+}
+
+async fn update_student(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<StudentInput>,
+) -> Result<Response, PortalError> {
+    let student = app
+        .grading
+        .update_student(&id, input.first_name, input.last_name)
+        .await?;
+    Ok(Json(StudentJson::from(&student)).into_response())
+}
+
+async fn delete_student(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    app.grading.delete_student(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn add_grade(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<GradeInput>,
+) -> Result<Response, PortalError> {
+    let score = score_of(input.score)?;
+    let grade = app
+        .grading
+        .add_grade(&id, input.title, grade_type_value(&input.grade_type), score)
+        .await?;
+    Ok((StatusCode::CREATED, Json(GradeJson::from(&grade))).into_response())
+}
+
+async fn update_grade(
+    State(app): State<AppState>,
+    Path((id, grade_id)): Path<(String, String)>,
+    ApiJson(input): ApiJson<GradeInput>,
+) -> Result<Response, PortalError> {
+    let score = score_of(input.score)?;
+    let grade = app
+        .grading
+        .update_grade(
+            &id,
+            &grade_id,
+            input.title,
+            grade_type_value(&input.grade_type),
+            score,
+        )
+        .await?;
+    Ok(Json(GradeJson::from(&grade)).into_response())
+}
+
+async fn delete_grade(
+    State(app): State<AppState>,
+    Path((id, grade_id)): Path<(String, String)>,
+) -> Result<Response, PortalError> {
+    app.grading.delete_grade(&id, &grade_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn services(State(app): State<AppState>) -> Result<Response, PortalError> {
+    let instances = app.registry_instances().await?;
+    let rows: Vec<serde_json::Value> = instances
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "service": i.service,
+                "instance_id": i.instance_id,
+                "address": i.address,
+                "version": i.version,
+                "health": i.health.as_str(),
+                "last_check": i.last_check.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "instances": rows })).into_response())
+}
+
+async fn unknown_api() -> PortalError {
+    PortalError::not_found("no such API route")
+}
+
+/// The `/api` routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/students", get(list_students).post(create_student))
+        .route(
+            "/api/students/{id}",
+            get(get_student).put(update_student).delete(delete_student),
+        )
+        .route("/api/students/{id}/grades", axum::routing::post(add_grade))
+        .route(
+            "/api/students/{id}/grades/{grade_id}",
+            put(update_grade).delete(delete_grade),
+        )
+        .route("/api/services", get(services))
+        .route("/api/{*rest}", axum::routing::any(unknown_api))
+}

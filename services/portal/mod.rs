@@ -1,0 +1,169 @@
+//! The portal daemon: the teachers' web app and an HTTP/JSON gateway onto
+//! the grading service, found only through the SDK's dependency view. It
+//! serves HTTP and its own gRPC health and reflection on one port.
+//!
+//! # Layout
+//!
+//! - [`pages`]: the server-rendered web app.
+//! - [`api`]: the JSON gateway under `/api`.
+//! - [`grading_client`]: calls to grading with deadlines.
+//! - [`error`]: the one error type, gRPC status to HTTP.
+
+pub mod api;
+pub mod error;
+pub mod grading_client;
+pub mod pages;
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+use crate::mesh::client::{deadline, registry_client, request};
+use crate::mesh::{DependencyView, Mesh, MeshConfig, MeshServer, ServeError, Shutdown};
+use crate::model::log::{LogFilter, LogRecord};
+use crate::model::registry::Instance;
+use crate::pb::log::v1 as log_pb;
+use crate::pb::registry::v1 as registry_pb;
+use crate::portal::error::PortalError;
+use crate::portal::grading_client::Grading;
+
+/// The portal's service name in the registry.
+pub const SERVICE_NAME: &str = "portal";
+/// Default deadline of every call the portal makes.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest request body the portal reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The portal's settings.
+#[derive(Debug, Clone)]
+pub struct PortalConfig {
+    /// The portal as a member of the mesh.
+    pub mesh: MeshConfig,
+    /// Deadline of every call to grading, the registry and the log service.
+    pub call_timeout: Duration,
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Calls to grading.
+    pub grading: Grading,
+    dependencies: DependencyView,
+    registry: Channel,
+    timeout: Duration,
+}
+
+impl AppState {
+    /// Every instance the registry knows, whatever its health.
+    pub async fn registry_instances(&self) -> Result<Vec<Instance>, PortalError> {
+        let mut client = registry_client(self.registry.clone());
+        let message = registry_pb::ListRequest {
+            service: String::new(),
+            include_unhealthy: true,
+        };
+        let response = deadline(self.timeout, client.list(request(message, self.timeout)))
+            .await
+            .map_err(|status| {
+                PortalError::unavailable(format!(
+                    "the registry is unavailable: {}",
+                    status.message()
+                ))
+            })?;
+        response
+            .into_inner()
+            .instances
+            .into_iter()
+            .map(Instance::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(|e| PortalError::unavailable(e.to_string()))
+    }
+
+    /// The newest log records matching `filter`.
+    pub async fn recent_logs(
+        &self,
+        filter: &LogFilter,
+        limit: u32,
+    ) -> Result<Vec<LogRecord>, PortalError> {
+        let channel = self.dependencies.channel(crate::log::SERVICE_NAME)?;
+        let mut client = crate::pb::log::v1::log_service_client::LogServiceClient::new(channel);
+        let message = log_pb::QueryRequest {
+            filter: Some(log_pb::Filter::from(filter)),
+            page_size: limit,
+            page_token: String::new(),
+        };
+        let page = deadline(self.timeout, client.query(request(message, self.timeout)))
+            .await
+            .map_err(|status| {
+                PortalError::unavailable(format!(
+                    "the log service is unavailable: {}",
+                    status.message()
+                ))
+            })?;
+        page.into_inner()
+            .records
+            .into_iter()
+            .map(LogRecord::from_stored_pb)
+            .collect::<Result<_, _>>()
+            .map_err(|e| PortalError::unavailable(e.to_string()))
+    }
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "alive" })).into_response()
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    let missing: Vec<&str> = [crate::grading::SERVICE_NAME, crate::log::SERVICE_NAME]
+        .into_iter()
+        .filter(|service| app.dependencies.healthy(service).is_empty())
+        .collect();
+    if missing.is_empty() {
+        Json(serde_json::json!({ "ready": true })).into_response()
+    } else {
+        let body = serde_json::json!({ "ready": false, "unavailable": missing });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// The portal's whole HTTP router over `state`.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(api::router())
+        .merge(pages::router())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Runs the portal on `listener` until `shutdown`.
+pub async fn run(
+    config: PortalConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    let mut mesh_config = config.mesh;
+    for required in [crate::grading::SERVICE_NAME, crate::log::SERVICE_NAME] {
+        if !mesh_config.requires.iter().any(|r| r == required) {
+            mesh_config.requires.push(required.to_owned());
+        }
+    }
+    let mesh = Mesh::start(mesh_config, &shutdown)?;
+    let dependencies = mesh.dependencies();
+    let state = AppState {
+        grading: Grading::new(dependencies.clone(), config.call_timeout),
+        dependencies,
+        registry: mesh.registry_channel(),
+        timeout: config.call_timeout,
+    };
+    MeshServer::new(mesh)
+        .with_http(router(state))
+        .serve(listener)
+        .await
+}

@@ -1,0 +1,163 @@
+//! The web app in a real headless browser (Debian's chromium, driven through
+//! chromedriver over WebDriver): open the students, open one, submit the
+//! add-grade form, and see the new grade and the new average.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::json;
+use support::{Mesh, PATIENCE, eventually, free_port};
+
+/// chromedriver, killed on drop.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn browser() -> (Driver, fantoccini::Client) {
+    let port = free_port();
+    let driver = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Driver)
+        .expect(
+            "chromedriver is installed (apt-get install chromium chromium-driver; .ci/run does it)",
+        );
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({ "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=412,915"] }),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let client = eventually("chromedriver starts a browser", PATIENCE, || {
+        let capabilities = capabilities.clone();
+        let url = url.clone();
+        async move {
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&url)
+                .await
+                .ok()
+        }
+    })
+    .await;
+    (driver, client)
+}
+
+#[tokio::test]
+async fn a_teacher_adds_a_grade_in_the_browser() {
+    let mesh = Mesh::new();
+    let gradebook = mesh.gradebook().await;
+    let (_driver, browser) = browser().await;
+    browser.set_ua("gradebook-test").await.ok();
+
+    browser
+        .goto(&format!("{}/students", gradebook.http()))
+        .await
+        .expect("open /students");
+    let first = browser
+        .find(Locator::Css("table tbody a"))
+        .await
+        .expect("a student link");
+    let name = first.text().await.unwrap();
+    first.click().await.expect("open the student");
+    let heading = browser
+        .find(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (last, given) = name.split_once(", ").unwrap();
+    assert_eq!(heading, format!("{given} {last}"));
+    let rows_before = browser
+        .find_all(Locator::Css("#grades tbody tr"))
+        .await
+        .unwrap()
+        .len();
+
+    browser
+        .find(Locator::Id("title"))
+        .await
+        .unwrap()
+        .send_keys("Browser quiz")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#type option[value='homework']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("score"))
+        .await
+        .unwrap()
+        .send_keys("100")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css(
+            "form[action$='/grades'] button[type='submit']",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .expect("submit the add-grade form");
+
+    let rows = eventually("the new grade is listed", PATIENCE, || {
+        let browser = browser.clone();
+        async move {
+            let rows = browser
+                .find_all(Locator::Css("#grades tbody tr"))
+                .await
+                .ok()?;
+            (rows.len() == rows_before + 1).then_some(rows)
+        }
+    })
+    .await;
+    let mut found = false;
+    for row in rows {
+        let text = row.text().await.unwrap();
+        if text.contains("Browser quiz") {
+            assert!(
+                text.contains("homework") && text.contains("100.0"),
+                "{text}"
+            );
+            found = true;
+        }
+    }
+    assert!(found, "the new grade's row");
+
+    // The average shown is the mean of the scores shown.
+    let mut scores = Vec::new();
+    for cell in browser
+        .find_all(Locator::Css("#grades tbody td.num"))
+        .await
+        .unwrap()
+    {
+        scores.push(cell.text().await.unwrap().parse::<f64>().unwrap());
+    }
+    let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+    let shown = browser
+        .find(Locator::Id("average"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(shown, format!("{mean:.1}"));
+    tokio::time::sleep(Duration::ZERO).await;
+    browser.close().await.ok();
+}

@@ -1,0 +1,409 @@
+//! The gradebook end to end: the four daemons as processes, driven through
+//! the portal's JSON API and HTML pages over real HTTP.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Mesh, PATIENCE, eventually};
+
+async fn get(url: &str) -> (StatusCode, Value) {
+    let response = reqwest::get(url).await.expect("GET");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn send(method: reqwest::Method, url: &str, body: Value) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .request(method, url)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn error_of(body: &Value) -> (&str, &str) {
+    (
+        body["error"]["code"].as_str().unwrap_or_default(),
+        body["error"]["message"].as_str().unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn the_json_api_creates_reads_updates_and_deletes() {
+    let mesh = Mesh::new();
+    let gradebook = mesh.gradebook().await;
+    let api = format!("{}/api", gradebook.http());
+
+    let (status, demo) = get(&format!("{api}/students")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        demo["students"].as_array().unwrap().len() >= 5,
+        "demo data: {demo}"
+    );
+
+    let (status, student) = send(
+        reqwest::Method::POST,
+        &format!("{api}/students"),
+        json!({"first_name": "Ada", "last_name": "Lovelace"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{student}");
+    let id = student["id"].as_str().unwrap().to_owned();
+    assert_eq!(student["average"], Value::Null);
+
+    let grades = format!("{api}/students/{id}/grades");
+    let (status, first) = send(
+        reqwest::Method::POST,
+        &grades,
+        json!({"title": "Loops quiz", "type": "quiz", "score": 80}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(
+        (
+            first["title"].as_str(),
+            first["type"].as_str(),
+            first["score"].as_f64()
+        ),
+        (Some("Loops quiz"), Some("quiz"), Some(80.0))
+    );
+    assert!(
+        first["created_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    let (status, _) = send(
+        reqwest::Method::POST,
+        &grades,
+        json!({"title": "Final", "type": "exam", "score": 95}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (status, detail) = get(&format!("{api}/students/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(detail["first_name"], "Ada");
+    assert_eq!(detail["grades"].as_array().unwrap().len(), 2);
+    assert_eq!(detail["average"].as_f64(), Some(87.5));
+
+    let grade_url = format!("{grades}/{}", first["id"].as_str().unwrap());
+    let (status, updated) = send(
+        reqwest::Method::PUT,
+        &grade_url,
+        json!({"title": "Loops quiz", "type": "test", "score": 85}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["type"], "test");
+    let (_, detail) = get(&format!("{api}/students/{id}")).await;
+    assert_eq!(detail["average"].as_f64(), Some(90.0));
+
+    let (status, renamed) = send(
+        reqwest::Method::PUT,
+        &format!("{api}/students/{id}"),
+        json!({"first_name": "Augusta Ada", "last_name": "King"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{renamed}");
+    assert_eq!(renamed["last_name"], "King");
+
+    let deleted = reqwest::Client::new()
+        .delete(&grade_url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let (_, detail) = get(&format!("{api}/students/{id}")).await;
+    assert_eq!(detail["grades"].as_array().unwrap().len(), 1);
+
+    let deleted = reqwest::Client::new()
+        .delete(format!("{api}/students/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let (status, body) = get(&format!("{api}/students/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_of(&body).0, "NOT_FOUND");
+
+    let (status, services) = get(&format!("{api}/services")).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = services["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["service"].as_str())
+        .collect();
+    for service in ["registry", "log", "grading", "portal"] {
+        assert!(
+            names.contains(&service),
+            "{service} missing from {services}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_4xx_with_a_json_error_naming_the_field() {
+    let mesh = Mesh::new();
+    let gradebook = mesh.gradebook().await;
+    let api = format!("{}/api", gradebook.http());
+    let (_, student) = send(
+        reqwest::Method::POST,
+        &format!("{api}/students"),
+        json!({"first_name": "Alan", "last_name": "Turing"}),
+    )
+    .await;
+    let id = student["id"].as_str().unwrap().to_owned();
+    let grades = format!("{api}/students/{id}/grades");
+
+    let cases = [
+        (
+            json!({"title": "Quiz", "type": "quiz", "score": 101}),
+            "score",
+        ),
+        (
+            json!({"title": "Quiz", "type": "quiz", "score": -1}),
+            "score",
+        ),
+        (json!({"title": "", "type": "quiz", "score": 50}), "title"),
+        (
+            json!({"title": "x".repeat(201), "type": "quiz", "score": 50}),
+            "title",
+        ),
+        (
+            json!({"title": "Essay", "type": "essay", "score": 50}),
+            "type",
+        ),
+        (json!({"title": "Quiz", "type": "quiz"}), "score"),
+    ];
+    for (body, field) in cases {
+        let (status, error) = send(reqwest::Method::POST, &grades, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {error}");
+        let (code, message) = error_of(&error);
+        assert_eq!(code, "INVALID_ARGUMENT");
+        assert!(
+            message.starts_with(field),
+            "{body}: {message:?} should name {field}"
+        );
+    }
+    let (status, error) = send(
+        reqwest::Method::POST,
+        &format!("{api}/students"),
+        json!({"first_name": " ", "last_name": "X"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&error).1.starts_with("first_name"), "{error}");
+
+    let malformed = reqwest::Client::new()
+        .post(&grades)
+        .header("content-type", "application/json")
+        .body("{\"title\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let body: Value = malformed.json().await.unwrap();
+    assert_eq!(error_of(&body).0, "INVALID_ARGUMENT");
+    assert!(!error_of(&body).1.is_empty());
+
+    let huge = reqwest::Client::new()
+        .post(&grades)
+        .header("content-type", "application/json")
+        .body(format!("{{\"title\": \"{}\"}}", "x".repeat(200_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let (status, error) = get(&format!("{api}/students/not-an-id")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&error).1.starts_with("id"), "{error}");
+    let (status, _) = get(&format!(
+        "{api}/students/{}",
+        "0190a8b0-0000-7000-8000-000000000000"
+    ))
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Nothing of the rejected grades was stored.
+    let (_, detail) = get(&format!("{api}/students/{id}")).await;
+    assert!(detail["grades"].as_array().unwrap().is_empty(), "{detail}");
+}
+
+#[tokio::test]
+async fn an_acknowledged_grade_survives_kill_9_of_grading() {
+    let mesh = Mesh::new();
+    let mut gradebook = mesh.gradebook().await;
+    let api = format!("{}/api", gradebook.http());
+    let (_, student) = send(
+        reqwest::Method::POST,
+        &format!("{api}/students"),
+        json!({"first_name": "Grace", "last_name": "Hopper"}),
+    )
+    .await;
+    let id = student["id"].as_str().unwrap().to_owned();
+    let (status, grade) = send(
+        reqwest::Method::POST,
+        &format!("{api}/students/{id}/grades"),
+        json!({"title": "Compilers", "type": "exam", "score": 99}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    gradebook.grading.restart();
+    gradebook.grading.wait_serving().await;
+    let detail = eventually("the grade is served again after kill -9", PATIENCE, || {
+        let url = format!("{api}/students/{id}");
+        async move {
+            let (status, detail) = get(&url).await;
+            (status == StatusCode::OK).then_some(detail)
+        }
+    })
+    .await;
+    let ids: Vec<&str> = detail["grades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["id"].as_str())
+        .collect();
+    assert_eq!(ids, [grade["id"].as_str().unwrap()]);
+}
+
+#[tokio::test]
+async fn with_grading_down_the_portal_answers_503_quickly_and_recovers() {
+    let mesh = Mesh::new();
+    let mut gradebook = mesh.gradebook().await;
+    let api = format!("{}/api", gradebook.http());
+    let (_, page) = get(&format!("{api}/students")).await;
+    let id = page["students"][0]["id"].as_str().unwrap().to_owned();
+    let url = format!("{api}/students/{id}");
+
+    gradebook.grading.kill9();
+    // Every answer while grading is down comes within the call deadline (2 s).
+    let (status, body) = eventually("the portal answers 503", PATIENCE, || {
+        let url = url.clone();
+        async move {
+            let started = Instant::now();
+            let (status, body) = get(&url).await;
+            assert!(
+                started.elapsed() < Duration::from_millis(2500),
+                "answer took {:?}",
+                started.elapsed()
+            );
+            (status == StatusCode::SERVICE_UNAVAILABLE).then_some((status, body))
+        }
+    })
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_of(&body).0, "UNAVAILABLE");
+    let page = reqwest::get(format!("{}/students", gradebook.http()))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(page.text().await.unwrap().contains("unavailable"));
+    let ready = reqwest::get(format!("{}/readyz", gradebook.http()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let alive = reqwest::get(format!("{}/healthz", gradebook.http()))
+        .await
+        .unwrap();
+    assert_eq!(alive.status(), StatusCode::OK);
+
+    gradebook.grading.restart();
+    eventually("the portal recovers on its own", PATIENCE, || {
+        let url = url.clone();
+        async move { (get(&url).await.0 == StatusCode::OK).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_html_pages_work_without_javascript() {
+    let mesh = Mesh::new();
+    let gradebook = mesh.gradebook().await;
+    let http = gradebook.http();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let students = client.get(format!("{http}/students")).send().await.unwrap();
+    assert_eq!(students.status(), StatusCode::OK);
+    let html = students.text().await.unwrap();
+    assert!(html.contains("name=\"viewport\""));
+    assert!(html.contains("<label for=\"first_name\">"));
+
+    let created = client
+        .post(format!("{http}/students"))
+        .form(&[("first_name", "Katherine"), ("last_name", "Johnson")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/students/"));
+
+    let bad = client
+        .post(format!("{http}{location}/grades"))
+        .form(&[("title", "Orbits"), ("type", "test"), ("score", "140")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let html = bad.text().await.unwrap();
+    assert!(
+        html.contains("id=\"score-error\""),
+        "the error is shown next to the score field"
+    );
+    assert!(
+        html.contains("value=\"Orbits\""),
+        "the form keeps what was typed"
+    );
+
+    let added = client
+        .post(format!("{http}{location}/grades"))
+        .form(&[("title", "Orbits"), ("type", "test"), ("score", "92")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::SEE_OTHER);
+    let page = client
+        .get(format!("{http}{location}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Orbits") && page.contains("92.0"), "{page}");
+    assert!(page.contains("<strong id=\"average\">92.0</strong>"));
+
+    let services = client
+        .get(format!("{http}/services"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(services.contains("grading") && services.contains("SERVING"));
+    let logs = eventually("the logs page shows records", PATIENCE, || {
+        let client = client.clone();
+        let url = format!("{http}/logs?service=grading&level=info");
+        async move {
+            let page = client.get(&url).send().await.ok()?.text().await.ok()?;
+            page.contains("grading database opened").then_some(page)
+        }
+    })
+    .await;
+    assert!(logs.contains("<select id=\"level\""));
+    let missing = client.get(format!("{http}/nowhere")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
