@@ -407,3 +407,56 @@ async fn the_html_pages_work_without_javascript() {
     let missing = client.get(format!("{http}/nowhere")).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn changes_stream_to_the_browser_as_server_sent_events() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mesh = Mesh::new();
+    let gradebook = mesh.gradebook().await;
+    let api = format!("{}/api", gradebook.http());
+    let (_, page) = get(&format!("{api}/students")).await;
+    let id = page["students"][0]["id"].as_str().unwrap().to_owned();
+
+    let mut events = tokio::net::TcpStream::connect(("127.0.0.1", gradebook.portal.port))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /api/events?student_id={id} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    events.write_all(request.as_bytes()).await.unwrap();
+    let mut received = String::new();
+    let mut chunk = [0u8; 4096];
+    while !received.contains("\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, events.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "stream closed: {received}");
+        received.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    assert!(
+        received
+            .to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{received}"
+    );
+
+    let (status, grade) = send(
+        reqwest::Method::POST,
+        &format!("{api}/students/{id}/grades"),
+        json!({"title": "Live", "type": "quiz", "score": 70}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let grade_id = grade["id"].as_str().unwrap().to_owned();
+    while !(received.contains("event: change") && received.contains(&grade_id)) {
+        let n = tokio::time::timeout(PATIENCE, events.read(&mut chunk))
+            .await
+            .expect("an event in time")
+            .unwrap();
+        assert!(n > 0, "stream closed: {received}");
+        received.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    assert!(received.contains("grade_added"), "{received}");
+}

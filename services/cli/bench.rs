@@ -26,7 +26,7 @@ use crate::pb::registry::v1::registry_client::RegistryClient;
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Which benchmarks to run.
-    #[arg(long, value_enum, default_values_t = [Part::Fanout, Part::Throughput, Part::Monitoring])]
+    #[arg(long, value_enum, default_values_t = [Part::Fanout, Part::Throughput, Part::Monitoring, Part::Gradebook])]
     pub only: Vec<Part>,
     /// Watchers of the provider's service in the fan-out benchmark.
     #[arg(long, default_value_t = 1000)]
@@ -60,10 +60,12 @@ pub enum Part {
     Throughput,
     /// Registry RSS and CPU while monitoring many instances.
     Monitoring,
+    /// The gradebook: reads through the portal, durable grade writes.
+    Gradebook,
 }
 
 /// A daemon started by the benchmark, killed when dropped.
-struct Process(Child);
+pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -72,13 +74,13 @@ impl Drop for Process {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn spawn_daemon(args: &[String]) -> anyhow::Result<Process> {
+pub(crate) fn spawn_daemon(args: &[String]) -> anyhow::Result<Process> {
     let exe = std::env::current_exe().context("cannot find the gradebook binary")?;
     let child = Command::new(exe)
         .args(args)
@@ -91,7 +93,7 @@ fn spawn_daemon(args: &[String]) -> anyhow::Result<Process> {
     Ok(Process(child))
 }
 
-async fn wait_serving(url: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_serving(url: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         let status = crate::cli::health_check::status_of(url, Duration::from_millis(500)).await;
@@ -124,7 +126,7 @@ async fn health_server(names: &[String]) -> anyhow::Result<SocketAddr> {
     Ok(address)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -132,7 +134,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
@@ -192,6 +194,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.only.contains(&Part::Monitoring) {
         let registry = fresh_registry().await?;
         monitoring(&registry.url, registry.pid, &args).await?;
+    }
+    if args.only.contains(&Part::Gradebook) {
+        crate::cli::bench_gradebook::run(&args).await?;
     }
     Ok(())
 }

@@ -10,8 +10,10 @@
 //! - [`logs`]: `gradebook logs`, query and follow the log service.
 //! - [`health_check`]: `gradebook health-check`, for containers and scripts.
 //! - [`bench`]: `gradebook bench`, the registry's benchmarks.
+//! - [`bench_gradebook`]: `gradebook bench --only gradebook`, the portal and grading.
 
 pub mod bench;
+pub mod bench_gradebook;
 pub mod daemons;
 pub mod health_check;
 pub mod logs;

@@ -386,11 +386,10 @@ impl GradeRow {
 
 /// The student `id`, if any, with its average.
 fn find_student(conn: &Connection, id: &str) -> Result<Option<Student>, StoreError> {
-    conn.query_row(
-        &format!("SELECT {STUDENT_COLUMNS} FROM students s WHERE s.id = ?1"),
-        [id],
-        StudentRow::read,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {STUDENT_COLUMNS} FROM students s WHERE s.id = ?1"
+    ))
+    .and_then(|mut statement| statement.query_row([id], StudentRow::read))
     .optional()
     .map_err(db("reading a student"))?
     .map(StudentRow::into_student)
@@ -408,11 +407,10 @@ fn find_grade(
     student_id: &str,
     grade_id: &str,
 ) -> Result<Option<Grade>, StoreError> {
-    conn.query_row(
-        &format!("SELECT {GRADE_COLUMNS} FROM grades WHERE id = ?1 AND student_id = ?2"),
-        [grade_id, student_id],
-        GradeRow::read,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {GRADE_COLUMNS} FROM grades WHERE id = ?1 AND student_id = ?2"
+    ))
+    .and_then(|mut statement| statement.query_row([grade_id, student_id], GradeRow::read))
     .optional()
     .map_err(db("reading a grade"))?
     .map(GradeRow::into_grade)

@@ -256,6 +256,42 @@ async fn services(State(app): State<AppState>) -> Result<Response, PortalError> 
     Ok(Json(serde_json::json!({ "instances": rows })).into_response())
 }
 
+/// `GET /api/events?student_id=`: changes as Server-Sent Events (the web
+/// app's live updates), one JSON object per event. Ends when grading goes
+/// away or the portal shuts down; browsers reconnect on their own.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    #[serde(default)]
+    student_id: String,
+}
+
+async fn events(
+    State(app): State<AppState>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Response, PortalError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    let stream = app.grading.watch(&query.student_id).await?;
+    let events = stream
+        .take_while(|item| futures::future::ready(item.is_ok()))
+        .filter_map(|item| async move {
+            let change = crate::model::grading::Change::try_from(item.ok()?).ok()?;
+            let data = serde_json::json!({
+                "kind": change.kind.as_str(),
+                "student_id": change.student.id,
+                "average": change.student.average,
+                "grade_id": change.grade.as_ref().map(|g| g.id.clone()),
+            });
+            Some(Ok::<_, std::convert::Infallible>(
+                Event::default().event("change").data(data.to_string()),
+            ))
+        })
+        .take_until(app.shutdown().cancelled_owned());
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
 async fn unknown_api() -> PortalError {
     PortalError::not_found("no such API route")
 }
@@ -274,5 +310,6 @@ pub fn router() -> Router<AppState> {
             put(update_grade).delete(delete_grade),
         )
         .route("/api/services", get(services))
+        .route("/api/events", get(events))
         .route("/api/{*rest}", axum::routing::any(unknown_api))
 }

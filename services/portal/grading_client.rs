@@ -185,6 +185,21 @@ impl Grading {
         Grade::try_from(grade).map_err(malformed)
     }
 
+    /// Streams changes (of one student, or of all when `student_id` is
+    /// empty) from now on. Only opening the stream has a deadline.
+    pub async fn watch(
+        &self,
+        student_id: &str,
+    ) -> Result<tonic::Streaming<pb::GradeEvent>, PortalError> {
+        let mut client = self.client()?;
+        let message = pb::WatchGradesRequest {
+            student_id: student_id.to_owned(),
+        };
+        Ok(deadline(self.timeout, client.watch_grades(message))
+            .await?
+            .into_inner())
+    }
+
     /// Removes a grade.
     pub async fn delete_grade(&self, student_id: &str, grade_id: &str) -> Result<(), PortalError> {
         let mut client = self.client()?;

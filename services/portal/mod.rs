@@ -57,9 +57,15 @@ pub struct AppState {
     dependencies: DependencyView,
     registry: Channel,
     timeout: Duration,
+    shutdown: Shutdown,
 }
 
 impl AppState {
+    /// The portal's shutdown signal (long-lived responses end with it).
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
     /// Every instance the registry knows, whatever its health.
     pub async fn registry_instances(&self) -> Result<Vec<Instance>, PortalError> {
         let mut client = registry_client(self.registry.clone());
@@ -161,6 +167,7 @@ pub async fn run(
         dependencies,
         registry: mesh.registry_channel(),
         timeout: config.call_timeout,
+        shutdown: shutdown.clone(),
     };
     MeshServer::new(mesh)
         .with_http(router(state))

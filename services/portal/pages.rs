@@ -194,6 +194,14 @@ fn student_page(
         html! {
             h1 { (name) }
             p { "Average: " strong id="average" { (average_text(s.average)) } }
+            // Live updates where JavaScript runs; the page works without it.
+            p.notice id="live" hidden { "This student's grades changed. " a href={ "/students/" (s.id) } { "Reload" } }
+            script {
+                (maud::PreEscaped(format!(
+                    "if(window.EventSource){{new EventSource('/api/events?student_id={}').addEventListener('change',function(){{document.getElementById('live').hidden=false;}});}}",
+                    s.id
+                )))
+            }
             div.table-wrap {
                 table id="grades" {
                     thead { tr { th { "Title" } th { "Type" } th.num { "Score" } th { "Added" } th { "" } } }
