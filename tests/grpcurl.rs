@@ -34,6 +34,14 @@ fn assert_lists_and_checks(daemon: &Daemon, service: &str) {
             "{expected} missing from:\n{listed}"
         );
     }
+    let served = listed
+        .lines()
+        .filter(|l| l.starts_with("gradebook."))
+        .count();
+    assert_eq!(
+        served, 1,
+        "only the daemon's own service is listed:\n{listed}"
+    );
     let described = grpcurl(&["-plaintext", &address, "describe", service]);
     assert!(described.contains("service"), "{described}");
     let health = grpcurl(&["-plaintext", &address, "grpc.health.v1.Health/Check"]);
@@ -55,6 +63,24 @@ async fn grpcurl_lists_describes_and_checks_every_daemon() {
     let log = mesh.log(&registry, "log", &[]).await;
     assert_lists_and_checks(&registry, "gradebook.registry.v1.Registry");
     assert_lists_and_checks(&log, "gradebook.log.v1.LogService");
+    let grading = mesh.grading(&registry, "grading", &[]).await;
+    assert_lists_and_checks(&grading, "gradebook.grading.v1.Grading");
+    let students = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"page_size": 2}"#,
+        &grading.address(),
+        "gradebook.grading.v1.Grading/ListStudents",
+    ]);
+    assert!(students.contains("\"firstName\""), "{students}");
+    // The portal serves HTTP and, on the same port, its gRPC health.
+    let portal = mesh.portal(&registry, &[]).await;
+    let health = grpcurl(&[
+        "-plaintext",
+        &portal.address(),
+        "grpc.health.v1.Health/Check",
+    ]);
+    assert!(health.contains("SERVING"), "{health}");
 
     let described = grpcurl(&[
         "-plaintext",

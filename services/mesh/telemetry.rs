@@ -23,15 +23,34 @@ pub fn init_stderr(filter: &str) {
         .try_init();
 }
 
-/// Human-readable records on stderr, coloured only on a terminal.
+/// The environment variable that sends records to stdout instead of
+/// stderr (containers log to stdout).
+pub const LOG_TO_STDOUT_ENV: &str = "GRADEBOOK_LOG_TO_STDOUT";
+
+/// Human-readable records on stderr (or stdout when
+/// `GRADEBOOK_LOG_TO_STDOUT=true`), coloured only on a terminal.
 fn stderr_layer<S>() -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     use std::io::IsTerminal;
+    let to_stdout = std::env::var(LOG_TO_STDOUT_ENV).is_ok_and(|v| v == "true" || v == "1");
+    let writer =
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || -> Box<dyn std::io::Write> {
+            if to_stdout {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(std::io::stderr())
+            }
+        });
+    let terminal = if to_stdout {
+        std::io::stdout().is_terminal()
+    } else {
+        std::io::stderr().is_terminal()
+    };
     tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer)
+        .with_ansi(terminal)
 }
 
 /// Sends records to stderr and queues them for the log service, as

@@ -1,0 +1,17 @@
+# The gradebook image, built from source (needs a machine that can pull
+# images). docker/build-image.sh offline builds the same image from a binary
+# built on the host, for machines without an image registry.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked \
+ && docker/make-rootfs.sh target/release/gradebook /rootfs
+
+FROM scratch
+COPY --from=build /rootfs/ /
+COPY --from=build --chown=10001:10001 /rootfs/data /data
+USER 10001:10001
+WORKDIR /data
+ENV GRADEBOOK_LOG_LEVEL=info,h2=warn,hyper=warn,tower=warn GRADEBOOK_LOG_TO_STDOUT=true
+ENTRYPOINT ["/usr/local/bin/gradebook"]
+CMD ["--help"]
