@@ -14,15 +14,11 @@ use crate::grading::store::{GradeStore, StoreError, StudentCursor};
 use crate::mesh::Shutdown;
 use crate::model::grading::{
     Change, ChangeKind, Grade, GradeUpdate, InvalidField, NewGrade, NewStudent, Student,
-    validate_id,
+    page_size_from_pb, validate_id,
 };
 use crate::pb::grading::v1 as pb;
 use crate::pb::grading::v1::grading_server::{Grading, GradingServer};
 
-/// Default students per page.
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
-/// Most students per page.
-pub const MAX_PAGE_SIZE: u32 = 500;
 /// The largest request the service accepts.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// `AddGrade` calls waiting for the writer at most.
@@ -158,15 +154,7 @@ impl Grading for GradingService {
         request: Request<pb::ListStudentsRequest>,
     ) -> Result<Response<pb::ListStudentsResponse>, Status> {
         let request = request.into_inner();
-        let page_size = match request.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(Status::invalid_argument(format!(
-                    "page_size: {n} is over the maximum of {MAX_PAGE_SIZE}"
-                )));
-            }
-            n => n,
-        } as usize;
+        let page_size = page_size_from_pb(request.page_size).map_err(invalid)?;
         let cursor = if request.page_token.is_empty() {
             None
         } else {

@@ -227,22 +227,38 @@ impl Mesh {
         daemon
     }
 
-    /// Starts a log daemon registered with `registry`, storing under `data`.
-    pub async fn log(&self, registry: &Daemon, data: &str, extra: &[&str]) -> Daemon {
+    /// Starts `gradebook <name>` on a free port, registered with
+    /// `registry`, with `args` after the common flags; waits until SERVING.
+    pub async fn member(&self, name: &'static str, registry: &Daemon, args: Vec<String>) -> Daemon {
         let port = free_port();
-        let mut args: Vec<String> = vec![
-            "log".into(),
+        let mut all: Vec<String> = vec![
+            name.into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--registry".into(),
             registry.url(),
-            "--data-dir".into(),
+        ];
+        all.extend(args);
+        let daemon = Daemon::start(name, port, all, self.dir.path());
+        daemon.wait_serving().await;
+        daemon
+    }
+
+    /// The `--data-dir` flag for a directory `data` in the test's directory,
+    /// followed by `extra`.
+    fn data_args(&self, data: &str, extra: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "--data-dir".to_owned(),
             self.dir.path().join(data).display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let daemon = Daemon::start("log", port, args, self.dir.path());
-        daemon.wait_serving().await;
-        daemon
+        args
+    }
+
+    /// Starts a log daemon registered with `registry`, storing under `data`.
+    pub async fn log(&self, registry: &Daemon, data: &str, extra: &[&str]) -> Daemon {
+        self.member("log", registry, self.data_args(data, extra))
+            .await
     }
 }
 
@@ -348,36 +364,18 @@ impl Watcher {
 impl Mesh {
     /// Starts a grading daemon registered with `registry`, storing under `data`.
     pub async fn grading(&self, registry: &Daemon, data: &str, extra: &[&str]) -> Daemon {
-        let port = free_port();
-        let mut args: Vec<String> = vec![
-            "grading".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--registry".into(),
-            registry.url(),
-            "--data-dir".into(),
-            self.dir.path().join(data).display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let daemon = Daemon::start("grading", port, args, self.dir.path());
-        daemon.wait_serving().await;
-        daemon
+        self.member("grading", registry, self.data_args(data, extra))
+            .await
     }
 
-    /// Starts a portal registered with `registry`; waits until it serves HTTP.
+    /// Starts a portal registered with `registry`; waits until it serves.
     pub async fn portal(&self, registry: &Daemon, extra: &[&str]) -> Daemon {
-        let port = free_port();
-        let mut args: Vec<String> = vec![
-            "portal".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--registry".into(),
-            registry.url(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let daemon = Daemon::start("portal", port, args, self.dir.path());
-        daemon.wait_serving().await;
-        daemon
+        self.member(
+            "portal",
+            registry,
+            extra.iter().map(|s| s.to_string()).collect(),
+        )
+        .await
     }
 
     /// Registry, log, grading (with demo data) and portal, with the portal ready.
