@@ -233,3 +233,39 @@ async fn ship(view: &DependencyView, batch: &[LogRecord]) -> Result<(), String> 
         .map(|_| ())
         .map_err(|status| status.message().to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn events_become_records_and_a_full_queue_counts_drops() {
+        let (layer, mut shipper) = log_shipping("grading", "grading-1");
+        let stats = layer.stats();
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..QUEUE_CAPACITY + 5 {
+                tracing::info!(target: "gradebook::test", student = i, trace_id = "t-1", "grade added");
+            }
+            // Not shipped: other crates' events and the shipper's own.
+            tracing::warn!(target: "hyper::proto", "ignored");
+            tracing::warn!(target: SHIPPER_TARGET, "ignored too");
+        });
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 5);
+        let first = shipper.queue.try_recv().unwrap();
+        assert_eq!(
+            (first.service.as_str(), first.instance.as_str()),
+            ("grading", "grading-1")
+        );
+        assert_eq!(first.level, Level::Info);
+        assert_eq!(first.message, "grade added");
+        assert_eq!(first.fields["student"], "0");
+        assert_eq!(first.fields["target"], "gradebook::test");
+        assert_eq!(first.trace_id.as_deref(), Some("t-1"));
+        let report = shipper.drop_report(5, &first);
+        assert_eq!(report.level, Level::Warn);
+        assert_eq!(report.fields["dropped"], "5");
+        assert!(report.message.starts_with("5 log records dropped"));
+    }
+}
