@@ -9,7 +9,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use crate::model::log::{timestamp_from_pb, timestamp_to_pb};
+pub use crate::model::InvalidField;
+use crate::model::time::{timestamp_from_pb, timestamp_to_pb};
 use crate::pb::grading::v1 as pb;
 
 /// The most characters of a first or a last name.
@@ -27,27 +28,6 @@ pub const MAX_PAGE_SIZE: usize = 500;
 
 /// The names of the grade types as listed in error messages.
 const GRADE_TYPE_NAMES: &str = "quiz, test, exam, homework";
-
-/// A request field that failed validation; the message names the field, for
-/// example `first_name: must not be empty`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct InvalidField {
-    /// The field's name as in the proto, e.g. `first_name` or `score`.
-    pub field: String,
-    /// Why it is invalid.
-    pub reason: String,
-}
-
-impl InvalidField {
-    /// An error about `field`, for `reason`.
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        InvalidField {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// A message from the grading service that a client cannot make sense of.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,3 +10,25 @@
 pub mod grading;
 pub mod log;
 pub mod registry;
+pub mod time;
+
+/// A request field that failed validation; the message names the field, for
+/// example `address: must not be empty` or `score: 101 is out of range`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidField {
+    /// The field's name as in the proto, e.g. `address` or `requires[2]`.
+    pub field: String,
+    /// Why it is invalid.
+    pub reason: String,
+}
+
+impl InvalidField {
+    /// An error about `field`, for `reason`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        InvalidField {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use crate::model::InvalidField;
+use crate::model::time::{timestamp_from_pb, timestamp_to_pb};
 use crate::pb::registry::v1 as pb;
 
 /// Longest accepted service name.
@@ -202,25 +204,6 @@ pub enum WatchUpdate {
     },
     /// One change after the snapshot.
     Change(Box<Change>),
-}
-
-/// A request field that failed validation; the message names the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct InvalidField {
-    /// The field's name as in the proto, e.g. `address` or `requires[2]`.
-    pub field: String,
-    /// Why it is invalid.
-    pub reason: String,
-}
-
-impl InvalidField {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        InvalidField {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
 }
 
 /// A message from the registry that the SDK cannot make sense of.
@@ -433,24 +416,6 @@ impl From<ChangeKind> for pb::ChangeKind {
     }
 }
 
-/// Converts a time to a protobuf timestamp.
-pub fn timestamp(time: SystemTime) -> prost_types::Timestamp {
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: since_epoch.as_secs() as i64,
-        nanos: since_epoch.subsec_nanos() as i32,
-    }
-}
-
-/// Converts a protobuf timestamp to a time; `None` when it is out of range.
-pub fn system_time(ts: &prost_types::Timestamp) -> Option<SystemTime> {
-    let seconds = u64::try_from(ts.seconds).ok()?;
-    let nanos = u32::try_from(ts.nanos)
-        .ok()
-        .filter(|n| *n < 1_000_000_000)?;
-    UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
-}
-
 impl From<&Instance> for pb::Instance {
     fn from(i: &Instance) -> Self {
         pb::Instance {
@@ -465,9 +430,9 @@ impl From<&Instance> for pb::Instance {
                 counter: i.record_version.counter,
                 origin: i.record_version.origin.clone(),
             }),
-            registered_at: Some(timestamp(i.registered_at)),
-            last_check: i.last_check.map(timestamp),
-            health_since: Some(timestamp(i.health_since)),
+            registered_at: Some(timestamp_to_pb(i.registered_at)),
+            last_check: i.last_check.map(timestamp_to_pb),
+            health_since: Some(timestamp_to_pb(i.health_since)),
             last_error: i.last_error.clone().unwrap_or_default(),
         }
     }
@@ -480,8 +445,7 @@ impl TryFrom<pb::Instance> for Instance {
         let time = |field: &str, ts: Option<prost_types::Timestamp>| {
             ts.as_ref()
                 .map(|ts| {
-                    system_time(ts)
-                        .ok_or_else(|| MalformedMessage(format!("{field}: out of range")))
+                    timestamp_from_pb(ts).map_err(|e| MalformedMessage(format!("{field}: {e}")))
                 })
                 .transpose()
         };
@@ -569,6 +533,7 @@ impl TryFrom<pb::WatchEvent> for WatchUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn request() -> pb::RegisterRequest {
         pb::RegisterRequest {
