@@ -94,15 +94,10 @@ pub(crate) fn spawn_daemon(args: &[String]) -> anyhow::Result<Process> {
 }
 
 pub(crate) async fn wait_serving(url: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        let status = crate::cli::health_check::status_of(url, Duration::from_millis(500)).await;
-        if status == Ok(tonic_health::pb::health_check_response::ServingStatus::Serving) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if !crate::cli::health_check::wait_serving(url, Duration::from_secs(15)).await {
+        bail!("{url} did not become SERVING");
     }
-    bail!("{url} did not become SERVING")
+    Ok(())
 }
 
 /// A grpc.health.v1 server in this process that answers SERVING for

@@ -6,13 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use anyhow::bail;
 
 use crate::cli::bench::{
     BenchArgs, Process, free_port, ms, percentile, spawn_daemon, wait_serving,
 };
+use crate::cli::http_get::HttpConnection;
 use crate::mesh::client::lazy_channel;
 use crate::pb::grading::v1 as pb;
 use crate::pb::grading::v1::grading_client::GradingClient;
@@ -21,59 +20,6 @@ use crate::pb::grading::v1::grading_client::GradingClient;
 const CONNECTIONS: usize = 16;
 /// `AddGrade` calls in flight in the write benchmark.
 const WRITERS: usize = 64;
-
-/// One keep-alive HTTP/1.1 connection that GETs a path again and again.
-struct HttpConnection {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl HttpConnection {
-    async fn open(address: &str) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
-        Ok(HttpConnection {
-            stream,
-            buffer: Vec::with_capacity(64 * 1024),
-        })
-    }
-
-    /// GETs `path`; returns the status code and body length.
-    async fn get(&mut self, path: &str) -> anyhow::Result<(u16, usize)> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
-        self.stream.write_all(request.as_bytes()).await?;
-        self.buffer.clear();
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buffer[..end]).to_ascii_lowercase();
-                let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .context("no content-length")?;
-                while self.buffer.len() < end + 4 + length {
-                    let n = self.stream.read(&mut chunk).await?;
-                    if n == 0 {
-                        bail!("connection closed");
-                    }
-                    self.buffer.extend_from_slice(&chunk[..n]);
-                }
-                return Ok((status, length));
-            }
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
-                bail!("connection closed");
-            }
-            self.buffer.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
 
 async fn read_load(
     address: &str,

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::cli::{RegistryArg, parse_duration};
 use crate::mesh::config::{
     DEFAULT_GRADING_LISTEN, DEFAULT_LOG_LISTEN, DEFAULT_PORTAL_LISTEN, DEFAULT_REGISTRY_LISTEN,
-    generate_instance_id,
+    DEFAULT_REGISTRY_URL, generate_instance_id,
 };
 use crate::mesh::shutdown::cancel_on_signal;
 use crate::mesh::telemetry::{self, DEFAULT_FILTER};
@@ -151,9 +151,10 @@ fn shutdown_on_signal() -> Shutdown {
 
 /// Runs the registry daemon until SIGTERM or SIGINT.
 pub async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
+    // `registry::run` points the registry's own mesh membership at itself.
     let mesh = args
         .daemon
-        .mesh_config(registry::SERVICE_NAME, "http://unused:1");
+        .mesh_config(registry::SERVICE_NAME, DEFAULT_REGISTRY_URL);
     telemetry::init_daemon(&args.daemon.log_level, &mesh.service, &mesh.instance_id);
     let config = RegistryConfig {
         mesh,

@@ -53,6 +53,19 @@ async fn check(args: &HealthCheckArgs) -> Result<ServingStatus, String> {
     check_service(&url, &args.service, args.timeout).await
 }
 
+/// Polls the server at `url` until it answers SERVING; returns whether it
+/// did within `patience`.
+pub async fn wait_serving(url: &str, patience: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + patience;
+    while tokio::time::Instant::now() < deadline {
+        if status_of(url, Duration::from_millis(500)).await == Ok(ServingStatus::Serving) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// The overall health of the server at `url`, within `timeout`.
 pub async fn status_of(url: &str, timeout: Duration) -> Result<ServingStatus, String> {
     check_service(url, "", timeout).await

@@ -13,7 +13,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use crate::cli::health_check::status_of;
+use crate::cli::health_check::wait_serving;
+use crate::cli::http_get::HttpConnection;
 use crate::mesh::backoff::Backoff;
 use crate::mesh::config::{
     DEFAULT_GRADING_LISTEN, DEFAULT_LOG_LISTEN, DEFAULT_PORTAL_LISTEN, DEFAULT_REGISTRY_LISTEN,
@@ -81,17 +82,7 @@ impl Daemon {
     }
 
     async fn wait_serving(&self) -> bool {
-        let url = url_of(&self.listen);
-        let deadline = Instant::now() + START_PATIENCE;
-        while Instant::now() < deadline {
-            if status_of(&url, Duration::from_millis(500)).await
-                == Ok(tonic_health::pb::health_check_response::ServingStatus::Serving)
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+        wait_serving(&url_of(&self.listen), START_PATIENCE).await
     }
 
     async fn stop(&mut self) {
@@ -154,22 +145,12 @@ fn daemons(args: &UpArgs) -> Vec<Daemon> {
 async fn portal_ready(address: &str, shutdown: &Shutdown) -> bool {
     let deadline = Instant::now() + START_PATIENCE;
     while Instant::now() < deadline && !shutdown.is_cancelled() {
-        if let Ok(Ok(mut stream)) = tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(address),
-        )
-        .await
-        {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let asked = stream
-                .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .await;
-            let mut answer = Vec::new();
-            let read =
-                tokio::time::timeout(Duration::from_secs(1), stream.read_to_end(&mut answer)).await;
-            if asked.is_ok() && read.is_ok() && answer.starts_with(b"HTTP/1.1 200") {
-                return true;
-            }
+        let ready = async {
+            let mut connection = HttpConnection::open(address).await.ok()?;
+            connection.get("/readyz").await.ok()
+        };
+        if let Ok(Some((200, _))) = tokio::time::timeout(Duration::from_secs(1), ready).await {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -56,18 +56,12 @@ impl RegistrationHandle {
     /// Starts keeping `registration` (which must carry its instance id)
     /// registered through `channel`, until [`Self::deregister`] or the
     /// handle is dropped.
-    pub fn spawn(
-        channel: Channel,
-        registration: Registration,
-        backoff: Backoff,
-        shutdown: &Shutdown,
-    ) -> Self {
+    pub fn spawn(channel: Channel, registration: Registration, backoff: Backoff) -> Self {
         let (tx, state) = watch::channel(RegistrationState::Registering);
         let (health_tx, own_health) = watch::channel(None);
-        // Not a child of `shutdown`: at shutdown the record is still watched
-        // until the registry has seen NOT_SERVING (see `wait_for_health`);
-        // `deregister` (or dropping the handle) stops it.
-        let _ = shutdown;
+        // Its own signal, not the daemon's: at shutdown the record is still
+        // watched until the registry has seen NOT_SERVING (see
+        // `wait_for_health`); `deregister` (or dropping the handle) stops it.
         let stop = Shutdown::new();
         let instance_id = registration.instance_id.clone().unwrap_or_default();
         let task = tokio::spawn(maintain(

@@ -264,7 +264,6 @@ impl MeshServer {
                 requires: mesh.config.requires.clone(),
             },
             mesh.config.backoff,
-            &mesh.shutdown,
         );
 
         tokio::select! {

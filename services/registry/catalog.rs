@@ -54,6 +54,15 @@ impl Entry {
     }
 }
 
+/// Whether `registration` asks for exactly what `instance` already has.
+fn same_details(instance: &Instance, registration: &Registration) -> bool {
+    instance.service == registration.service
+        && instance.address == registration.address
+        && instance.version == registration.version
+        && instance.metadata == registration.metadata
+        && instance.requires == registration.requires
+}
+
 /// The registry's catalog: every registered instance, by id.
 #[derive(Debug)]
 pub struct Catalog {
@@ -124,6 +133,13 @@ impl Catalog {
         instance_id: String,
         now: SystemTime,
     ) -> (Instance, Vec<Effect>) {
+        // Re-registering with the same details (the SDK's refresh) changes
+        // nothing and copies nothing but the answer.
+        if let Some(entry) = self.entries.get(&instance_id)
+            && same_details(&entry.instance, &registration)
+        {
+            return (entry.view(), Vec::new());
+        }
         let previous = self.entries.get(&instance_id).map(|e| e.instance.clone());
         let health_service = registration.health_service();
         match previous {
@@ -162,15 +178,6 @@ impl Catalog {
                 (view, effects)
             }
             Some(old) => {
-                let unchanged = old.service == registration.service
-                    && old.address == registration.address
-                    && old.version == registration.version
-                    && old.metadata == registration.metadata
-                    && old.requires == registration.requires;
-                if unchanged {
-                    let view = self.entries[&instance_id].view();
-                    return (view, Vec::new());
-                }
                 let mut effects = Vec::new();
                 if old.service != registration.service {
                     // Moving to another service: watchers of the old one see

@@ -1,0 +1,62 @@
+//! A minimal keep-alive HTTP/1.1 GET client over one TCP connection, for the
+//! command line's own checks of the portal (`gradebook up`'s readiness, the
+//! benchmark's load): small and cheap, so that a load generator on the same
+//! machine takes little of it.
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One keep-alive HTTP/1.1 connection that GETs a path again and again.
+pub struct HttpConnection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl HttpConnection {
+    /// Connects to `address` (`host:port`).
+    pub async fn open(address: &str) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(HttpConnection {
+            stream,
+            buffer: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// GETs `path`; returns the status code and body length.
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<(u16, usize)> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        self.stream.write_all(request.as_bytes()).await?;
+        self.buffer.clear();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buffer[..end]).to_ascii_lowercase();
+                let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .context("no content-length")?;
+                while self.buffer.len() < end + 4 + length {
+                    let n = self.stream.read(&mut chunk).await?;
+                    if n == 0 {
+                        bail!("connection closed");
+                    }
+                    self.buffer.extend_from_slice(&chunk[..n]);
+                }
+                return Ok((status, length));
+            }
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("connection closed");
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
