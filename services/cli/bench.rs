@@ -385,7 +385,7 @@ async fn fanout(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
 
 /// Runs `call` from `concurrency` tasks for `duration`; returns calls per
 /// second and the sorted latencies.
-async fn measure<F, Fut>(
+pub(crate) async fn measure<F, Fut>(
     concurrency: usize,
     duration: Duration,
     call: F,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use crate::cli::bench::{
-    BenchArgs, Process, free_port, ms, percentile, spawn_daemon, wait_serving,
+    BenchArgs, Process, free_port, measure, ms, percentile, spawn_daemon, wait_serving,
 };
 use crate::cli::http_get::HttpConnection;
 use crate::mesh::client::lazy_channel;
@@ -144,37 +144,19 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .map(|_| lazy_channel("grading", &format!("http://{}", address(2))))
         .collect::<Result<_, _>>()?;
     let channels = Arc::new(channels);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..WRITERS {
+    let add_grade = move |worker: usize, _n: u64| {
         let mut client = GradingClient::new(channels[worker % channels.len()].clone());
-        let student_id = id.clone();
-        let duration = args.duration;
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while start.elapsed() < duration {
-                let t = Instant::now();
-                client
-                    .add_grade(pb::AddGradeRequest {
-                        student_id: student_id.clone(),
-                        title: format!("Bench {worker}"),
-                        r#type: pb::GradeType::Quiz as i32,
-                        score: 75.0,
-                    })
-                    .await?;
-                latencies.push(t.elapsed());
-            }
-            Ok::<_, tonic::Status>(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    latencies.sort();
+        let request = pb::AddGradeRequest {
+            student_id: id.clone(),
+            title: format!("Bench {worker}"),
+            r#type: pb::GradeType::Quiz as i32,
+            score: 75.0,
+        };
+        async move { client.add_grade(request).await.map(|_| ()) }
+    };
+    let (rate, latencies) = measure(WRITERS, args.duration, add_grade).await?;
     println!(
-        "  AddGrade (durable, {WRITERS} in flight): {:.0} writes/s, p50 {} p99 {} ({} writes)",
-        latencies.len() as f64 / start.elapsed().as_secs_f64(),
+        "  AddGrade (durable, {WRITERS} in flight): {rate:.0} writes/s, p50 {} p99 {} ({} writes)",
         ms(percentile(&latencies, 50.0)),
         ms(percentile(&latencies, 99.0)),
         latencies.len()
