@@ -7,12 +7,9 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 
 use crate::cli::RegistryArg;
-use crate::mesh::client::{deadline, endpoint_of, lazy_channel, registry_client, request};
+use crate::mesh::api::{LogApi, RegistryApi};
 use crate::mesh::config::{LOG_SERVICE, REGISTRY_CALL_TIMEOUT};
 use crate::model::log::{Level, LogFilter, LogRecord};
-use crate::pb::log::v1 as pb;
-use crate::pb::log::v1::log_service_client::LogServiceClient;
-use crate::pb::registry::v1 as registry_pb;
 
 /// `gradebook logs`.
 #[derive(Debug, Clone, clap::Args)]
@@ -87,27 +84,18 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
     if args.limit == 0 || args.limit > 1000 {
         bail!("--limit must be from 1 to 1000");
     }
-    let registry = lazy_channel("--registry", &args.registry.registry)?;
-    let list = registry_pb::ListRequest {
-        service: LOG_SERVICE.to_owned(),
-        include_unhealthy: false,
-    };
-    let instances = deadline(
-        REGISTRY_CALL_TIMEOUT,
-        registry_client(registry).list(request(list, REGISTRY_CALL_TIMEOUT)),
-    )
-    .await
-    .with_context(|| format!("cannot ask the registry at {}", args.registry.registry))?
-    .into_inner()
-    .instances;
-    let Some(log) = instances.first() else {
+    let registry = RegistryApi::connect(&args.registry.registry)?;
+    let instances = registry
+        .list(Some(LOG_SERVICE), false)
+        .await
+        .with_context(|| format!("cannot ask the registry at {}", args.registry.registry))?;
+    if instances.is_empty() {
         bail!(
             "no healthy log service is registered at {}",
             args.registry.registry
         );
-    };
-    let channel = endpoint_of(&log.address)?.connect_lazy();
-    let mut client = LogServiceClient::new(channel);
+    }
+    let logs = LogApi::at_instances(&instances, REGISTRY_CALL_TIMEOUT);
     let filter = LogFilter {
         service: args.service.clone(),
         min_level: args.level,
@@ -117,34 +105,19 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
         trace_id: args.trace.clone(),
     };
     if args.follow {
-        let tail = pb::TailRequest {
-            filter: Some(pb::Filter::from(&filter)),
-            backlog: args.limit,
-        };
-        let mut stream = deadline(REGISTRY_CALL_TIMEOUT, client.tail(tail))
-            .await?
-            .into_inner();
+        let mut stream = logs.tail(&filter, args.limit).await?;
         while let Some(record) = stream.next().await {
-            let record = LogRecord::from_stored_pb(record.context("the tail stream broke")?)?;
-            print(&record, args.json);
+            print(&record.context("the tail stream broke")?, args.json);
         }
         return Ok(());
     }
-    let query = pb::QueryRequest {
-        filter: Some(pb::Filter::from(&filter)),
-        page_size: args.limit,
-        page_token: String::new(),
-    };
-    let page = deadline(
-        REGISTRY_CALL_TIMEOUT,
-        client.query(request(query, REGISTRY_CALL_TIMEOUT)),
-    )
-    .await
-    .context("cannot query the log service")?
-    .into_inner();
+    let records = logs
+        .query(&filter, args.limit)
+        .await
+        .context("cannot query the log service")?;
     // Newest first from the service; oldest first on a terminal, like a log file.
-    for record in page.records.into_iter().rev() {
-        print(&LogRecord::from_stored_pb(record)?, args.json);
+    for record in records.iter().rev() {
+        print(record, args.json);
     }
     Ok(())
 }

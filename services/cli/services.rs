@@ -1,17 +1,15 @@
 //! `gradebook services`: the registry's view of the mesh as a table (or
 //! JSON), once or live with `--watch`.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use futures::StreamExt;
 use serde::Serialize;
 
 use crate::cli::RegistryArg;
-use crate::mesh::client::{deadline, lazy_channel, registry_client, request};
-use crate::mesh::config::REGISTRY_CALL_TIMEOUT;
+use crate::mesh::api::RegistryApi;
 use crate::model::registry::{Change, Instance, WatchUpdate};
-use crate::pb::registry::v1 as pb;
 
 /// `gradebook services`.
 #[derive(Debug, Clone, clap::Args)]
@@ -91,25 +89,12 @@ pub fn table(instances: &[Instance]) -> String {
 
 /// Runs `gradebook services`.
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
-    let channel = lazy_channel("--registry", &args.registry.registry)?;
-    let mut client = registry_client(channel);
+    let registry = RegistryApi::connect(&args.registry.registry)?;
     if !args.watch {
-        let list = pb::ListRequest {
-            service: args.service.clone().unwrap_or_default(),
-            include_unhealthy: true,
-        };
-        let response = deadline(
-            REGISTRY_CALL_TIMEOUT,
-            client.list(request(list, REGISTRY_CALL_TIMEOUT)),
-        )
-        .await
-        .with_context(|| format!("cannot list services at {}", args.registry.registry))?;
-        let instances = response
-            .into_inner()
-            .instances
-            .into_iter()
-            .map(Instance::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
+        let instances = registry
+            .list(args.service.as_deref(), true)
+            .await
+            .with_context(|| format!("cannot list services at {}", args.registry.registry))?;
         if args.json {
             let rows: Vec<Row> = instances.iter().map(Row::from).collect();
             println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -118,15 +103,12 @@ pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let watch = pb::WatchRequest {
-        services: args.service.clone().into_iter().collect(),
-    };
-    let mut stream = deadline(Duration::from_secs(5), client.watch(watch))
+    let mut stream = registry
+        .watch(args.service.clone().into_iter().collect())
         .await
-        .with_context(|| format!("cannot watch services at {}", args.registry.registry))?
-        .into_inner();
-    while let Some(event) = stream.next().await {
-        let update = WatchUpdate::try_from(event.context("the watch stream broke")?)?;
+        .with_context(|| format!("cannot watch services at {}", args.registry.registry))?;
+    while let Some(update) = stream.next().await {
+        let update = update.context("the watch stream broke")?;
         match update {
             WatchUpdate::Snapshot { instances, .. } => {
                 if args.json {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::mesh::backoff::Backoff;
+use crate::mesh::channel::ChannelSettings;
 use crate::model::registry::{validate_address, validate_instance_id, validate_service_name};
 
 /// Where the registry listens by default.
@@ -78,6 +79,8 @@ pub struct MeshConfig {
     pub ship_logs: bool,
     /// How registration and watches retry while the registry is away.
     pub backoff: Backoff,
+    /// How the channels to dependencies call: deadlines, retries, ejection.
+    pub channel: ChannelSettings,
 }
 
 impl MeshConfig {
@@ -96,6 +99,7 @@ impl MeshConfig {
             drain_grace: DEFAULT_DRAIN_GRACE,
             ship_logs: true,
             backoff: Backoff::default(),
+            channel: ChannelSettings::default(),
         }
     }
 

@@ -1,25 +1,38 @@
 //! The live dependency view: a `Watch` on the required services keeps, for
-//! each, its instances and their health; every change also becomes insert
-//! and remove changes on one balanced channel per service, so callers never
-//! hard-code an address. A service starts and serves before its
+//! each, its instances and their health, and publishes each service's
+//! healthy endpoints to its [`MeshChannel`] (a `watch` channel: publishing
+//! never waits for the balancer, so a dependency nobody calls never stalls
+//! the view of the others). A service starts and serves before its
 //! dependencies are up: their channels fill in as they appear.
+//!
+//! When the watch reconnects (the registry restarted), the fresh snapshot
+//! may lack instances that have not re-registered yet although they still
+//! answer: those stay in the view for [`REREGISTRATION_GRACE`], unless a
+//! change about them comes first, so callers keep their endpoints.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::channel::Change as BalanceChange;
-use tonic::transport::{Channel, Endpoint};
+use tokio::time::Instant;
+use tonic::transport::Channel;
 
 use crate::mesh::backoff::Backoff;
-use crate::mesh::client::{endpoint_of, registry_client};
+use crate::mesh::channel::discover::EndpointSet;
+use crate::mesh::channel::{ChannelSettings, MeshChannel};
+use crate::mesh::client::registry_client;
 use crate::mesh::config::REGISTRY_CALL_TIMEOUT;
 use crate::mesh::shutdown::Shutdown;
 use crate::model::registry::{ChangeKind, Instance, WatchUpdate};
 use crate::pb::registry::v1 as pb;
+
+/// How long an instance missing from the snapshot of a reconnected watch
+/// stays in the view, waiting to re-register (the SDK re-registers within
+/// its backoff, at most 2 s by default).
+pub const REREGISTRATION_GRACE: Duration = Duration::from_secs(10);
 
 /// Why no channel to a dependency can be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,11 +54,14 @@ pub struct Dependencies {
     pub services: BTreeMap<String, Arc<BTreeMap<String, Instance>>>,
     /// Whether the view is fed by a live watch (false while the registry is away).
     pub live: bool,
+    /// Instances kept from before a reconnect, by service and id, until
+    /// they re-register or their grace ends.
+    pub retained: BTreeMap<(String, String), Instant>,
 }
 
 impl Dependencies {
-    /// Applies one watch message.
-    pub fn apply(&mut self, update: WatchUpdate, watched: &[String]) {
+    /// Applies one watch message received at `now`.
+    pub fn apply(&mut self, update: WatchUpdate, watched: &[String], now: Instant) {
         match update {
             WatchUpdate::Snapshot { instances, .. } => {
                 let mut services: BTreeMap<String, BTreeMap<String, Instance>> = watched
@@ -58,12 +74,35 @@ impl Dependencies {
                         .or_default()
                         .insert(instance.instance_id.clone(), instance);
                 }
+                // Healthy instances the new snapshot lacks wait to re-register.
+                for (service, known) in &self.services {
+                    let fresh = services.entry(service.clone()).or_default();
+                    for (id, instance) in known.iter() {
+                        if instance.health.is_healthy() && !fresh.contains_key(id) {
+                            fresh.insert(id.clone(), instance.clone());
+                            let key = (service.clone(), id.clone());
+                            let until = self
+                                .retained
+                                .get(&key)
+                                .copied()
+                                .unwrap_or(now + REREGISTRATION_GRACE);
+                            self.retained.insert(key, until);
+                        }
+                    }
+                }
+                self.retained.retain(|(service, id), _| {
+                    services.get(service).is_some_and(|m| m.contains_key(id))
+                });
                 self.services = services
                     .into_iter()
                     .map(|(k, v)| (k, Arc::new(v)))
                     .collect();
             }
             WatchUpdate::Change(change) => {
+                self.retained.remove(&(
+                    change.instance.service.clone(),
+                    change.instance.instance_id.clone(),
+                ));
                 let instances = Arc::make_mut(
                     self.services
                         .entry(change.instance.service.clone())
@@ -78,6 +117,29 @@ impl Dependencies {
         }
     }
 
+    /// Drops retained instances whose grace has ended by `now`; returns
+    /// whether any was dropped.
+    pub fn expire(&mut self, now: Instant) -> bool {
+        let expired: Vec<(String, String)> = self
+            .retained
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (service, id) in &expired {
+            self.retained.remove(&(service.clone(), id.clone()));
+            if let Some(instances) = self.services.get_mut(service) {
+                Arc::make_mut(instances).remove(id);
+            }
+        }
+        !expired.is_empty()
+    }
+
+    /// When the next retained instance's grace ends, if any is retained.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.retained.values().min().copied()
+    }
+
     /// The healthy instances of `service`.
     pub fn healthy(&self, service: &str) -> Vec<&Instance> {
         self.services
@@ -86,8 +148,9 @@ impl Dependencies {
             .unwrap_or_default()
     }
 
-    /// The balancer keys (`instance_id@address`) of the healthy instances of `service`.
-    fn balancer_keys(&self, service: &str) -> BTreeSet<(String, String)> {
+    /// The endpoints a channel to `service` balances over: the healthy
+    /// instances' addresses by instance id.
+    pub fn endpoint_set(&self, service: &str) -> EndpointSet {
         self.healthy(service)
             .into_iter()
             .map(|i| (i.instance_id.clone(), i.address.clone()))
@@ -99,7 +162,7 @@ impl Dependencies {
 #[derive(Debug, Clone)]
 pub struct DependencyView {
     state: watch::Receiver<Arc<Dependencies>>,
-    channels: Arc<HashMap<String, Channel>>,
+    channels: Arc<HashMap<String, MeshChannel>>,
 }
 
 impl DependencyView {
@@ -130,18 +193,86 @@ impl DependencyView {
         matches!(tokio::time::timeout(timeout, ready).await, Ok(Ok(_)))
     }
 
-    /// A channel balanced over the healthy instances of `service`. Fails at
-    /// once when none is healthy, so callers answer UNAVAILABLE fast instead
-    /// of waiting on an empty balancer.
-    pub fn channel(&self, service: &str) -> Result<Channel, DiscoveryError> {
+    /// The mesh channel to `service`, balanced over its healthy instances.
+    /// Fails at once when none is healthy, so callers answer UNAVAILABLE
+    /// fast instead of waiting on an empty balancer.
+    pub fn channel(&self, service: &str) -> Result<MeshChannel, DiscoveryError> {
         let channel = self
             .channels
             .get(service)
             .ok_or_else(|| DiscoveryError::NotRequired(service.to_owned()))?;
-        if self.current().healthy(service).is_empty() {
+        if channel.endpoints().is_empty() {
             return Err(DiscoveryError::NoHealthyInstance(service.to_owned()));
         }
         Ok(channel.clone())
+    }
+}
+
+/// The view's state and where it publishes: the view itself, and each
+/// service's endpoint set. Applying an update never waits.
+struct Feed {
+    deps: Dependencies,
+    watched: Vec<String>,
+    state: watch::Sender<Arc<Dependencies>>,
+    endpoints: HashMap<String, watch::Sender<Arc<EndpointSet>>>,
+}
+
+impl Feed {
+    /// A feed for `services`, and its view with a channel per service.
+    fn new(services: Vec<String>, settings: ChannelSettings) -> (Self, DependencyView) {
+        let (state, state_rx) = watch::channel(Arc::new(Dependencies::default()));
+        let mut endpoints = HashMap::new();
+        let mut channels = HashMap::new();
+        for service in &services {
+            let (tx, rx) = watch::channel(Arc::new(EndpointSet::new()));
+            channels.insert(service.clone(), MeshChannel::new(service, rx, settings));
+            endpoints.insert(service.clone(), tx);
+        }
+        let feed = Feed {
+            deps: Dependencies::default(),
+            watched: services,
+            state,
+            endpoints,
+        };
+        let view = DependencyView {
+            state: state_rx,
+            channels: Arc::new(channels),
+        };
+        (feed, view)
+    }
+
+    /// Applies one watch message and publishes the result.
+    fn apply(&mut self, update: WatchUpdate) {
+        self.deps.apply(update, &self.watched, Instant::now());
+        self.deps.live = true;
+        self.publish();
+    }
+
+    /// Ends the grace of retained instances that are due.
+    fn expire(&mut self) {
+        if self.deps.expire(Instant::now()) {
+            self.publish();
+        }
+    }
+
+    /// Marks the view as not live (the watch broke), keeping what it knows.
+    fn lost(&mut self) {
+        self.deps.live = false;
+        self.state.send_replace(Arc::new(self.deps.clone()));
+    }
+
+    fn publish(&mut self) {
+        for (service, sender) in &self.endpoints {
+            let set = self.deps.endpoint_set(service);
+            sender.send_if_modified(|current| {
+                let changed = **current != set;
+                if changed {
+                    *current = Arc::new(set);
+                }
+                changed
+            });
+        }
+        self.state.send_replace(Arc::new(self.deps.clone()));
     }
 }
 
@@ -150,55 +281,33 @@ impl DependencyView {
 pub fn spawn(
     registry: Channel,
     services: Vec<String>,
+    settings: ChannelSettings,
     backoff: Backoff,
     shutdown: &Shutdown,
 ) -> (DependencyView, JoinHandle<()>) {
-    let (state_tx, state_rx) = watch::channel(Arc::new(Dependencies::default()));
-    let mut channels = HashMap::new();
-    let mut feeders = HashMap::new();
-    for service in &services {
-        let (channel, feeder) = Channel::balance_channel::<(String, String)>(64);
-        channels.insert(service.clone(), channel);
-        feeders.insert(service.clone(), feeder);
-    }
-    let task = tokio::spawn(run_watch(
-        registry,
-        services,
-        backoff,
-        shutdown.clone(),
-        state_tx,
-        feeders,
-    ));
-    (
-        DependencyView {
-            state: state_rx,
-            channels: Arc::new(channels),
-        },
-        task,
-    )
+    let (feed, view) = Feed::new(services, settings);
+    let task = tokio::spawn(run_watch(registry, feed, backoff, shutdown.clone()));
+    (view, task)
 }
 
-type Feeder = mpsc::Sender<BalanceChange<(String, String), Endpoint>>;
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
 
-async fn run_watch(
-    registry: Channel,
-    services: Vec<String>,
-    backoff: Backoff,
-    shutdown: Shutdown,
-    state: watch::Sender<Arc<Dependencies>>,
-    feeders: HashMap<String, Feeder>,
-) {
+async fn run_watch(registry: Channel, mut feed: Feed, backoff: Backoff, shutdown: Shutdown) {
     let mut client = registry_client(registry);
-    let mut deps = Dependencies::default();
-    let mut in_balancer: HashMap<String, BTreeSet<(String, String)>> = HashMap::new();
     let mut attempt = 0u32;
-    if services.is_empty() {
+    if feed.watched.is_empty() {
         // Nothing to discover (an empty watch would watch everything).
         return;
     }
     while !shutdown.is_cancelled() {
         let request = pb::WatchRequest {
-            services: services.clone(),
+            services: feed.watched.clone(),
         };
         let opened = tokio::select! {
             opened = tokio::time::timeout(REGISTRY_CALL_TIMEOUT, client.watch(request)) => opened,
@@ -210,6 +319,10 @@ async fn run_watch(
                 loop {
                     let next = tokio::select! {
                         next = stream.next() => next,
+                        _ = sleep_until(feed.deps.next_expiry()) => {
+                            feed.expire();
+                            continue;
+                        }
                         _ = shutdown.cancelled() => return,
                     };
                     let update = match next {
@@ -220,10 +333,7 @@ async fn run_watch(
                     match update {
                         Ok(update) => {
                             attempt = 0;
-                            deps.apply(update, &services);
-                            deps.live = true;
-                            sync_balancers(&deps, &feeders, &mut in_balancer).await;
-                            state.send_replace(Arc::new(deps.clone()));
+                            feed.apply(update);
                         }
                         Err(error) => {
                             tracing::warn!(error = %error, "ignoring a malformed watch event")
@@ -234,10 +344,9 @@ async fn run_watch(
             Ok(Err(status)) => status.message().to_owned(),
             Err(_) => "opening the watch timed out".to_owned(),
         };
-        if deps.live {
+        if feed.deps.live {
             tracing::warn!(error = %failure, "dependency watch lost; keeping the last known view and reconnecting");
-            deps.live = false;
-            state.send_replace(Arc::new(deps.clone()));
+            feed.lost();
         }
         let delay = backoff.delay(attempt);
         attempt = attempt.saturating_add(1);
@@ -245,34 +354,6 @@ async fn run_watch(
             _ = tokio::time::sleep(delay) => {},
             _ = shutdown.cancelled() => break,
         }
-    }
-}
-
-/// Brings each service's balancer to the healthy set of the view.
-async fn sync_balancers(
-    deps: &Dependencies,
-    feeders: &HashMap<String, Feeder>,
-    in_balancer: &mut HashMap<String, BTreeSet<(String, String)>>,
-) {
-    for (service, feeder) in feeders {
-        let desired = deps.balancer_keys(service);
-        let current = in_balancer.entry(service.clone()).or_default();
-        for key in current.difference(&desired) {
-            let _ = feeder.send(BalanceChange::Remove(key.clone())).await;
-        }
-        for key in desired.difference(current) {
-            match endpoint_of(&key.1) {
-                Ok(endpoint) => {
-                    let _ = feeder
-                        .send(BalanceChange::Insert(key.clone(), endpoint))
-                        .await;
-                }
-                Err(error) => {
-                    tracing::warn!(service = %service, error = %error, "skipping an instance with an unusable address")
-                }
-            }
-        }
-        *current = desired;
     }
 }
 
@@ -285,53 +366,166 @@ mod tests {
         Instance::for_test(service, id, health)
     }
 
+    fn snapshot(instances: Vec<Instance>) -> WatchUpdate {
+        WatchUpdate::Snapshot {
+            instances,
+            registry_node: "n".into(),
+        }
+    }
+
+    fn change(kind: ChangeKind, instance: Instance) -> WatchUpdate {
+        WatchUpdate::Change(Box::new(Change { kind, instance }))
+    }
+
+    fn ids(deps: &Dependencies, service: &str) -> Vec<String> {
+        deps.healthy(service)
+            .into_iter()
+            .map(|i| i.instance_id.clone())
+            .collect()
+    }
+
     #[test]
     fn snapshot_then_changes_track_healthy_instances() {
         let watched = vec!["log".to_string(), "grading".to_string()];
+        let now = Instant::now();
         let mut deps = Dependencies::default();
         deps.apply(
-            WatchUpdate::Snapshot {
-                instances: vec![
-                    instance("log", "a", Health::Serving),
-                    instance("log", "b", Health::Unknown),
-                ],
-                registry_node: "n".into(),
-            },
+            snapshot(vec![
+                instance("log", "a", Health::Serving),
+                instance("log", "b", Health::Unknown),
+            ]),
             &watched,
+            now,
         );
-        assert_eq!(deps.healthy("log").len(), 1);
+        assert_eq!(ids(&deps, "log"), ["a"]);
         assert!(deps.healthy("grading").is_empty());
         deps.apply(
-            WatchUpdate::Change(Box::new(Change {
-                kind: ChangeKind::HealthChanged,
-                instance: instance("log", "b", Health::Serving),
-            })),
+            change(
+                ChangeKind::HealthChanged,
+                instance("log", "b", Health::Serving),
+            ),
             &watched,
+            now,
         );
-        assert_eq!(deps.balancer_keys("log").len(), 2);
+        assert_eq!(deps.endpoint_set("log").len(), 2);
         deps.apply(
-            WatchUpdate::Change(Box::new(Change {
-                kind: ChangeKind::Removed,
-                instance: instance("log", "a", Health::Serving),
-            })),
+            change(ChangeKind::Removed, instance("log", "a", Health::Serving)),
             &watched,
+            now,
         );
-        let ids: Vec<_> = deps
-            .healthy("log")
-            .into_iter()
-            .map(|i| i.instance_id.clone())
-            .collect();
-        assert_eq!(ids, ["b"]);
+        assert_eq!(ids(&deps, "log"), ["b"]);
+        assert_eq!(
+            deps.endpoint_set("log"),
+            EndpointSet::from([("b".to_owned(), "b:1".to_owned())])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconnected_snapshot_keeps_instances_that_have_not_re_registered_yet() {
+        let watched = vec!["grading".to_string()];
+        let mut deps = Dependencies::default();
         deps.apply(
-            WatchUpdate::Snapshot {
-                instances: vec![],
-                registry_node: "n2".into(),
-            },
+            snapshot(vec![
+                instance("grading", "a", Health::Serving),
+                instance("grading", "b", Health::Serving),
+                instance("grading", "down", Health::Unreachable),
+            ]),
             &watched,
+            Instant::now(),
+        );
+        // The registry restarted: its first snapshot knows only "a".
+        deps.apply(
+            snapshot(vec![instance("grading", "a", Health::Serving)]),
+            &watched,
+            Instant::now(),
+        );
+        assert_eq!(ids(&deps, "grading"), ["a", "b"], "b still answers");
+        assert_eq!(
+            deps.next_expiry(),
+            Some(Instant::now() + REREGISTRATION_GRACE)
+        );
+        // A second reconnect does not extend the grace.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        deps.apply(
+            snapshot(vec![instance("grading", "a", Health::Serving)]),
+            &watched,
+            Instant::now(),
+        );
+        assert_eq!(
+            deps.next_expiry(),
+            Some(Instant::now() + REREGISTRATION_GRACE - Duration::from_secs(1))
+        );
+        tokio::time::advance(REREGISTRATION_GRACE).await;
+        assert!(deps.expire(Instant::now()));
+        assert_eq!(ids(&deps, "grading"), ["a"], "b never came back");
+
+        // One that re-registers in time is no longer retained.
+        deps.apply(
+            change(ChangeKind::Added, instance("grading", "b", Health::Serving)),
+            &watched,
+            Instant::now(),
+        );
+        deps.apply(snapshot(vec![]), &watched, Instant::now());
+        deps.apply(
+            change(ChangeKind::Added, instance("grading", "a", Health::Serving)),
+            &watched,
+            Instant::now(),
+        );
+        assert_eq!(deps.retained.len(), 1, "only b still waits");
+        // A removal is believed at once.
+        deps.apply(
+            change(
+                ChangeKind::Removed,
+                instance("grading", "b", Health::Serving),
+            ),
+            &watched,
+            Instant::now(),
+        );
+        assert_eq!(ids(&deps, "grading"), ["a"]);
+        assert!(deps.retained.is_empty());
+        assert!(!deps.expire(Instant::now() + REREGISTRATION_GRACE));
+    }
+
+    /// The old feed awaited a 64-slot queue that the balancer drained only
+    /// when a request came: changes to a dependency nobody called stalled
+    /// the whole view. Publishing now never waits: under paused time any
+    /// wait would let the timeout fire.
+    #[tokio::test(start_paused = true)]
+    async fn a_thousand_changes_to_an_idle_dependency_never_stall_the_others() {
+        let (mut feed, view) = Feed::new(
+            vec!["idle".to_string(), "busy".to_string()],
+            ChannelSettings::default(),
+        );
+        let apply_all = async {
+            for i in 0..1_000 {
+                let kind = if i % 2 == 0 {
+                    ChangeKind::Added
+                } else {
+                    ChangeKind::Removed
+                };
+                feed.apply(change(
+                    kind,
+                    instance("idle", &format!("idle-{}", i / 2), Health::Serving),
+                ));
+                tokio::task::yield_now().await;
+            }
+            feed.apply(change(
+                ChangeKind::Added,
+                instance("busy", "busy-1", Health::Serving),
+            ));
+        };
+        tokio::time::timeout(Duration::from_millis(1), apply_all)
+            .await
+            .expect("applying changes never waits");
+        let busy = view.channel("busy").expect("busy has an instance");
+        assert_eq!(
+            *busy.endpoints(),
+            EndpointSet::from([("busy-1".to_owned(), "busy-1:1".to_owned())])
         );
         assert!(
-            deps.healthy("log").is_empty(),
-            "a new snapshot replaces what was known"
+            view.channel("idle").is_err(),
+            "every idle instance was removed"
         );
+        assert!(view.current().live);
     }
 }

@@ -15,14 +15,11 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
+use crate::mesh::api::LogApi;
 use crate::mesh::backoff::Backoff;
-use crate::mesh::client::{deadline, request};
-use crate::mesh::config::LOG_SERVICE;
 use crate::mesh::discovery::DependencyView;
 use crate::mesh::shutdown::Shutdown;
 use crate::model::log::{Level, LogRecord};
-use crate::pb::log::v1 as pb;
-use crate::pb::log::v1::log_service_client::LogServiceClient;
 
 /// How many records wait for shipping at most.
 pub const QUEUE_CAPACITY: usize = 10_000;
@@ -139,6 +136,7 @@ impl LogShipper {
     /// Ships queued records to the log service found through `view` until
     /// `shutdown`, then flushes what is left within [`FLUSH_TIMEOUT`].
     pub async fn run(mut self, view: DependencyView, backoff: Backoff, shutdown: Shutdown) {
+        let view = LogApi::new(view, WRITE_TIMEOUT);
         let mut reported_drops = 0u64;
         while let Some(first) = tokio::select! {
             first = self.queue.recv() => first,
@@ -206,7 +204,7 @@ impl LogShipper {
     }
 
     /// Sends what is still queued, once, within [`FLUSH_TIMEOUT`].
-    async fn flush(&mut self, view: &DependencyView, mut batch: Vec<LogRecord>) {
+    async fn flush(&mut self, view: &LogApi, mut batch: Vec<LogRecord>) {
         while let Ok(record) = self.queue.try_recv() {
             batch.push(record);
         }
@@ -221,17 +219,8 @@ impl LogShipper {
 }
 
 /// Writes one batch, durably, or fails.
-async fn ship(view: &DependencyView, batch: &[LogRecord]) -> Result<(), String> {
-    let channel = view.channel(LOG_SERVICE).map_err(|e| e.to_string())?;
-    let mut client = LogServiceClient::new(channel);
-    let message = pb::WriteRequest {
-        records: batch.iter().cloned().map(pb::LogRecord::from).collect(),
-    };
-    let stream = futures::stream::iter([message]);
-    deadline(WRITE_TIMEOUT, client.write(request(stream, WRITE_TIMEOUT)))
-        .await
-        .map(|_| ())
-        .map_err(|status| status.message().to_owned())
+async fn ship(logs: &LogApi, batch: &[LogRecord]) -> Result<(), String> {
+    logs.write(batch).await.map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

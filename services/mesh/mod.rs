@@ -7,7 +7,9 @@
 //! - [`server`]: the one way to serve: health, reflection, registration,
 //!   graceful drain ([`Mesh`], [`MeshServer`]).
 //! - [`registration`]: keeping this instance registered.
-//! - [`discovery`]: the live view of dependencies and balanced channels.
+//! - [`discovery`]: the live view of dependencies, feeding a channel per dependency.
+//! - [`api`]: typed clients of grading, log and the registry.
+//! - [`channel`]: the mesh channel: balancer, retries, deadlines, ejection.
 //! - [`logship`]: shipping this daemon's `tracing` records to the log service.
 //! - [`telemetry`]: setting up `tracing` for a daemon or a tool.
 //! - [`client`]: dialing peers with timeouts and calling with deadlines.
@@ -34,7 +36,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod backoff;
+pub mod channel;
 pub mod client;
 pub mod config;
 pub mod discovery;
@@ -45,6 +49,7 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use backoff::Backoff;
+pub use channel::{ChannelSettings, MeshChannel};
 pub use config::MeshConfig;
 pub use discovery::{DependencyView, DiscoveryError};
 pub use server::{Mesh, MeshServer, ServeError};

@@ -79,6 +79,7 @@ impl Mesh {
         let (dependencies, watch_task) = discovery::spawn(
             registry.clone(),
             config.discovered_services(),
+            config.channel,
             config.backoff,
             shutdown,
         );
@@ -233,6 +234,7 @@ impl MeshServer {
             .accept_http1(true)
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(crate::mesh::channel::deadline::PropagateLayer)
             .layer(tower::util::MapResponseLayer::new(
                 oversize_is_resource_exhausted as fn(http::Response<Body>) -> http::Response<Body>,
             ))

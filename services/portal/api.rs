@@ -9,6 +9,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::mesh::api::grading::GradeInput;
 use crate::model::grading::{Grade, GradeType, Student, StudentDetail};
 use crate::portal::AppState;
 use crate::portal::error::PortalError;
@@ -118,7 +119,7 @@ pub struct StudentInput {
 
 /// `POST`/`PUT` body for a grade.
 #[derive(Debug, Deserialize)]
-pub struct GradeInput {
+pub struct GradeBody {
     #[serde(default)]
     title: String,
     #[serde(rename = "type", default)]
@@ -126,12 +127,14 @@ pub struct GradeInput {
     score: Option<f64>,
 }
 
-/// The pb value of a grade type written by a user; 0 (unset) when it is
-/// not one, which grading rejects naming the `type` field.
-pub fn grade_type_value(text: &str) -> i32 {
-    text.parse::<GradeType>()
-        .map(|t| crate::pb::grading::v1::GradeType::from(t) as i32)
-        .unwrap_or(0)
+/// A grade as a user wrote it; a type that is not one is left for grading
+/// to reject, naming the `type` field.
+pub fn grade_input(title: String, grade_type: &str, score: f64) -> GradeInput {
+    GradeInput {
+        title,
+        grade_type: grade_type.parse::<GradeType>().ok(),
+        score,
+    }
 }
 
 fn score_of(score: Option<f64>) -> Result<f64, PortalError> {
@@ -201,12 +204,12 @@ async fn delete_student(
 async fn add_grade(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    ApiJson(input): ApiJson<GradeInput>,
+    ApiJson(input): ApiJson<GradeBody>,
 ) -> Result<Response, PortalError> {
     let score = score_of(input.score)?;
     let grade = app
         .grading
-        .add_grade(&id, input.title, grade_type_value(&input.grade_type), score)
+        .add_grade(&id, grade_input(input.title, &input.grade_type, score))
         .await?;
     Ok((StatusCode::CREATED, Json(GradeJson::from(&grade))).into_response())
 }
@@ -214,7 +217,7 @@ async fn add_grade(
 async fn update_grade(
     State(app): State<AppState>,
     Path((id, grade_id)): Path<(String, String)>,
-    ApiJson(input): ApiJson<GradeInput>,
+    ApiJson(input): ApiJson<GradeBody>,
 ) -> Result<Response, PortalError> {
     let score = score_of(input.score)?;
     let grade = app
@@ -222,9 +225,7 @@ async fn update_grade(
         .update_grade(
             &id,
             &grade_id,
-            input.title,
-            grade_type_value(&input.grade_type),
-            score,
+            grade_input(input.title, &input.grade_type, score),
         )
         .await?;
     Ok(Json(GradeJson::from(&grade)).into_response())
@@ -275,7 +276,7 @@ async fn events(
     let events = stream
         .take_while(|item| futures::future::ready(item.is_ok()))
         .filter_map(|item| async move {
-            let change = crate::model::grading::Change::try_from(item.ok()?).ok()?;
+            let change = item.ok()?;
             let data = serde_json::json!({
                 "kind": change.kind.as_str(),
                 "student_id": change.student.id,

@@ -7,6 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tonic::Code;
 
+use crate::mesh::api::CallError;
+
 /// A failed request, as the user sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -55,6 +57,16 @@ impl PortalError {
 
 impl From<tonic::Status> for PortalError {
     fn from(status: tonic::Status) -> Self {
+        PortalError::from_status("a dependency", &status)
+    }
+}
+
+impl PortalError {
+    /// The answer for a call to `service` that failed with `status`: the
+    /// request's own fault is 4xx with grading's message; an outage is 503
+    /// (no instance could answer; try again) or 504 (the deadline passed),
+    /// never 500; only a real fault of ours is 500, with no detail.
+    pub fn from_status(service: &str, status: &tonic::Status) -> Self {
         let (http, code) = match status.code() {
             Code::InvalidArgument | Code::OutOfRange => {
                 (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT")
@@ -63,16 +75,22 @@ impl From<tonic::Status> for PortalError {
             Code::AlreadyExists => (StatusCode::CONFLICT, "ALREADY_EXISTS"),
             Code::FailedPrecondition => (StatusCode::CONFLICT, "FAILED_PRECONDITION"),
             Code::ResourceExhausted => (StatusCode::PAYLOAD_TOO_LARGE, "RESOURCE_EXHAUSTED"),
-            Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-            Code::DeadlineExceeded => (StatusCode::SERVICE_UNAVAILABLE, "DEADLINE_EXCEEDED"),
+            Code::Unavailable | Code::Cancelled | Code::Aborted => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            }
+            Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         };
-        let message = if http.is_server_error() && http != StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(code = ?status.code(), message = %status.message(), "grading call failed");
+        let message = if http == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(%service, code = ?status.code(), message = %status.message(), "call failed");
             "internal error".to_owned()
-        } else if http == StatusCode::SERVICE_UNAVAILABLE {
-            tracing::warn!(code = ?status.code(), message = %status.message(), "a dependency is unavailable");
-            "the grading service is unavailable; try again shortly".to_owned()
+        } else if http.is_server_error() {
+            tracing::warn!(%service, code = ?status.code(), message = %status.message(), "a dependency is unavailable");
+            if http == StatusCode::GATEWAY_TIMEOUT {
+                format!("the {service} service did not answer in time; try again shortly")
+            } else {
+                format!("the {service} service is unavailable; try again shortly")
+            }
         } else {
             status.message().to_owned()
         };
@@ -92,10 +110,41 @@ impl From<crate::mesh::DiscoveryError> for PortalError {
     }
 }
 
+impl From<CallError> for PortalError {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::NoInstance(error) => PortalError::from(error),
+            CallError::Status { service, status } => PortalError::from_status(service, &status),
+            CallError::Malformed { service, reason } => {
+                tracing::error!(%service, %reason, "malformed answer");
+                PortalError {
+                    status: StatusCode::BAD_GATEWAY,
+                    code: "INTERNAL",
+                    message: "internal error".into(),
+                }
+            }
+        }
+    }
+}
+
+/// How long a client should wait before trying again after a 503, in seconds.
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
+/// Adds `Retry-After` to an outage's answer, so retrying clients back off.
+pub fn with_retry_after(status: StatusCode, mut response: Response) -> Response {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+    }
+    response
+}
+
 impl IntoResponse for PortalError {
     /// The JSON API's error body: `{"error":{"code":"...","message":"..."}}`.
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        with_retry_after(self.status, (self.status, Json(body)).into_response())
     }
 }

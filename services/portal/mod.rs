@@ -6,12 +6,10 @@
 //!
 //! - [`pages`]: the server-rendered web app.
 //! - [`api`]: the JSON gateway under `/api`.
-//! - [`grading_client`]: calls to grading with deadlines.
 //! - [`error`]: the one error type, gRPC status to HTTP.
 
 pub mod api;
 pub mod error;
-pub mod grading_client;
 pub mod pages;
 
 use std::time::Duration;
@@ -22,16 +20,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
-use crate::mesh::client::{deadline, registry_client, request};
+use crate::mesh::api::{GradingApi, LogApi, RegistryApi};
 use crate::mesh::{DependencyView, Mesh, MeshConfig, MeshServer, ServeError, Shutdown};
 use crate::model::log::{LogFilter, LogRecord};
 use crate::model::registry::Instance;
-use crate::pb::log::v1 as log_pb;
-use crate::pb::registry::v1 as registry_pb;
 use crate::portal::error::PortalError;
-use crate::portal::grading_client::Grading;
 
 /// The portal's service name in the registry.
 pub const SERVICE_NAME: &str = "portal";
@@ -53,10 +47,10 @@ pub struct PortalConfig {
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// Calls to grading.
-    pub grading: Grading,
+    pub grading: GradingApi,
+    logs: LogApi,
+    registry: RegistryApi,
     dependencies: DependencyView,
-    registry: Channel,
-    timeout: Duration,
     shutdown: Shutdown,
 }
 
@@ -68,26 +62,7 @@ impl AppState {
 
     /// Every instance the registry knows, whatever its health.
     pub async fn registry_instances(&self) -> Result<Vec<Instance>, PortalError> {
-        let mut client = registry_client(self.registry.clone());
-        let message = registry_pb::ListRequest {
-            service: String::new(),
-            include_unhealthy: true,
-        };
-        let response = deadline(self.timeout, client.list(request(message, self.timeout)))
-            .await
-            .map_err(|status| {
-                PortalError::unavailable(format!(
-                    "the registry is unavailable: {}",
-                    status.message()
-                ))
-            })?;
-        response
-            .into_inner()
-            .instances
-            .into_iter()
-            .map(Instance::try_from)
-            .collect::<Result<_, _>>()
-            .map_err(|e| PortalError::unavailable(e.to_string()))
+        Ok(self.registry.list(None, true).await?)
     }
 
     /// The newest log records matching `filter`.
@@ -96,27 +71,7 @@ impl AppState {
         filter: &LogFilter,
         limit: u32,
     ) -> Result<Vec<LogRecord>, PortalError> {
-        let channel = self.dependencies.channel(crate::log::SERVICE_NAME)?;
-        let mut client = crate::pb::log::v1::log_service_client::LogServiceClient::new(channel);
-        let message = log_pb::QueryRequest {
-            filter: Some(log_pb::Filter::from(filter)),
-            page_size: limit,
-            page_token: String::new(),
-        };
-        let page = deadline(self.timeout, client.query(request(message, self.timeout)))
-            .await
-            .map_err(|status| {
-                PortalError::unavailable(format!(
-                    "the log service is unavailable: {}",
-                    status.message()
-                ))
-            })?;
-        page.into_inner()
-            .records
-            .into_iter()
-            .map(LogRecord::from_stored_pb)
-            .collect::<Result<_, _>>()
-            .map_err(|e| PortalError::unavailable(e.to_string()))
+        Ok(self.logs.query(filter, limit).await?)
     }
 }
 
@@ -163,10 +118,10 @@ pub async fn run(
     let mesh = Mesh::start(mesh_config, &shutdown)?;
     let dependencies = mesh.dependencies();
     let state = AppState {
-        grading: Grading::new(dependencies.clone(), config.call_timeout),
+        grading: GradingApi::new(dependencies.clone(), config.call_timeout),
+        logs: LogApi::new(dependencies.clone(), config.call_timeout),
+        registry: RegistryApi::new(mesh.registry_channel(), config.call_timeout),
         dependencies,
-        registry: mesh.registry_channel(),
-        timeout: config.call_timeout,
         shutdown: shutdown.clone(),
     };
     MeshServer::new(mesh)

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::model::grading::{GradeType, Student, StudentDetail};
 use crate::model::log::{Level, LogFilter, LogRecord};
 use crate::portal::AppState;
-use crate::portal::api::grade_type_value;
+use crate::portal::api::grade_input;
 use crate::portal::error::PortalError;
 
 const STYLE: &str = "
@@ -66,7 +66,10 @@ fn error_page(error: &PortalError) -> Response {
             p { a href="/students" { "Back to the students" } }
         },
     );
-    (error.status, Html(page.into_string())).into_response()
+    crate::portal::error::with_retry_after(
+        error.status,
+        (error.status, Html(page.into_string())).into_response(),
+    )
 }
 
 /// Turns a page handler's result into a response, errors as error pages.
@@ -164,6 +167,7 @@ async fn create_student(State(app): State<AppState>, Form(form): Form<StudentFor
         .grading
         .create_student(form.first_name.clone(), form.last_name.clone())
         .await
+        .map_err(PortalError::from)
     {
         Ok(student) => Redirect::to(&format!("/students/{}", student.id)).into_response(),
         Err(error) if error.status == StatusCode::BAD_REQUEST => page(
@@ -291,16 +295,15 @@ async fn add_grade(
     Path(id): Path<String>,
     Form(form): Form<GradeForm>,
 ) -> Response {
-    let added = async {
+    let added: Result<_, PortalError> = async {
         let score = parse_score(&form.score)?;
-        app.grading
+        Ok(app
+            .grading
             .add_grade(
                 &id,
-                form.title.clone(),
-                grade_type_value(&form.grade_type),
-                score,
+                grade_input(form.title.clone(), &form.grade_type, score),
             )
-            .await
+            .await?)
     }
     .await;
     match added {
@@ -330,6 +333,7 @@ async fn update_student(
         .grading
         .update_student(&id, form.first_name, form.last_name)
         .await
+        .map_err(PortalError::from)
     {
         Ok(_) => Redirect::to(&format!("/students/{id}")).into_response(),
         Err(error) => error_page(&error),
@@ -337,7 +341,12 @@ async fn update_student(
 }
 
 async fn delete_student(State(app): State<AppState>, Path(id): Path<String>) -> Response {
-    match app.grading.delete_student(&id).await {
+    match app
+        .grading
+        .delete_student(&id)
+        .await
+        .map_err(PortalError::from)
+    {
         Ok(()) => Redirect::to("/students").into_response(),
         Err(error) => error_page(&error),
     }
@@ -374,17 +383,16 @@ async fn update_grade(
     Path((id, grade_id)): Path<(String, String)>,
     Form(form): Form<GradeForm>,
 ) -> Response {
-    let updated = async {
+    let updated: Result<_, PortalError> = async {
         let score = parse_score(&form.score)?;
-        app.grading
+        Ok(app
+            .grading
             .update_grade(
                 &id,
                 &grade_id,
-                form.title.clone(),
-                grade_type_value(&form.grade_type),
-                score,
+                grade_input(form.title.clone(), &form.grade_type, score),
             )
-            .await
+            .await?)
     }
     .await;
     match updated {
@@ -397,7 +405,12 @@ async fn delete_grade(
     State(app): State<AppState>,
     Path((id, grade_id)): Path<(String, String)>,
 ) -> Response {
-    match app.grading.delete_grade(&id, &grade_id).await {
+    match app
+        .grading
+        .delete_grade(&id, &grade_id)
+        .await
+        .map_err(PortalError::from)
+    {
         Ok(()) => Redirect::to(&format!("/students/{id}")).into_response(),
         Err(error) => error_page(&error),
     }

@@ -1,0 +1,207 @@
+//! [`GradingApi`]: calls to the grading service through its mesh channel,
+//! in domain types. Reads are marked safe to retry after a timeout; writes
+//! only when they carry a request id (grading answers a repeat with the
+//! first answer and writes nothing).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use crate::mesh::api::{CallError, Retry, request, unary};
+use crate::mesh::channel::MeshChannel;
+use crate::mesh::discovery::DependencyView;
+use crate::model::grading::{Change, Grade, GradeType, Student, StudentDetail};
+use crate::pb::grading::v1 as pb;
+use crate::pb::grading::v1::grading_client::GradingClient;
+
+/// The grading service's name in the registry.
+pub const SERVICE: &str = "grading";
+
+/// A grade as a user wrote it, before grading validates it: an unknown type
+/// is `None` (grading answers INVALID_ARGUMENT naming `type`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradeInput {
+    /// What it was for.
+    pub title: String,
+    /// The kind of work, if it is one.
+    pub grade_type: Option<GradeType>,
+    /// The score.
+    pub score: f64,
+}
+
+impl GradeInput {
+    fn type_value(&self) -> i32 {
+        self.grade_type
+            .map(|t| pb::GradeType::from(t) as i32)
+            .unwrap_or(pb::GradeType::Unspecified as i32)
+    }
+}
+
+/// Calls grading, each call within `timeout` (and within the deadline of the
+/// request being served, if any).
+#[derive(Debug, Clone)]
+pub struct GradingApi {
+    dependencies: DependencyView,
+    timeout: Duration,
+}
+
+impl GradingApi {
+    /// Calls grading through `dependencies`, each call within `timeout`.
+    pub fn new(dependencies: DependencyView, timeout: Duration) -> Self {
+        GradingApi {
+            dependencies,
+            timeout,
+        }
+    }
+
+    fn client(&self) -> Result<GradingClient<MeshChannel>, CallError> {
+        Ok(GradingClient::new(self.dependencies.channel(SERVICE)?))
+    }
+
+    fn malformed(error: impl std::fmt::Display) -> CallError {
+        CallError::malformed(SERVICE, error)
+    }
+
+    /// A page of students, and the next page's token (empty on the last page).
+    pub async fn list_students(
+        &self,
+        page_size: u32,
+        page_token: String,
+    ) -> Result<(Vec<Student>, String), CallError> {
+        let mut client = self.client()?;
+        let message = pb::ListStudentsRequest {
+            page_size,
+            page_token,
+        };
+        let call = client.list_students(request(message, self.timeout, Retry::Safe));
+        let page = unary(SERVICE, self.timeout, call).await?;
+        let students = page
+            .students
+            .into_iter()
+            .map(Student::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Self::malformed)?;
+        Ok((students, page.next_page_token))
+    }
+
+    /// One student with every grade.
+    pub async fn get_student(&self, id: &str) -> Result<StudentDetail, CallError> {
+        let mut client = self.client()?;
+        let message = pb::GetStudentRequest { id: id.to_owned() };
+        let call = client.get_student(request(message, self.timeout, Retry::Safe));
+        StudentDetail::try_from(unary(SERVICE, self.timeout, call).await?).map_err(Self::malformed)
+    }
+
+    /// Adds a student.
+    pub async fn create_student(
+        &self,
+        first_name: String,
+        last_name: String,
+    ) -> Result<Student, CallError> {
+        let mut client = self.client()?;
+        let message = pb::CreateStudentRequest {
+            first_name,
+            last_name,
+        };
+        let call = client.create_student(request(message, self.timeout, Retry::Unsafe));
+        Student::try_from(unary(SERVICE, self.timeout, call).await?).map_err(Self::malformed)
+    }
+
+    /// Renames a student.
+    pub async fn update_student(
+        &self,
+        id: &str,
+        first_name: String,
+        last_name: String,
+    ) -> Result<Student, CallError> {
+        let mut client = self.client()?;
+        let message = pb::UpdateStudentRequest {
+            id: id.to_owned(),
+            first_name,
+            last_name,
+        };
+        let call = client.update_student(request(message, self.timeout, Retry::Unsafe));
+        Student::try_from(unary(SERVICE, self.timeout, call).await?).map_err(Self::malformed)
+    }
+
+    /// Removes a student and every grade of theirs.
+    pub async fn delete_student(&self, id: &str) -> Result<(), CallError> {
+        let mut client = self.client()?;
+        let message = pb::DeleteStudentRequest { id: id.to_owned() };
+        let call = client.delete_student(request(message, self.timeout, Retry::Unsafe));
+        unary(SERVICE, self.timeout, call).await.map(|_| ())
+    }
+
+    /// Adds a grade to a student.
+    pub async fn add_grade(&self, student_id: &str, grade: GradeInput) -> Result<Grade, CallError> {
+        let mut client = self.client()?;
+        let message = pb::AddGradeRequest {
+            student_id: student_id.to_owned(),
+            r#type: grade.type_value(),
+            title: grade.title,
+            score: grade.score,
+        };
+        let call = client.add_grade(request(message, self.timeout, Retry::Unsafe));
+        Grade::try_from(unary(SERVICE, self.timeout, call).await?).map_err(Self::malformed)
+    }
+
+    /// Changes a grade of a student.
+    pub async fn update_grade(
+        &self,
+        student_id: &str,
+        grade_id: &str,
+        grade: GradeInput,
+    ) -> Result<Grade, CallError> {
+        let mut client = self.client()?;
+        let message = pb::UpdateGradeRequest {
+            student_id: student_id.to_owned(),
+            grade_id: grade_id.to_owned(),
+            r#type: grade.type_value(),
+            title: grade.title,
+            score: grade.score,
+        };
+        let call = client.update_grade(request(message, self.timeout, Retry::Unsafe));
+        Grade::try_from(unary(SERVICE, self.timeout, call).await?).map_err(Self::malformed)
+    }
+
+    /// Removes a grade of a student.
+    pub async fn delete_grade(&self, student_id: &str, grade_id: &str) -> Result<(), CallError> {
+        let mut client = self.client()?;
+        let message = pb::DeleteGradeRequest {
+            student_id: student_id.to_owned(),
+            grade_id: grade_id.to_owned(),
+        };
+        let call = client.delete_grade(request(message, self.timeout, Retry::Unsafe));
+        unary(SERVICE, self.timeout, call).await.map(|_| ())
+    }
+
+    /// Streams changes (of one student, or of all when `student_id` is
+    /// empty) from now on. Only opening the stream has a deadline; the
+    /// stream ends after its first error.
+    pub async fn watch(
+        &self,
+        student_id: &str,
+    ) -> Result<BoxStream<'static, Result<Change, CallError>>, CallError> {
+        let mut client = self.client()?;
+        let message = pb::WatchGradesRequest {
+            student_id: student_id.to_owned(),
+        };
+        let call = client.watch_grades(request(message, self.timeout, Retry::Safe));
+        let events = crate::mesh::client::deadline(self.timeout, call)
+            .await
+            .map_err(|status| CallError::Status {
+                service: SERVICE,
+                status,
+            })?
+            .into_inner();
+        let changes = events.map(|event| match event {
+            Ok(event) => Change::try_from(event).map_err(Self::malformed),
+            Err(status) => Err(CallError::Status {
+                service: SERVICE,
+                status,
+            }),
+        });
+        Ok(changes.boxed())
+    }
+}

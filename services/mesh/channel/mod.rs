@@ -1,0 +1,274 @@
+//! The mesh channel: the SDK's own client stack to one service, built from
+//! the dependency view, which every typed client calls through. From the
+//! caller down:
+//!
+//! 1. [`MeshChannel`]: fails at once when the service has no healthy
+//!    instance; gives every call a deadline (the caller's `grpc-timeout`, or
+//!    the channel's default), never later than the deadline of the request
+//!    being served ([`deadline`]); buffers the request body so an attempt
+//!    can be replayed; turns every failure into a `tonic::Status` with the
+//!    code a caller acts on (UNAVAILABLE, DEADLINE_EXCEEDED).
+//! 2. retries ([`retry`]): safe failures only, jittered backoff, a budget.
+//! 3. the attempt: its own deadline (shorter than the call's for calls that
+//!    may be retried after a timeout), sent as `grpc-timeout`.
+//! 4. a bounded buffer in front of the balancer (tower `Buffer`).
+//! 5. the balancer: tower's power of two choices over peak-EWMA load, fed
+//!    by [`discover`] from the view without ever blocking it.
+//! 6. per endpoint ([`endpoint`]): peak-EWMA, outlier ejection ([`eject`]),
+//!    and the connection itself.
+//!
+//! # Layout
+//!
+//! - [`deadline`]: deadlines that travel with a call; `grpc-timeout`.
+//! - [`retry`]: what is retried and the retry budget.
+//! - [`eject`]: per-endpoint circuit breaking.
+//! - [`outcome`]: how an attempt ended.
+//! - [`discover`]: the balancer's feed from the view.
+//! - [`endpoint`]: one endpoint's connection and layers.
+
+pub mod deadline;
+pub mod discover;
+pub mod eject;
+pub mod endpoint;
+pub mod outcome;
+pub mod retry;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tower::ServiceExt;
+use tower::balance::p2c::Balance;
+use tower::buffer::Buffer;
+use tower::retry::Retry;
+use tower::util::BoxCloneSyncService;
+
+use crate::mesh::channel::discover::{EndpointSet, WatchDiscover};
+use crate::mesh::channel::eject::{EjectionBudget, EjectionSettings};
+use crate::mesh::channel::endpoint::{AttemptDeadline, balanced_endpoint};
+use crate::mesh::channel::outcome::{AttemptTimedOut, BoxError};
+use crate::mesh::channel::retry::{CallDeadline, RetryOnTimeout, RetryPolicy};
+use crate::mesh::client::MAX_MESSAGE_BYTES;
+
+/// The deadline of a call whose caller set none.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The deadline of one attempt of a call that may be retried after a timeout.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Requests waiting for the balancer at most, per channel.
+pub const DEFAULT_BUFFER: usize = 1024;
+/// How much later than an attempt's deadline the attempt is abandoned while
+/// still waiting for the balancer (the endpoint itself keeps the deadline
+/// exactly, so that ejection sees the timeout).
+const ATTEMPT_SLACK: Duration = Duration::from_millis(50);
+
+/// How a mesh channel calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChannelSettings {
+    /// The deadline of a call whose caller set none.
+    pub call_timeout: Duration,
+    /// The deadline of one attempt of a call marked [`RetryOnTimeout`].
+    pub attempt_timeout: Duration,
+    /// When endpoints are ejected.
+    pub ejection: EjectionSettings,
+    /// Requests waiting for the balancer at most.
+    pub buffer: usize,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        ChannelSettings {
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            ejection: EjectionSettings::default(),
+            buffer: DEFAULT_BUFFER,
+        }
+    }
+}
+
+type Stack = BoxCloneSyncService<http::Request<Bytes>, http::Response<Body>, BoxError>;
+
+/// A balanced, retrying channel to every healthy instance of one service.
+/// Cheap to clone; give it to a tonic client (`GradingClient::new(channel)`).
+#[derive(Clone)]
+pub struct MeshChannel {
+    service: Arc<str>,
+    endpoints: watch::Receiver<Arc<EndpointSet>>,
+    stack: Stack,
+    settings: ChannelSettings,
+    ejection_budget: Arc<EjectionBudget>,
+}
+
+impl std::fmt::Debug for MeshChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshChannel")
+            .field("service", &self.service)
+            .field("endpoints", &*self.endpoints.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshChannel {
+    /// A channel to `service` over the endpoint sets published on
+    /// `endpoints`. Must be called inside a tokio runtime (the balancer
+    /// runs on a task of its own, which ends when the last clone is dropped).
+    pub fn new(
+        service: &str,
+        endpoints: watch::Receiver<Arc<EndpointSet>>,
+        settings: ChannelSettings,
+    ) -> Self {
+        let ejection_budget = Arc::new(EjectionBudget::default());
+        let budget = ejection_budget.clone();
+        let ejection = settings.ejection;
+        let discover = WatchDiscover::new(endpoints.clone(), move |address: &str| {
+            balanced_endpoint(address, ejection, budget.clone()).ok()
+        });
+        let balancer = Buffer::new(Balance::new(discover), settings.buffer.max(1));
+        let attempts = Attempt {
+            inner: balancer,
+            attempt_timeout: settings.attempt_timeout,
+        };
+        let stack = Retry::new(RetryPolicy::new(retry::default_budget()), attempts);
+        MeshChannel {
+            service: service.into(),
+            endpoints,
+            stack: BoxCloneSyncService::new(stack),
+            settings,
+            ejection_budget,
+        }
+    }
+
+    /// The service this channel calls.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The healthy endpoints the channel balances over now.
+    pub fn endpoints(&self) -> Arc<EndpointSet> {
+        self.endpoints.borrow().clone()
+    }
+
+    /// How many endpoints are ejected now.
+    pub fn ejected(&self) -> usize {
+        self.ejection_budget.ejected()
+    }
+
+    /// Turns a failure of the stack into the status a caller acts on.
+    fn status_of(&self, error: BoxError, timeout: Duration) -> tonic::Status {
+        let service = &self.service;
+        if error.is::<AttemptTimedOut>() || error.is::<tokio::time::error::Elapsed>() {
+            return tonic::Status::deadline_exceeded(format!(
+                "{service} did not answer within {timeout:?}"
+            ));
+        }
+        match error.downcast::<tonic::Status>() {
+            Ok(status) => *status,
+            Err(error) => tonic::Status::unavailable(format!("{service} is unreachable: {error}")),
+        }
+    }
+}
+
+impl tower::Service<http::Request<Body>> for MeshChannel {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Readiness is the balancer's business, within each call's deadline.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let channel = self.clone();
+        Box::pin(async move {
+            if channel.endpoints.borrow().is_empty() {
+                return Err(tonic::Status::unavailable(format!(
+                    "no healthy instance of {:?} is available",
+                    &*channel.service
+                ))
+                .into());
+            }
+            let timeout = request
+                .headers()
+                .get(deadline::GRPC_TIMEOUT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(deadline::parse_timeout)
+                .unwrap_or(channel.settings.call_timeout);
+            let call_deadline = deadline::effective(timeout);
+            let (mut parts, body) = request.into_parts();
+            let body = tokio::time::timeout_at(
+                call_deadline,
+                http_body_util::Limited::new(body, MAX_MESSAGE_BYTES).collect(),
+            )
+            .await
+            .map_err(|_| channel.status_of(Box::new(AttemptTimedOut), timeout))?
+            .map_err(|e| tonic::Status::resource_exhausted(format!("request body: {e}")))?
+            .to_bytes();
+            parts.extensions.insert(CallDeadline(call_deadline));
+            let request = http::Request::from_parts(parts, body);
+            let result = tokio::time::timeout_at(
+                call_deadline + ATTEMPT_SLACK * 2,
+                channel.stack.clone().oneshot(request),
+            )
+            .await;
+            match result {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(error)) => Err(channel.status_of(error, timeout).into()),
+                Err(elapsed) => Err(channel.status_of(Box::new(elapsed), timeout).into()),
+            }
+        })
+    }
+}
+
+/// One attempt: sets its deadline (and the `grpc-timeout` the server sees)
+/// and abandons it when that passes.
+#[derive(Clone)]
+struct Attempt<S> {
+    inner: S,
+    attempt_timeout: Duration,
+}
+
+impl<S> tower::Service<http::Request<Bytes>> for Attempt<S>
+where
+    S: tower::Service<http::Request<Bytes>, Response = http::Response<Body>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Bytes>) -> Self::Future {
+        let now = Instant::now();
+        let call_deadline = request
+            .extensions()
+            .get::<CallDeadline>()
+            .map_or(now + DEFAULT_CALL_TIMEOUT, |CallDeadline(d)| *d);
+        let attempt_deadline = if request.extensions().get::<RetryOnTimeout>().is_some() {
+            call_deadline.min(now + self.attempt_timeout)
+        } else {
+            call_deadline
+        };
+        request
+            .extensions_mut()
+            .insert(AttemptDeadline(attempt_deadline));
+        request.headers_mut().insert(
+            deadline::GRPC_TIMEOUT,
+            deadline::format_timeout(attempt_deadline.saturating_duration_since(now)),
+        );
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            tokio::time::timeout_at(attempt_deadline + ATTEMPT_SLACK, call)
+                .await
+                .map_err(|_| BoxError::from(AttemptTimedOut))?
+        })
+    }
+}
