@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::cli::{RegistryArg, parse_duration};
@@ -138,9 +137,7 @@ pub struct PortalArgs {
 }
 
 async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))
+    crate::cli::listen::bind(listen).await
 }
 
 fn shutdown_on_signal() -> Shutdown {

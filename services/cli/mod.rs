@@ -9,6 +9,7 @@
 //! - [`services`]: `gradebook services`, the registry's table and watch.
 //! - [`logs`]: `gradebook logs`, query and follow the log service.
 //! - [`health_check`]: `gradebook health-check`, for containers and scripts.
+//! - [`listen`]: daemons' listening sockets, bound or passed down by `up`.
 //! - [`http_get`]: a minimal HTTP/1.1 client for `up` and `bench`.
 //! - [`bench`]: `gradebook bench`, the registry's benchmarks.
 //! - [`bench_gradebook`]: `gradebook bench --only gradebook`, the portal and grading.
@@ -18,6 +19,7 @@ pub mod bench_gradebook;
 pub mod daemons;
 pub mod health_check;
 pub mod http_get;
+pub mod listen;
 pub mod logs;
 pub mod services;
 pub mod up;

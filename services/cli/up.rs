@@ -1,20 +1,29 @@
 //! `gradebook up`: starts the whole gradebook (registry, log, grading,
-//! portal) as separate child processes, in dependency order, on their
-//! default ports with data under `--data-dir`; restarts a child that dies
-//! (with backoff, logged); prints the portal's URL once it is ready; and on
-//! Ctrl-C or SIGTERM stops them all gracefully, portal first.
+//! portal) as child processes, in dependency order, `--scale`d to several
+//! instances of a service if asked; supervises each child on its own task
+//! (one child's restart backoff never delays another's); prints the
+//! portal's URL once it is ready; and on Ctrl-C or SIGTERM stops them all
+//! gracefully, portals first, registry last.
+//!
+//! Every child's listening socket is bound here and passed down
+//! ([`crate::cli::listen`]): the first instance of a service on its
+//! `--*-listen` address, further ones on free ports of the same host. A
+//! restarted child keeps its socket, so its address never changes.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+use tokio::task::JoinSet;
 
 use crate::cli::health_check::wait_serving;
 use crate::cli::http_get::HttpConnection;
+use crate::cli::listen::{address_of, bind_for_child, pass_listener};
 use crate::mesh::backoff::Backoff;
 use crate::mesh::config::{
     DEFAULT_GRADING_LISTEN, DEFAULT_LOG_LISTEN, DEFAULT_PORTAL_LISTEN, DEFAULT_REGISTRY_LISTEN,
@@ -34,16 +43,24 @@ pub struct UpArgs {
     pub demo_data: bool,
     /// Where the registry listens.
     #[arg(long, default_value = DEFAULT_REGISTRY_LISTEN)]
-    pub registry_listen: String,
-    /// Where the log service listens.
+    pub registry_listen: SocketAddr,
+    /// Where the (first) log service instance listens.
     #[arg(long, default_value = DEFAULT_LOG_LISTEN)]
-    pub log_listen: String,
-    /// Where the grading service listens.
+    pub log_listen: SocketAddr,
+    /// Where the (first) grading service instance listens.
     #[arg(long, default_value = DEFAULT_GRADING_LISTEN)]
-    pub grading_listen: String,
-    /// Where the portal listens.
+    pub grading_listen: SocketAddr,
+    /// Where the (first) portal listens.
     #[arg(long, default_value = DEFAULT_PORTAL_LISTEN)]
-    pub portal_listen: String,
+    pub portal_listen: SocketAddr,
+    /// Run several instances of a service, as `SERVICE=N` (log, grading,
+    /// portal); repeat for several services. Grading above 1 needs `--database-url`.
+    #[arg(long = "scale", value_name = "SERVICE=N", value_parser = parse_scale)]
+    pub scale: Vec<Scale>,
+    /// The grading database: PostgreSQL (`postgres://...`) shared by every
+    /// grading instance; embedded SQLite under `--data-dir` when absent.
+    #[arg(long, env = "GRADEBOOK_DATABASE_URL")]
+    pub database_url: Option<String>,
 }
 
 /// How long a daemon may take to become SERVING at start.
@@ -53,100 +70,281 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// How long a child may take to stop after SIGTERM before SIGKILL.
 const STOP_PATIENCE: Duration = Duration::from_secs(15);
 
-/// One supervised daemon.
-struct Daemon {
-    name: &'static str,
-    listen: String,
-    args: Vec<String>,
-    child: Option<Child>,
-    started: Instant,
-    restarts: u32,
+/// The daemons `up` runs, in the order they start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The registry (always one, for now).
+    Registry,
+    /// The log service.
+    Log,
+    /// The grading service.
+    Grading,
+    /// The portal.
+    Portal,
 }
 
-impl Daemon {
-    fn spawn(&mut self) -> anyhow::Result<()> {
+impl Kind {
+    /// Every kind, in start order.
+    pub const START_ORDER: [Kind; 4] = [Kind::Registry, Kind::Log, Kind::Grading, Kind::Portal];
+
+    /// The subcommand (and service name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Registry => "registry",
+            Kind::Log => "log",
+            Kind::Grading => "grading",
+            Kind::Portal => "portal",
+        }
+    }
+}
+
+/// `--scale SERVICE=N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scale {
+    /// The service.
+    pub kind: Kind,
+    /// How many instances.
+    pub count: usize,
+}
+
+/// Reads `SERVICE=N`.
+pub fn parse_scale(text: &str) -> Result<Scale, String> {
+    let (service, count) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not SERVICE=N (for example grading=3)"))?;
+    let kind = Kind::START_ORDER
+        .into_iter()
+        .find(|k| k.name() == service.trim())
+        .ok_or_else(|| {
+            format!("unknown service {service:?}: the services are log, grading and portal")
+        })?;
+    let count: usize = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("{count:?} is not a number of instances"))?;
+    if count == 0 {
+        return Err(format!(
+            "{service}=0: every service needs at least one instance"
+        ));
+    }
+    if kind == Kind::Registry && count > 1 {
+        return Err(
+            "the registry runs as one instance (several registry nodes are a later step)".into(),
+        );
+    }
+    if count > 16 {
+        return Err(format!("{service}={count}: at most 16 instances"));
+    }
+    Ok(Scale { kind, count })
+}
+
+impl UpArgs {
+    /// How many instances of `kind` to run.
+    pub fn count(&self, kind: Kind) -> usize {
+        self.scale
+            .iter()
+            .rev()
+            .find(|s| s.kind == kind)
+            .map_or(1, |s| s.count)
+    }
+
+    /// Checks what cannot work together.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let graders = self.count(Kind::Grading);
+        if graders > 1 && self.database_url.is_none() {
+            bail!(
+                "--scale grading={graders} needs --database-url postgres://...: SQLite is one \
+                 process's file, so several grading instances must share a PostgreSQL database"
+            );
+        }
+        Ok(())
+    }
+
+    fn first_listen(&self, kind: Kind) -> SocketAddr {
+        match kind {
+            Kind::Registry => self.registry_listen,
+            Kind::Log => self.log_listen,
+            Kind::Grading => self.grading_listen,
+            Kind::Portal => self.portal_listen,
+        }
+    }
+}
+
+/// One supervised daemon: what to run and the socket it serves on.
+struct ChildSpec {
+    name: String,
+    kind: Kind,
+    args: Vec<String>,
+    listener: std::net::TcpListener,
+    address: SocketAddr,
+}
+
+impl ChildSpec {
+    fn spawn(&self) -> anyhow::Result<Child> {
         let exe = std::env::current_exe().context("cannot find the gradebook binary")?;
-        let child = Command::new(exe)
-            .arg(self.name)
+        let mut command = Command::new(exe);
+        command
+            .arg(self.kind.name())
             .args(&self.args)
             .stdin(Stdio::null())
             // Own process group: a terminal's Ctrl-C reaches the supervisor,
             // which then stops the children in order.
             .process_group(0)
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        pass_listener(&mut command, &self.listener);
+        command
             .spawn()
-            .with_context(|| format!("cannot start {}", self.name))?;
-        self.child = Some(child);
-        self.started = Instant::now();
-        Ok(())
+            .with_context(|| format!("cannot start {}", self.name))
     }
+}
 
-    async fn wait_serving(&self) -> bool {
-        wait_serving(&url_of(&self.listen), START_PATIENCE).await
-    }
+/// Where a supervised child stands; `restarts` counts quick deaths in a
+/// row, which lengthen the backoff.
+enum ChildState {
+    /// About to start the process.
+    Starting {
+        /// Quick deaths in a row so far.
+        restarts: u32,
+    },
+    /// The process runs.
+    Running {
+        /// The process.
+        child: Child,
+        /// When it started.
+        since: Instant,
+        /// Quick deaths in a row before this start.
+        restarts: u32,
+    },
+    /// Dead or failed to start; started again after `delay`.
+    BackingOff {
+        /// Quick deaths in a row, this one included.
+        restarts: u32,
+        /// How long to wait.
+        delay: Duration,
+    },
+    /// Stopped for good.
+    Stopped,
+}
 
-    async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
+/// Runs `spec`'s daemon until `stop`, restarting it with backoff whenever it dies.
+async fn supervise(spec: ChildSpec, stop: Shutdown, backoff: Backoff) {
+    let mut state = ChildState::Starting { restarts: 0 };
+    loop {
+        state = match state {
+            ChildState::Starting { restarts } => match spec.spawn() {
+                Ok(child) => ChildState::Running {
+                    child,
+                    since: Instant::now(),
+                    restarts,
+                },
+                Err(error) => {
+                    tracing::error!(daemon = %spec.name, error = %error, "cannot start");
+                    ChildState::BackingOff {
+                        restarts: restarts.saturating_add(1),
+                        delay: backoff.delay(restarts),
+                    }
+                }
+            },
+            ChildState::Running {
+                mut child,
+                since,
+                restarts,
+            } => tokio::select! {
+                status = child.wait() => {
+                    let restarts = if since.elapsed() > STABLE_AFTER { 0 } else { restarts };
+                    let delay = backoff.delay(restarts);
+                    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    tracing::warn!(daemon = %spec.name, %status, restart_in = ?delay, "a daemon died; restarting it");
+                    ChildState::BackingOff { restarts: restarts.saturating_add(1), delay }
+                }
+                _ = stop.cancelled() => {
+                    terminate(&spec.name, child).await;
+                    ChildState::Stopped
+                }
+            },
+            ChildState::BackingOff { restarts, delay } => tokio::select! {
+                _ = tokio::time::sleep(delay) => ChildState::Starting { restarts },
+                _ = stop.cancelled() => ChildState::Stopped,
+            },
+            ChildState::Stopped => return,
         };
-        if let Some(pid) = child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        }
-        match tokio::time::timeout(STOP_PATIENCE, child.wait()).await {
-            Ok(_) => tracing::info!(daemon = self.name, "stopped"),
-            Err(_) => {
-                tracing::warn!(
-                    daemon = self.name,
-                    "did not stop within {STOP_PATIENCE:?}; killing it"
-                );
-                let _ = child.kill().await;
-            }
+    }
+}
+
+/// SIGTERM, then SIGKILL if the child has not exited within [`STOP_PATIENCE`].
+async fn terminate(name: &str, mut child: Child) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    match tokio::time::timeout(STOP_PATIENCE, child.wait()).await {
+        Ok(_) => tracing::info!(daemon = %name, "stopped"),
+        Err(_) => {
+            tracing::warn!(daemon = %name, "did not stop within {STOP_PATIENCE:?}; killing it");
+            let _ = child.kill().await;
         }
     }
 }
 
-fn daemons(args: &UpArgs) -> Vec<Daemon> {
-    let data = |sub: &str| args.data_dir.join(sub).display().to_string();
-    let registry = vec!["--registry".to_owned(), url_of(&args.registry_listen)];
-    let daemon = |name, listen: &String, extra: Vec<String>| Daemon {
-        name,
-        listen: listen.clone(),
-        args: [vec!["--listen".to_owned(), listen.clone()], extra].concat(),
-        child: None,
-        started: Instant::now(),
-        restarts: 0,
-    };
-    vec![
-        daemon("registry", &args.registry_listen, vec![]),
-        daemon(
-            "log",
-            &args.log_listen,
-            [registry.clone(), vec!["--data-dir".into(), data("log")]].concat(),
-        ),
-        daemon(
-            "grading",
-            &args.grading_listen,
-            [
-                registry.clone(),
-                vec![
-                    "--data-dir".into(),
-                    data("grading"),
-                    "--demo-data".into(),
-                    args.demo_data.to_string(),
-                ],
-            ]
-            .concat(),
-        ),
-        daemon("portal", &args.portal_listen, registry.clone()),
-    ]
+/// Binds every child's socket and lays out its command line.
+fn plan(args: &UpArgs) -> anyhow::Result<Vec<ChildSpec>> {
+    let data = |sub: String| args.data_dir.join(sub).display().to_string();
+    let registry_url = url_of(&args.registry_listen.to_string());
+    let mut children = Vec::new();
+    for kind in Kind::START_ORDER {
+        let count = args.count(kind);
+        for index in 1..=count {
+            let wanted = if index == 1 {
+                args.first_listen(kind)
+            } else {
+                SocketAddr::new(args.first_listen(kind).ip(), 0)
+            };
+            let listener = bind_for_child(wanted)?;
+            let address = address_of(&listener)?;
+            let suffix = if index == 1 {
+                String::new()
+            } else {
+                format!("-{index}")
+            };
+            let mut child_args = vec!["--listen".to_owned(), address.to_string()];
+            if kind != Kind::Registry {
+                child_args.extend(["--registry".to_owned(), registry_url.clone()]);
+            }
+            match kind {
+                Kind::Registry | Kind::Portal => {}
+                Kind::Log => {
+                    child_args.extend(["--data-dir".into(), data(format!("log{suffix}"))]);
+                }
+                Kind::Grading => {
+                    child_args.extend([
+                        "--data-dir".into(),
+                        data(format!("grading{suffix}")),
+                        "--demo-data".into(),
+                        args.demo_data.to_string(),
+                    ]);
+                    if let Some(url) = &args.database_url {
+                        child_args.extend(["--database-url".into(), url.clone()]);
+                    }
+                }
+            }
+            children.push(ChildSpec {
+                name: format!("{}{suffix}", kind.name()),
+                kind,
+                args: child_args,
+                listener,
+                address,
+            });
+        }
+    }
+    Ok(children)
 }
 
-/// Waits until the portal answers `/readyz` with 200.
-async fn portal_ready(address: &str, shutdown: &Shutdown) -> bool {
+/// Waits until the portal at `address` answers `/readyz` with 200.
+async fn portal_ready(address: SocketAddr, shutdown: &Shutdown) -> bool {
+    let address = address.to_string();
     let deadline = Instant::now() + START_PATIENCE;
     while Instant::now() < deadline && !shutdown.is_cancelled() {
         let ready = async {
-            let mut connection = HttpConnection::open(address).await.ok()?;
+            let mut connection = HttpConnection::open(&address).await.ok()?;
             connection.get("/readyz").await.ok()
         };
         if let Ok(Some((200, _))) = tokio::time::timeout(Duration::from_secs(1), ready).await {
@@ -157,62 +355,124 @@ async fn portal_ready(address: &str, shutdown: &Shutdown) -> bool {
     false
 }
 
+/// The running supervisors of one kind of daemon, stopped together.
+struct Tier {
+    kind: Kind,
+    stop: Shutdown,
+    supervisors: JoinSet<()>,
+}
+
 /// Runs `gradebook up` until Ctrl-C or SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     telemetry::init_stderr(telemetry::DEFAULT_FILTER);
+    args.validate()?;
     let shutdown = Shutdown::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let mut daemons = daemons(&args);
-    for daemon in daemons.iter_mut() {
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10), 0.2)?;
+    let children = plan(&args)?;
+    let portals: Vec<SocketAddr> = children
+        .iter()
+        .filter(|c| c.kind == Kind::Portal)
+        .map(|c| c.address)
+        .collect();
+    let mut by_kind: Vec<(Kind, Vec<ChildSpec>)> =
+        Kind::START_ORDER.iter().map(|k| (*k, Vec::new())).collect();
+    for child in children {
+        if let Some((_, list)) = by_kind.iter_mut().find(|(k, _)| *k == child.kind) {
+            list.push(child);
+        }
+    }
+    let mut tiers = Vec::new();
+    for (kind, specs) in by_kind {
         if shutdown.is_cancelled() {
             break;
         }
-        daemon.spawn()?;
-        if !daemon.wait_serving().await {
-            tracing::warn!(
-                daemon = daemon.name,
-                "not SERVING yet; starting the rest anyway"
-            );
+        let stop = Shutdown::new();
+        let mut supervisors = JoinSet::new();
+        let mut starting = Vec::new();
+        for spec in specs {
+            tracing::info!(daemon = %spec.name, address = %spec.address, "starting");
+            starting.push((spec.name.clone(), spec.address));
+            supervisors.spawn(supervise(spec, stop.clone(), backoff));
         }
-    }
-    if portal_ready(&args.portal_listen, &shutdown).await {
-        println!(
-            "Gradebook is ready: http://{}/students (Ctrl-C stops it)",
-            args.portal_listen
-        );
-    }
-    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10), 0.2)?;
-    let mut ticker = tokio::time::interval(Duration::from_millis(200));
-    while !shutdown.is_cancelled() {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.cancelled() => break,
-        }
-        for daemon in daemons.iter_mut() {
-            let exited = match daemon.child.as_mut().map(|c| c.try_wait()) {
-                Some(Ok(Some(status))) => Some(status.to_string()),
-                Some(Err(error)) => Some(error.to_string()),
-                Some(Ok(None)) | None => None,
-            };
-            let Some(status) = exited else { continue };
-            if daemon.started.elapsed() > STABLE_AFTER {
-                daemon.restarts = 0;
-            }
-            let delay = backoff.delay(daemon.restarts);
-            daemon.restarts = daemon.restarts.saturating_add(1);
-            tracing::warn!(daemon = daemon.name, %status, restart_in = ?delay, "a daemon died; restarting it");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.cancelled() => break,
-            }
-            if let Err(error) = daemon.spawn() {
-                tracing::error!(daemon = daemon.name, error = %error, "restart failed");
+        tiers.push(Tier {
+            kind,
+            stop,
+            supervisors,
+        });
+        for (name, address) in starting {
+            if !wait_serving(&url_of(&address.to_string()), START_PATIENCE).await {
+                tracing::warn!(daemon = %name, "not SERVING yet; starting the rest anyway");
             }
         }
     }
+    let mut ready = Vec::new();
+    for portal in &portals {
+        if portal_ready(*portal, &shutdown).await {
+            ready.push(format!("http://{portal}/students"));
+        }
+    }
+    if !ready.is_empty() {
+        println!("Gradebook is ready: {} (Ctrl-C stops it)", ready.join(" "));
+    }
+    shutdown.cancelled().await;
     tracing::info!("stopping the gradebook");
-    for daemon in daemons.iter_mut().rev() {
-        daemon.stop().await;
+    for mut tier in tiers.into_iter().rev() {
+        tier.stop.cancel();
+        while tier.supervisors.join_next().await.is_some() {}
+        tracing::debug!(kind = tier.kind.name(), "stopped every instance");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn up(args: &[&str]) -> Result<UpArgs, String> {
+        match crate::cli::Cli::try_parse_from([&["gradebook", "up"], args].concat()) {
+            Ok(crate::cli::Cli {
+                command: crate::cli::Command::Up(up),
+            }) => Ok(up),
+            Ok(_) => Err("not up".into()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    #[test]
+    fn scale_is_read_and_checked() {
+        let args = up(&[
+            "--scale",
+            "grading=3",
+            "--scale",
+            "log=2",
+            "--database-url",
+            "postgres://x/y",
+        ])
+        .unwrap();
+        assert_eq!(args.count(Kind::Grading), 3);
+        assert_eq!(args.count(Kind::Log), 2);
+        assert_eq!(args.count(Kind::Portal), 1);
+        args.validate().unwrap();
+
+        let sqlite = up(&["--scale", "grading=2"]).unwrap();
+        let error = sqlite.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("--database-url") && error.contains("SQLite"),
+            "{error}"
+        );
+        up(&["--scale", "portal=2"]).unwrap().validate().unwrap();
+
+        for (bad, says) in [
+            ("reports=2", "unknown service"),
+            ("grading=0", "at least one instance"),
+            ("grading=x", "not a number"),
+            ("grading", "SERVICE=N"),
+            ("registry=2", "registry runs as one instance"),
+        ] {
+            let error = up(&["--scale", bad]).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
 }
