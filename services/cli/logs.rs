@@ -111,12 +111,18 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let records = logs
+    let page = logs
         .query(&filter, args.limit)
         .await
         .context("cannot query the log service")?;
+    if !page.unanswered.is_empty() {
+        eprintln!(
+            "warning: these log instances did not answer, so their records are missing: {}",
+            page.unanswered.join(", ")
+        );
+    }
     // Newest first from the service; oldest first on a terminal, like a log file.
-    for record in records.iter().rev() {
+    for record in page.records.iter().rev() {
         print(record, args.json);
     }
     Ok(())

@@ -21,9 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::mesh::api::log::LogPage;
 use crate::mesh::api::{GradingApi, LogApi, RegistryApi};
 use crate::mesh::{DependencyView, Mesh, MeshConfig, MeshServer, ServeError, Shutdown};
-use crate::model::log::{LogFilter, LogRecord};
+use crate::model::log::LogFilter;
 use crate::model::registry::Instance;
 use crate::portal::error::PortalError;
 
@@ -65,12 +66,13 @@ impl AppState {
         Ok(self.registry.list(None, true).await?)
     }
 
-    /// The newest log records matching `filter`.
+    /// The newest log records matching `filter` across every log
+    /// instance, and the instances that did not answer.
     pub async fn recent_logs(
         &self,
         filter: &LogFilter,
         limit: u32,
-    ) -> Result<Vec<LogRecord>, PortalError> {
+    ) -> Result<LogPage, PortalError> {
         Ok(self.logs.query(filter, limit).await?)
     }
 }

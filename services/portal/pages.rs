@@ -463,7 +463,8 @@ async fn logs(State(app): State<AppState>, Query(query): Query<LogsQuery>) -> Re
             contains: Some(query.text.trim().to_owned()).filter(|s| !s.is_empty()),
             ..LogFilter::default()
         };
-        let records: Vec<LogRecord> = app.recent_logs(&filter, 200).await?;
+        let page = app.recent_logs(&filter, 200).await?;
+        let records: &[LogRecord] = &page.records;
         let body = html! {
             h1 { "Logs" }
             form method="get" action="/logs" {
@@ -478,11 +479,17 @@ async fn logs(State(app): State<AppState>, Query(query): Query<LogsQuery>) -> Re
                 input id="text" name="text" value=(query.text);
                 p { button type="submit" { "Filter" } }
             }
+            @if !page.unanswered.is_empty() {
+                p.notice role="status" {
+                    "Some log instances did not answer, so their records are missing: "
+                    (page.unanswered.join(", "))
+                }
+            }
             div.table-wrap {
                 table {
                     thead { tr { th { "Time" } th { "Level" } th { "Service" } th { "Message" } } }
                     tbody {
-                        @for r in &records {
+                        @for r in records {
                             tr {
                                 td { (humantime::format_rfc3339_millis(r.timestamp).to_string()) }
                                 td { (r.level.as_str()) }

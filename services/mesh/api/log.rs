@@ -1,19 +1,24 @@
 //! [`LogApi`]: writes to and queries of the log service, in domain types.
-//! A daemon calls through its mesh channel to the log service (balanced,
-//! retried on another instance when one fails); a tool that has no
-//! dependency view gives it the instances the registry listed.
+//! Writes go through the mesh channel (balanced, retried on another
+//! instance when one fails: a batch is stored by one instance); queries and
+//! tails fan out to every instance and merge ([`super::log_paging`]). A
+//! daemon finds the instances in its dependency view; a tool gives the
+//! instances the registry listed.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
+use tonic::transport::Channel;
 
+use crate::mesh::api::log_paging::{InstanceCursor, InstancePage, MergedCursor, merge};
 use crate::mesh::api::{CallError, Retry, request, unary};
 use crate::mesh::channel::{ChannelSettings, MeshChannel};
-use crate::mesh::discovery::DependencyView;
+use crate::mesh::client::endpoint_of;
+use crate::mesh::discovery::{DependencyView, DiscoveryError};
 use crate::model::log::{LogFilter, LogRecord};
 use crate::model::registry::Instance;
 use crate::pb::log::v1 as pb;
@@ -33,11 +38,26 @@ enum Source {
     Fixed(MeshChannel),
 }
 
-/// Calls the log service, each call within `timeout`.
+/// A page of the whole log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogPage {
+    /// The records, newest first.
+    pub records: Vec<LogRecord>,
+    /// The token of the next page; empty on the last.
+    pub next_page_token: String,
+    /// The log instances that did not answer (their records are missing).
+    pub unanswered: Vec<String>,
+}
+
+/// Calls the log service, each call within `timeout`: writes go to one
+/// instance (balanced, retried on another when one fails); queries and
+/// tails fan out to every instance and merge.
 #[derive(Debug, Clone)]
 pub struct LogApi {
     source: Source,
     timeout: Duration,
+    /// Connections to single instances, for fan-out, by address.
+    connections: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl LogApi {
@@ -46,6 +66,7 @@ impl LogApi {
         LogApi {
             source: Source::View(dependencies),
             timeout,
+            connections: Arc::default(),
         }
     }
 
@@ -61,6 +82,7 @@ impl LogApi {
         LogApi {
             source: Source::Fixed(channel),
             timeout,
+            connections: Arc::default(),
         }
     }
 
@@ -84,54 +106,209 @@ impl LogApi {
         unary(SERVICE, self.timeout, call).await.map(|_| ())
     }
 
-    /// The newest `limit` records matching `filter`, newest first.
-    pub async fn query(&self, filter: &LogFilter, limit: u32) -> Result<Vec<LogRecord>, CallError> {
-        let mut client = self.client()?;
-        let message = pb::QueryRequest {
-            filter: Some(pb::Filter::from(filter)),
-            page_size: limit,
-            page_token: String::new(),
-        };
-        let call = client.query(request(message, self.timeout, Retry::Safe));
-        unary(SERVICE, self.timeout, call)
-            .await?
-            .records
-            .into_iter()
-            .map(LogRecord::from_stored_pb)
-            .collect::<Result<_, _>>()
-            .map_err(|e| CallError::malformed(SERVICE, e))
+    /// The instances a query fans out to, by id, with their addresses.
+    fn instances(&self) -> Vec<(String, String)> {
+        match &self.source {
+            Source::View(view) => view
+                .healthy(SERVICE)
+                .into_iter()
+                .map(|i| (i.instance_id, i.address))
+                .collect(),
+            Source::Fixed(channel) => channel
+                .endpoints()
+                .iter()
+                .map(|(id, address)| (id.clone(), address.clone()))
+                .collect(),
+        }
     }
 
-    /// The last `backlog` records matching `filter`, then every new one as
-    /// it is written. Only opening the stream has a deadline.
+    /// A client of the one instance at `address` (connections are kept
+    /// for the instances still there).
+    fn instance_client(&self, address: &str) -> Result<LogServiceClient<Channel>, CallError> {
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let channel = match connections.get(address) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = endpoint_of(address)
+                    .map_err(|e| CallError::malformed(SERVICE, e))?
+                    .connect_lazy();
+                connections.insert(address.to_owned(), channel.clone());
+                channel
+            }
+        };
+        Ok(LogServiceClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
+    }
+
+    /// A page of the whole log: the newest `page_size` records matching
+    /// `filter` across every log instance, after `page_token` (empty for the
+    /// first page). Instances that do not answer in time are named in the
+    /// answer instead of failing it; only when none answers does it fail.
+    pub async fn query_page(
+        &self,
+        filter: &LogFilter,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<LogPage, CallError> {
+        let cursor = if page_token.is_empty() {
+            MergedCursor::default()
+        } else {
+            MergedCursor::decode(page_token).map_err(|e| CallError::Status {
+                service: SERVICE,
+                status: tonic::Status::invalid_argument(e.to_string()),
+            })?
+        };
+        let instances = self.instances();
+        if instances.is_empty() {
+            return Err(DiscoveryError::NoHealthyInstance(SERVICE.to_owned()).into());
+        }
+        {
+            let mut connections = self
+                .connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            connections.retain(|address, _| instances.iter().any(|(_, a)| a == address));
+        }
+        let asks = instances.iter().filter_map(|(id, address)| {
+            let before = match cursor.instances.get(id) {
+                Some(InstanceCursor::Done) => return None,
+                Some(InstanceCursor::Before(seq)) => seq.to_string(),
+                None => String::new(),
+            };
+            let mut filter = filter.clone();
+            if !cursor.instances.contains_key(id)
+                && let Some(below) = cursor.below()
+            {
+                filter.until = Some(filter.until.map_or(below, |u| u.min(below)));
+            }
+            let message = pb::QueryRequest {
+                filter: Some(pb::Filter::from(&filter)),
+                page_size,
+                page_token: before,
+            };
+            let client = self.instance_client(address);
+            let timeout = self.timeout;
+            Some(async move {
+                let answer = async {
+                    let mut client = client?;
+                    let call = client.query(request(message, timeout, Retry::Safe));
+                    let page = unary(SERVICE, timeout, call).await?;
+                    let records = page
+                        .records
+                        .into_iter()
+                        .map(LogRecord::from_stored_pb)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| CallError::malformed(SERVICE, e))?;
+                    Ok::<_, CallError>(InstancePage {
+                        instance_id: id.clone(),
+                        records,
+                        next_before: page.next_page_token.parse().ok(),
+                    })
+                }
+                .await;
+                (id.clone(), answer)
+            })
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut pages = Vec::new();
+        let mut unanswered = Vec::new();
+        let mut last_error = None;
+        for (id, answer) in answers {
+            match answer {
+                Ok(page) => pages.push(page),
+                Err(CallError::Status { status, .. })
+                    if status.code() == tonic::Code::InvalidArgument =>
+                {
+                    return Err(CallError::Status {
+                        service: SERVICE,
+                        status,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(instance = %id, error = %error, "a log instance did not answer a query");
+                    unanswered.push(id);
+                    last_error = Some(error);
+                }
+            }
+        }
+        if pages.is_empty()
+            && let Some(error) = last_error
+        {
+            return Err(error);
+        }
+        let (records, next) = merge(&cursor, pages, page_size.max(1) as usize);
+        Ok(LogPage {
+            records,
+            next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
+            unanswered,
+        })
+    }
+
+    /// The newest `limit` records matching `filter` across every log
+    /// instance, newest first, with the instances that did not answer.
+    pub async fn query(&self, filter: &LogFilter, limit: u32) -> Result<LogPage, CallError> {
+        self.query_page(filter, limit, "").await
+    }
+
+    /// The last `backlog` records matching `filter` of every log instance,
+    /// then every new one as it is written, from all of them. Only opening
+    /// the streams has a deadline; the instances that could not be followed
+    /// are logged, and it fails only when none could.
     pub async fn tail(
         &self,
         filter: &LogFilter,
         backlog: u32,
     ) -> Result<BoxStream<'static, Result<LogRecord, CallError>>, CallError> {
-        let mut client = self.client()?;
-        let message = pb::TailRequest {
-            filter: Some(pb::Filter::from(filter)),
-            backlog,
-        };
-        let call = client.tail(request(message, self.timeout, Retry::Safe));
-        let records = crate::mesh::client::deadline(self.timeout, call)
-            .await
-            .map_err(|status| CallError::Status {
-                service: SERVICE,
-                status,
-            })?
-            .into_inner();
-        Ok(records
-            .map(|record| match record {
-                Ok(record) => {
-                    LogRecord::from_stored_pb(record).map_err(|e| CallError::malformed(SERVICE, e))
+        let instances = self.instances();
+        if instances.is_empty() {
+            return Err(DiscoveryError::NoHealthyInstance(SERVICE.to_owned()).into());
+        }
+        let opens = instances.iter().map(|(id, address)| {
+            let message = pb::TailRequest {
+                filter: Some(pb::Filter::from(filter)),
+                backlog,
+            };
+            let client = self.instance_client(address);
+            let timeout = self.timeout;
+            async move {
+                let mut client = client?;
+                let call = client.tail(request(message, timeout, Retry::Safe));
+                let records = crate::mesh::client::deadline(timeout, call)
+                    .await
+                    .map_err(|status| CallError::Status {
+                        service: SERVICE,
+                        status,
+                    })?
+                    .into_inner();
+                Ok::<_, CallError>(records)
+            }
+            .map(move |result| (id.clone(), result))
+        });
+        let mut streams = Vec::new();
+        let mut last_error = None;
+        for (id, opened) in futures::future::join_all(opens).await {
+            match opened {
+                Ok(records) => streams.push(records.map(|record| {
+                    match record {
+                        Ok(record) => LogRecord::from_stored_pb(record)
+                            .map_err(|e| CallError::malformed(SERVICE, e)),
+                        Err(status) => Err(CallError::Status {
+                            service: SERVICE,
+                            status,
+                        }),
+                    }
+                })),
+                Err(error) => {
+                    tracing::warn!(instance = %id, error = %error, "cannot follow a log instance");
+                    last_error = Some(error);
                 }
-                Err(status) => Err(CallError::Status {
-                    service: SERVICE,
-                    status,
-                }),
-            })
-            .boxed())
+            }
+        }
+        match (streams.is_empty(), last_error) {
+            (true, Some(error)) => Err(error),
+            _ => Ok(futures::stream::select_all(streams).boxed()),
+        }
     }
 }

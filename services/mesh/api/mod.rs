@@ -6,11 +6,13 @@
 //! # Layout
 //!
 //! - [`grading`]: [`GradingApi`], students and grades.
-//! - [`log`]: [`LogApi`], writing and querying log records.
+//! - [`log`]: [`LogApi`], writing, querying and following log records.
+//! - [`log_paging`]: one page over every log instance.
 //! - [`registry`]: [`RegistryApi`], the catalog.
 
 pub mod grading;
 pub mod log;
+pub mod log_paging;
 pub mod registry;
 
 use std::future::Future;
