@@ -90,6 +90,7 @@ impl Grading {
         let message = pb::CreateStudentRequest {
             first_name,
             last_name,
+            request_id: String::new(),
         };
         let student = deadline(
             self.timeout,
@@ -112,6 +113,7 @@ impl Grading {
             id: id.to_owned(),
             first_name,
             last_name,
+            request_id: String::new(),
         };
         let student = deadline(
             self.timeout,
@@ -125,7 +127,10 @@ impl Grading {
     /// Removes a student.
     pub async fn delete_student(&self, id: &str) -> Result<(), PortalError> {
         let mut client = self.client()?;
-        let message = pb::DeleteStudentRequest { id: id.to_owned() };
+        let message = pb::DeleteStudentRequest {
+            id: id.to_owned(),
+            request_id: String::new(),
+        };
         deadline(
             self.timeout,
             client.delete_student(request(message, self.timeout)),
@@ -149,6 +154,7 @@ impl Grading {
             title,
             r#type: grade_type,
             score,
+            request_id: String::new(),
         };
         let grade = deadline(
             self.timeout,
@@ -175,6 +181,7 @@ impl Grading {
             title,
             r#type: grade_type,
             score,
+            request_id: String::new(),
         };
         let grade = deadline(
             self.timeout,
@@ -206,6 +213,7 @@ impl Grading {
         let message = pb::DeleteGradeRequest {
             student_id: student_id.to_owned(),
             grade_id: grade_id.to_owned(),
+            request_id: String::new(),
         };
         deadline(
             self.timeout,
