@@ -80,8 +80,15 @@ impl PgServer {
         self.dir.join("data")
     }
 
-    /// Initializes and starts a server; panics with its log on failure.
+    /// Initializes and starts a server on a free port; panics with its log
+    /// on failure.
     pub fn start() -> Option<PgServer> {
+        Self::start_on(free_port())
+    }
+
+    /// Initializes and starts a server on `port`; panics with its log on
+    /// failure.
+    pub fn start_on(port: u16) -> Option<PgServer> {
         let Some(bin) = binaries() else {
             if std::env::var_os("CI").is_some() {
                 panic!(
@@ -104,7 +111,7 @@ impl PgServer {
         let server = PgServer {
             bin,
             dir,
-            port: free_port(),
+            port,
             as_postgres,
         };
         if as_postgres {
