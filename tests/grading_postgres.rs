@@ -79,7 +79,9 @@ async fn two_instances_share_changes_and_request_ids() {
 
     // An AddGrade repeated with one request id, on A then on B: one grade.
     let grade = NewGrade::new("Orbital mechanics", GradeType::Exam, 98.0).unwrap();
-    let add = grade.to_add_request(&student.id).with_request_id("add-om-1");
+    let add = grade
+        .to_add_request(&student.id)
+        .with_request_id("add-om-1");
     let first = on_a.add_grade(add.clone()).await.unwrap().into_inner();
     let second = on_b.add_grade(add.clone()).await.unwrap().into_inner();
     assert_eq!(first.id, second.id);

@@ -28,7 +28,7 @@ use tokio::sync::{Semaphore, broadcast};
 use crate::grading::store::demo::{DAY_MICROS, DEMO_STUDENTS, HOUR_MICROS};
 use crate::grading::store::rows::{GRADE_COLUMNS, GradeRow, STUDENT_COLUMNS, StudentRow};
 use crate::grading::store::time::{Clock, micros_before, micros_from_time, time_from_micros};
-use crate::grading::store::write::check_repeat;
+use crate::grading::store::write::{StoredRequest, check_repeat};
 use crate::grading::store::{
     CHANGE_BUFFER, GradeStore, REQUEST_RETENTION, RequestKey, StoreError, StudentCursor,
     StudentPage, Write, WriteRequest,
@@ -284,9 +284,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 /// The request id's stored fingerprint and answer, if any.
-fn find_request(conn: &Connection, id: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+fn find_request(conn: &Connection, id: &str) -> Result<Option<StoredRequest>, StoreError> {
     conn.prepare_cached("SELECT fingerprint, answer FROM requests WHERE request_id = ?1")
-        .and_then(|mut stmt| stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?))))
+        .and_then(|mut stmt| {
+            stmt.query_row([id], |row| {
+                Ok(StoredRequest {
+                    fingerprint: row.get(0)?,
+                    answer: row.get(1)?,
+                })
+            })
+        })
         .optional()
         .map_err(db("reading a request id"))
 }
@@ -718,9 +725,8 @@ mod tests {
         Connection::open(path)
             .unwrap()
             .pragma_query_value(None, name, |row| {
-                Ok(row
-                    .get::<_, rusqlite::types::Value>(0)
-                    .map(|v| format!("{v:?}"))?)
+                row.get::<_, rusqlite::types::Value>(0)
+                    .map(|v| format!("{v:?}"))
             })
             .unwrap()
     }

@@ -134,21 +134,29 @@ impl Write {
     }
 }
 
+/// What is stored under a request id: the request's fingerprint and the
+/// answer (protobuf bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRequest {
+    /// The fingerprint of the request that used the id first.
+    pub fingerprint: Vec<u8>,
+    /// Its answer.
+    pub answer: Vec<u8>,
+}
+
 /// What a request key says about a write, given what is stored under its
 /// id: `Ok(None)` to apply the write, `Ok(Some(answer))` for a repeat, or a
 /// conflict.
 pub fn check_repeat(
     write: &Write,
     key: &RequestKey,
-    stored: Option<(Vec<u8>, Vec<u8>)>,
+    stored: Option<StoredRequest>,
 ) -> Result<Option<WriteAnswer>, StoreError> {
     match stored {
         None => Ok(None),
-        Some((fingerprint, _)) if fingerprint != key.fingerprint => {
-            Err(StoreError::RequestConflict {
-                request_id: key.id.clone(),
-            })
-        }
-        Some((_, answer)) => write.decode_answer(&answer).map(Some),
+        Some(stored) if stored.fingerprint != key.fingerprint => Err(StoreError::RequestConflict {
+            request_id: key.id.clone(),
+        }),
+        Some(stored) => write.decode_answer(&stored.answer).map(Some),
     }
 }

@@ -37,7 +37,7 @@ use tokio_postgres::error::SqlState;
 use crate::grading::store::demo::{DAY_MICROS, DEMO_STUDENTS, HOUR_MICROS};
 use crate::grading::store::rows::{GRADE_COLUMNS, GradeRow, STUDENT_COLUMNS, StudentRow};
 use crate::grading::store::time::{Clock, micros_before, micros_from_time, time_from_micros};
-use crate::grading::store::write::check_repeat;
+use crate::grading::store::write::{StoredRequest, check_repeat};
 use crate::grading::store::{
     CHANGE_BUFFER, GradeStore, REQUEST_RETENTION, RequestKey, StoreError, StudentCursor,
     StudentPage, Write, WriteRequest,
@@ -361,7 +361,14 @@ impl PostgresStore {
                 let fingerprint: Vec<u8> = column(&row, 0)?;
                 // No answer yet: this transaction's own claim.
                 if let Some(answer) = column::<Option<Vec<u8>>>(&row, 1)?
-                    && let Some(answer) = check_repeat(write, key, Some((fingerprint, answer)))?
+                    && let Some(answer) = check_repeat(
+                        write,
+                        key,
+                        Some(StoredRequest {
+                            fingerprint,
+                            answer,
+                        }),
+                    )?
                 {
                     return Ok((answer, false));
                 }
