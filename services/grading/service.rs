@@ -316,3 +316,83 @@ impl Grading for GradingService {
         Ok(Response::new(Box::pin(events)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::grading::new_id;
+    use tonic::Code;
+
+    #[test]
+    fn store_errors_map_to_statuses_callers_act_on() {
+        let id = new_id();
+        let cases = [
+            (
+                StoreError::student_not_found(&id),
+                Code::NotFound,
+                "not found",
+            ),
+            (
+                StoreError::Invalid(InvalidField::new("student_id", "bad")),
+                Code::InvalidArgument,
+                "student_id: bad",
+            ),
+            (
+                StoreError::RequestConflict {
+                    request_id: "r-1".into(),
+                },
+                Code::AlreadyExists,
+                "request_id \"r-1\"",
+            ),
+            (
+                StoreError::Unavailable("connection refused".into()),
+                Code::Unavailable,
+                "retry later",
+            ),
+            (
+                StoreError::Database("secret detail".into()),
+                Code::Internal,
+                "see the grading service's log",
+            ),
+            (
+                StoreError::SchemaTooNew {
+                    found: 9,
+                    supported: 2,
+                },
+                Code::Internal,
+                "see the grading service's log",
+            ),
+        ];
+        for (error, code, message) in cases {
+            let mapped = status(error.clone());
+            assert_eq!(mapped.code(), code, "{error:?}");
+            assert!(mapped.message().contains(message), "{error:?}: {mapped:?}");
+            assert!(!mapped.message().contains("secret"), "{mapped:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_before_the_store_opens_are_unavailable() {
+        let service = GradingService::new(Arc::new(OnceCell::new()), Shutdown::new());
+        let listed = service
+            .list_students(Request::new(pb::ListStudentsRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(listed.code(), Code::Unavailable);
+        let added = service
+            .add_grade(Request::new(
+                NewGrade::new("Quiz", "quiz", 50.0)
+                    .unwrap()
+                    .to_add_request(&new_id()),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(added.code(), Code::Unavailable);
+        let watched = service
+            .watch_grades(Request::new(pb::WatchGradesRequest::default()))
+            .await
+            .err()
+            .map(|status| status.code());
+        assert_eq!(watched, Some(Code::Unavailable));
+    }
+}
