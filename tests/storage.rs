@@ -191,6 +191,13 @@ mod postgres_only {
             super::changes_cross_stores(db).await;
         }
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stores_and_the_feed_recover_from_lost_connections() {
+        if let Some(db) = super::Database::fresh(super::Engine::Postgres).await {
+            super::recovers_from_lost_connections(db).await;
+        }
+    }
 }
 
 fn student(first: &str, last: &str) -> NewStudent {
@@ -933,6 +940,48 @@ async fn changes_cross_stores(db: Database) {
         .map(|c| c.grade.as_ref().unwrap().title.clone())
         .collect();
     assert_eq!(titles.len(), WRITES, "nothing lost");
+}
+
+async fn recovers_from_lost_connections(db: Database) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let mut on_b = b.subscribe();
+    let s = a
+        .create_student(&student("Lost", "Connection"), None)
+        .await
+        .unwrap();
+    next_changes(&mut on_b, 1).await;
+
+    // Every connection of both stores (pools and change feeds) goes.
+    let killed = db
+        .number(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await;
+    assert!(killed >= 2, "{killed} connections terminated");
+
+    // Writes work again on their own (a call may fail as Unavailable while
+    // the pool replaces its connections), and B's feed reconnects and
+    // delivers them.
+    let renamed = support::eventually("a write after the loss", FEED_PATIENCE, || {
+        let a = a.clone();
+        let id = s.id.clone();
+        async move {
+            match a
+                .update_student(&id, &student("Found", "Again"), None)
+                .await
+            {
+                Ok(renamed) => Some(renamed),
+                Err(StoreError::Unavailable(_)) => None,
+                Err(other) => panic!("not Unavailable: {other:?}"),
+            }
+        }
+    })
+    .await;
+    let change = next_changes(&mut on_b, 1).await.pop().unwrap();
+    assert_eq!(change.kind, ChangeKind::StudentUpdated);
+    assert_eq!(change.student, renamed);
 }
 
 /// The next `n` changes of `feed`, or a panic after [`FEED_PATIENCE`].

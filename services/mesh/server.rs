@@ -1,7 +1,9 @@
 //! The one way every daemon serves gRPC. [`Mesh::start`] joins the mesh
 //! (dependency view, log shipping); [`MeshServer`] adds the daemon's
 //! services next to grpc.health.v1 and reflection (v1 and v1alpha), then
-//! serves them and registers the instance. On shutdown it reports
+//! serves them and registers the instance (reporting NOT_SERVING while an
+//! optional readiness signal says the daemon's backend is not ready). On
+//! shutdown it reports
 //! NOT_SERVING, deregisters, stops accepting, and drains in-flight calls
 //! within a bounded grace period. TLS and authentication will be added here,
 //! once, for every daemon.
