@@ -3,10 +3,9 @@
 //! services next to grpc.health.v1 and reflection (v1 and v1alpha), then
 //! serves them and registers the instance (reporting NOT_SERVING while an
 //! optional readiness signal says the daemon's backend is not ready). On
-//! shutdown it reports
-//! NOT_SERVING, deregisters, stops accepting, and drains in-flight calls
-//! within a bounded grace period. TLS and authentication will be added here,
-//! once, for every daemon.
+//! shutdown it reports NOT_SERVING, deregisters, stops accepting, and drains
+//! in-flight calls within a bounded grace period. TLS and authentication
+//! will be added here, once, for every daemon.
 
 use std::convert::Infallible;
 use std::time::Duration;
