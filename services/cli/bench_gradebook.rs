@@ -151,6 +151,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             title: format!("Bench {worker}"),
             r#type: pb::GradeType::Quiz as i32,
             score: 75.0,
+            request_id: String::new(),
         };
         async move { client.add_grade(request).await.map(|_| ()) }
     };

@@ -1,4 +1,4 @@
-//! `gradebook registry` and `gradebook log`: read the settings, bind the
+//! `gradebook registry`, `log`, `grading` and `portal`: read the settings, bind the
 //! listener, set up tracing and the shutdown signal, and call the daemon's
 //! `run`.
 
@@ -111,9 +111,14 @@ pub struct GradingArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub registry: RegistryArg,
-    /// Where the SQLite database lives.
+    /// Where the SQLite database lives (when there is no --database-url).
     #[arg(long, env = "GRADEBOOK_DATA_DIR", default_value = "data/grading")]
     pub data_dir: PathBuf,
+    /// A PostgreSQL database shared by every grading instance that uses it
+    /// (`postgres://user:password@host:port/db`); absent: SQLite under
+    /// --data-dir.
+    #[arg(long, env = "GRADEBOOK_DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Create demo students and grades when the database is empty.
     #[arg(long, env = "GRADEBOOK_DEMO_DATA", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo_data: bool,
@@ -192,9 +197,11 @@ pub async fn grading(args: GradingArgs) -> anyhow::Result<()> {
         .daemon
         .mesh_config(crate::grading::SERVICE_NAME, &args.registry.registry);
     telemetry::init_daemon(&args.daemon.log_level, &mesh.service, &mesh.instance_id);
+    let database =
+        crate::grading::DatabaseConfig::new(args.database_url.as_deref(), &args.data_dir)?;
     let config = crate::grading::GradingConfig {
         mesh,
-        data_dir: args.data_dir,
+        database,
         demo_data: args.demo_data,
     };
     let listener = bind(args.listen).await?;

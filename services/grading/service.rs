@@ -1,19 +1,20 @@
-//! The `gradebook.grading.v1.Grading` gRPC service: validates requests,
-//! runs storage work off the async threads, commits concurrent `AddGrade`
-//! calls together (one transaction, one fsync per group), and fans changes
-//! out to `WatchGrades` streams.
+//! The `gradebook.grading.v1.Grading` gRPC service: validates requests
+//! (request ids included, fingerprinted for idempotent writes), calls the
+//! async store, commits concurrent `AddGrade` calls together (one
+//! transaction, one fsync per group), and serves `WatchGrades` from the
+//! store's change feed (with PostgreSQL, changes made through any instance).
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{OnceCell, mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
-use crate::grading::store::{GradeStore, StoreError, StudentCursor};
+use crate::grading::store::{GradeStore, GradeToAdd, StoreError, StudentCursor};
 use crate::mesh::Shutdown;
 use crate::model::grading::{
-    Change, ChangeKind, Grade, GradeUpdate, InvalidField, NewGrade, NewStudent, Student,
+    Grade, GradeUpdate, IdempotentRequest, InvalidField, NewGrade, NewStudent, RequestKey, Student,
     page_size_from_pb, validate_id,
 };
 use crate::pb::grading::v1 as pb;
@@ -25,17 +26,23 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const WRITE_QUEUE: usize = 4096;
 /// Most grades committed in one transaction.
 pub const MAX_GROUP: usize = 512;
-/// Changes buffered for each `WatchGrades` stream.
-pub const WATCH_BUFFER: usize = 1024;
 
-type AddGradeReply = oneshot::Sender<Result<(Grade, Student), StoreError>>;
+/// The store, once it is open: with PostgreSQL the service serves (with
+/// health NOT_SERVING, answering UNAVAILABLE) before the database is
+/// reachable.
+pub type StoreCell = Arc<OnceCell<Arc<dyn GradeStore>>>;
+
+/// An `AddGrade` waiting for the writer, and where its answer goes.
+struct PendingGrade {
+    item: GradeToAdd,
+    reply: oneshot::Sender<Result<(Grade, Student), StoreError>>,
+}
 
 /// The grading service.
 #[derive(Clone)]
 pub struct GradingService {
-    store: Arc<dyn GradeStore>,
-    writes: mpsc::Sender<(String, NewGrade, AddGradeReply)>,
-    changes: broadcast::Sender<Arc<Change>>,
+    store: StoreCell,
+    writes: mpsc::Sender<PendingGrade>,
     shutdown: Shutdown,
 }
 
@@ -55,6 +62,11 @@ fn status(error: StoreError) -> Status {
     match error {
         StoreError::NotFound { .. } => Status::not_found(error.to_string()),
         StoreError::Invalid(field) => invalid(field),
+        StoreError::RequestConflict { .. } => Status::already_exists(error.to_string()),
+        StoreError::Unavailable(_) => {
+            tracing::warn!(error = %error, "storage unavailable");
+            Status::unavailable("the grading database is unavailable; retry later")
+        }
         other => {
             tracing::error!(error = %other, "storage failed");
             Status::internal("storage failed; see the grading service's log")
@@ -62,19 +74,28 @@ fn status(error: StoreError) -> Status {
     }
 }
 
+/// The validated request key of a write request.
+fn request_key(request: &impl IdempotentRequest) -> Result<Option<RequestKey>, Status> {
+    request.request_key().map_err(invalid)
+}
+
 impl GradingService {
-    /// A service over `store`; starts the grade writer, which ends at `shutdown`
-    /// after committing what it was given.
-    pub fn new(store: Arc<dyn GradeStore>, shutdown: Shutdown) -> Self {
+    /// A service over the store in `store` (UNAVAILABLE until it is set);
+    /// starts the grade writer, which ends once every clone of the service
+    /// is gone, after committing what it was given.
+    pub fn new(store: StoreCell, shutdown: Shutdown) -> Self {
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
-        let (changes, _) = broadcast::channel(WATCH_BUFFER);
-        tokio::spawn(write_grades(store.clone(), queue, changes.clone()));
+        tokio::spawn(write_grades(store.clone(), queue));
         GradingService {
             store,
             writes,
-            changes,
             shutdown,
         }
+    }
+
+    /// A service over a store that is open already.
+    pub fn ready(store: Arc<dyn GradeStore>, shutdown: Shutdown) -> Self {
+        Self::new(Arc::new(OnceCell::new_with(Some(store))), shutdown)
     }
 
     /// The tonic server for this service, with the request size limit.
@@ -82,33 +103,17 @@ impl GradingService {
         GradingServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
-    /// Runs a storage call on the blocking pool.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&dyn GradeStore) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, Status> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || work(store.as_ref()))
-            .await
-            .map_err(|e| Status::internal(format!("storage task failed: {e}")))?
-            .map_err(status)
-    }
-
-    fn publish(&self, kind: ChangeKind, student: Student, grade: Option<Grade>) {
-        let _ = self.changes.send(Arc::new(Change {
-            kind,
-            student,
-            grade,
-        }));
+    /// The store, or UNAVAILABLE while it is not open yet.
+    fn store(&self) -> Result<&Arc<dyn GradeStore>, Status> {
+        self.store
+            .get()
+            .ok_or_else(|| Status::unavailable("the grading database is not connected yet"))
     }
 }
 
-/// Commits queued `AddGrade`s in groups until every sender is gone.
-async fn write_grades(
-    store: Arc<dyn GradeStore>,
-    mut queue: mpsc::Receiver<(String, NewGrade, AddGradeReply)>,
-    changes: broadcast::Sender<Arc<Change>>,
-) {
+/// Commits queued `AddGrade`s in groups (one `add_grades` batch each)
+/// until every sender is gone.
+async fn write_grades(store: StoreCell, mut queue: mpsc::Receiver<PendingGrade>) {
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -119,27 +124,18 @@ async fn write_grades(
         }
         let (items, replies): (Vec<_>, Vec<_>) = group
             .into_iter()
-            .map(|(student, grade, reply)| ((student, grade), reply))
+            .map(|pending| (pending.item, pending.reply))
             .unzip();
-        let store = store.clone();
-        let results = match tokio::task::spawn_blocking(move || store.add_grades(&items)).await {
-            Ok(results) => results,
-            Err(e) => {
-                let message = format!("storage task failed: {e}");
-                replies.into_iter().for_each(|reply| {
-                    let _ = reply.send(Err(StoreError::Database(message.clone())));
-                });
-                continue;
+        let Some(store) = store.get() else {
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Unavailable(
+                    "the grading database is not connected yet".into(),
+                )));
             }
+            continue;
         };
+        let results = store.add_grades(items).await;
         for (result, reply) in results.into_iter().zip(replies) {
-            if let Ok((grade, student)) = &result {
-                let _ = changes.send(Arc::new(Change {
-                    kind: ChangeKind::GradeAdded,
-                    student: student.clone(),
-                    grade: Some(grade.clone()),
-                }));
-            }
             let _ = reply.send(result);
         }
     }
@@ -161,8 +157,10 @@ impl Grading for GradingService {
             Some(StudentCursor::decode(&request.page_token).map_err(invalid)?)
         };
         let (students, next) = self
-            .blocking(move |store| store.list_students(page_size, cursor.as_ref()))
-            .await?;
+            .store()?
+            .list_students(page_size, cursor.as_ref())
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ListStudentsResponse {
             students: students.iter().map(pb::Student::from).collect(),
             next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
@@ -175,7 +173,7 @@ impl Grading for GradingService {
     ) -> Result<Response<pb::StudentDetail>, Status> {
         let id = request.into_inner().id;
         validate_id("id", &id).map_err(invalid)?;
-        let detail = self.blocking(move |store| store.get_student(&id)).await?;
+        let detail = self.store()?.get_student(&id).await.map_err(status)?;
         Ok(Response::new(pb::StudentDetail::from(&detail)))
     }
 
@@ -184,10 +182,12 @@ impl Grading for GradingService {
         request: Request<pb::CreateStudentRequest>,
     ) -> Result<Response<pb::Student>, Status> {
         let new = NewStudent::try_from(request.get_ref()).map_err(invalid)?;
+        let key = request_key(request.get_ref())?;
         let student = self
-            .blocking(move |store| store.create_student(&new))
-            .await?;
-        self.publish(ChangeKind::StudentCreated, student.clone(), None);
+            .store()?
+            .create_student(&new, key)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::Student::from(&student)))
     }
 
@@ -198,11 +198,12 @@ impl Grading for GradingService {
         let request = request.into_inner();
         validate_id("id", &request.id).map_err(invalid)?;
         let new = NewStudent::new(&request.first_name, &request.last_name).map_err(invalid)?;
-        let id = request.id;
+        let key = request_key(&request)?;
         let student = self
-            .blocking(move |store| store.update_student(&id, &new))
-            .await?;
-        self.publish(ChangeKind::StudentUpdated, student.clone(), None);
+            .store()?
+            .update_student(&request.id, &new, key)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::Student::from(&student)))
     }
 
@@ -210,12 +211,13 @@ impl Grading for GradingService {
         &self,
         request: Request<pb::DeleteStudentRequest>,
     ) -> Result<Response<pb::DeleteStudentResponse>, Status> {
-        let id = request.into_inner().id;
-        validate_id("id", &id).map_err(invalid)?;
-        let student = self
-            .blocking(move |store| store.delete_student(&id))
-            .await?;
-        self.publish(ChangeKind::StudentDeleted, student, None);
+        let request = request.into_inner();
+        validate_id("id", &request.id).map_err(invalid)?;
+        let key = request_key(&request)?;
+        self.store()?
+            .delete_student(&request.id, key)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::DeleteStudentResponse {}))
     }
 
@@ -226,9 +228,16 @@ impl Grading for GradingService {
         let request = request.into_inner();
         validate_id("student_id", &request.student_id).map_err(invalid)?;
         let new = NewGrade::try_from(&request).map_err(invalid)?;
+        let key = request_key(&request)?;
+        self.store()?;
         let (reply, answer) = oneshot::channel();
+        let item = GradeToAdd {
+            student_id: request.student_id,
+            grade: new,
+            request: key,
+        };
         self.writes
-            .send((request.student_id, new, reply))
+            .send(PendingGrade { item, reply })
             .await
             .map_err(|_| Status::unavailable("the grading service is shutting down"))?;
         let (grade, _) = answer
@@ -243,12 +252,12 @@ impl Grading for GradingService {
         request: Request<pb::UpdateGradeRequest>,
     ) -> Result<Response<pb::Grade>, Status> {
         let update = GradeUpdate::try_from(request.get_ref()).map_err(invalid)?;
-        let (grade, student) = self
-            .blocking(move |store| {
-                store.update_grade(&update.student_id, &update.grade_id, &update.grade)
-            })
-            .await?;
-        self.publish(ChangeKind::GradeUpdated, student, Some(grade.clone()));
+        let key = request_key(request.get_ref())?;
+        let (grade, _) = self
+            .store()?
+            .update_grade(&update.student_id, &update.grade_id, &update.grade, key)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::Grade::from(&grade)))
     }
 
@@ -259,11 +268,11 @@ impl Grading for GradingService {
         let request = request.into_inner();
         validate_id("student_id", &request.student_id).map_err(invalid)?;
         validate_id("grade_id", &request.grade_id).map_err(invalid)?;
-        let (student_id, grade_id) = (request.student_id, request.grade_id);
-        let (grade, student) = self
-            .blocking(move |store| store.delete_grade(&student_id, &grade_id))
-            .await?;
-        self.publish(ChangeKind::GradeDeleted, student, Some(grade));
+        let key = request_key(&request)?;
+        self.store()?
+            .delete_grade(&request.student_id, &request.grade_id, key)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::DeleteGradeResponse {}))
     }
 
@@ -277,7 +286,7 @@ impl Grading for GradingService {
         if !student_id.is_empty() {
             validate_id("student_id", &student_id).map_err(invalid)?;
         }
-        let changes = tokio_stream::wrappers::BroadcastStream::new(self.changes.subscribe());
+        let changes = tokio_stream::wrappers::BroadcastStream::new(self.store()?.subscribe());
         let events = changes
             .filter_map(move |change| {
                 let student_id = student_id.clone();
@@ -305,5 +314,85 @@ impl Grading for GradingService {
             })
             .take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(events)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::grading::new_id;
+    use tonic::Code;
+
+    #[test]
+    fn store_errors_map_to_statuses_callers_act_on() {
+        let id = new_id();
+        let cases = [
+            (
+                StoreError::student_not_found(&id),
+                Code::NotFound,
+                "not found",
+            ),
+            (
+                StoreError::Invalid(InvalidField::new("student_id", "bad")),
+                Code::InvalidArgument,
+                "student_id: bad",
+            ),
+            (
+                StoreError::RequestConflict {
+                    request_id: "r-1".into(),
+                },
+                Code::AlreadyExists,
+                "request_id \"r-1\"",
+            ),
+            (
+                StoreError::Unavailable("connection refused".into()),
+                Code::Unavailable,
+                "retry later",
+            ),
+            (
+                StoreError::Database("secret detail".into()),
+                Code::Internal,
+                "see the grading service's log",
+            ),
+            (
+                StoreError::SchemaTooNew {
+                    found: 9,
+                    supported: 2,
+                },
+                Code::Internal,
+                "see the grading service's log",
+            ),
+        ];
+        for (error, code, message) in cases {
+            let mapped = status(error.clone());
+            assert_eq!(mapped.code(), code, "{error:?}");
+            assert!(mapped.message().contains(message), "{error:?}: {mapped:?}");
+            assert!(!mapped.message().contains("secret"), "{mapped:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_before_the_store_opens_are_unavailable() {
+        let service = GradingService::new(Arc::new(OnceCell::new()), Shutdown::new());
+        let listed = service
+            .list_students(Request::new(pb::ListStudentsRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(listed.code(), Code::Unavailable);
+        let added = service
+            .add_grade(Request::new(
+                NewGrade::new("Quiz", "quiz", 50.0)
+                    .unwrap()
+                    .to_add_request(&new_id()),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(added.code(), Code::Unavailable);
+        let watched = service
+            .watch_grades(Request::new(pb::WatchGradesRequest::default()))
+            .await
+            .err()
+            .map(|status| status.code());
+        assert_eq!(watched, Some(Code::Unavailable));
     }
 }

@@ -1,10 +1,11 @@
 //! The one way every daemon serves gRPC. [`Mesh::start`] joins the mesh
 //! (dependency view, log shipping); [`MeshServer`] adds the daemon's
 //! services next to grpc.health.v1 and reflection (v1 and v1alpha), then
-//! serves them and registers the instance. On shutdown it reports
-//! NOT_SERVING, deregisters, stops accepting, and drains in-flight calls
-//! within a bounded grace period. TLS and authentication will be added here,
-//! once, for every daemon.
+//! serves them and registers the instance (reporting NOT_SERVING while an
+//! optional readiness signal says the daemon's backend is not ready). On
+//! shutdown it reports NOT_SERVING, deregisters, stops accepting, and drains
+//! in-flight calls within a bounded grace period. TLS and authentication
+//! will be added here, once, for every daemon.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -135,6 +136,7 @@ pub struct MeshServer {
     service_names: Vec<&'static str>,
     health: HealthReporter,
     http: Option<axum::Router>,
+    readiness: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl MeshServer {
@@ -149,7 +151,16 @@ impl MeshServer {
             service_names: Vec::new(),
             health,
             http: None,
+            readiness: None,
         }
+    }
+
+    /// Serves NOT_SERVING (every service, "" and the instance id) while
+    /// `ready` says false, and SERVING while it says true, until shutdown:
+    /// for a daemon that serves before its backend is reachable.
+    pub fn with_readiness(mut self, ready: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.readiness = Some(ready);
+        self
     }
 
     /// Adds one of the daemon's gRPC services; its health is reported under
@@ -193,6 +204,7 @@ impl MeshServer {
             service_names,
             health,
             http,
+            readiness,
         } = self;
         let local = listener.local_addr().map_err(ServeError::Listener)?;
         let address = mesh.config.advertised_address(local);
@@ -215,15 +227,31 @@ impl MeshServer {
         let reflection_v1alpha = reflection().build_v1alpha()?;
         routes.add_service(reflection_v1);
         routes.add_service(reflection_v1alpha);
-        for name in &service_names {
-            health
-                .set_service_status(*name, ServingStatus::Serving)
-                .await;
-        }
-        health.set_service_status("", ServingStatus::Serving).await;
-        health
-            .set_service_status(&mesh.config.instance_id, ServingStatus::Serving)
-            .await;
+        let mut health_names: Vec<String> = service_names.iter().map(|n| n.to_string()).collect();
+        health_names.push(String::new());
+        health_names.push(mesh.config.instance_id.clone());
+        let follow_readiness = match readiness {
+            None => {
+                set_health(&health, &health_names, ServingStatus::Serving).await;
+                None
+            }
+            Some(mut ready) => {
+                let (health, names) = (health.clone(), health_names.clone());
+                Some(tokio::spawn(async move {
+                    loop {
+                        let status = if *ready.borrow_and_update() {
+                            ServingStatus::Serving
+                        } else {
+                            ServingStatus::NotServing
+                        };
+                        set_health(&health, &names, status).await;
+                        if ready.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }))
+            }
+        };
 
         let mut routes = routes.routes();
         if let Some(http) = http {
@@ -270,6 +298,9 @@ impl MeshServer {
 
         tokio::select! {
             result = &mut server => {
+                if let Some(task) = &follow_readiness {
+                    task.abort();
+                }
                 mesh.shutdown.cancel();
                 return result.map_err(ServeError::from);
             }
@@ -277,17 +308,13 @@ impl MeshServer {
         }
 
         tracing::info!("shutting down: reporting NOT_SERVING");
-        for name in &service_names {
-            health
-                .set_service_status(*name, ServingStatus::NotServing)
-                .await;
+        if let Some(task) = follow_readiness {
+            task.abort();
+            // Wait until it has stopped, so that it cannot report SERVING
+            // after this.
+            let _ = task.await;
         }
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        health
-            .set_service_status(&mesh.config.instance_id, ServingStatus::NotServing)
-            .await;
+        set_health(&health, &health_names, ServingStatus::NotServing).await;
         // Let the registry tell dependents NOT_SERVING before the removal.
         registration
             .wait_for_health(Health::NotServing, NOT_SERVING_NOTICE)
@@ -318,6 +345,13 @@ impl MeshServer {
             .await;
         }
         result
+    }
+}
+
+/// Reports `status` for every one of `names`.
+async fn set_health(health: &HealthReporter, names: &[String], status: ServingStatus) {
+    for name in names {
+        health.set_service_status(name, status).await;
     }
 }
 

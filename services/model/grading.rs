@@ -9,6 +9,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
+use prost::Message;
+
 pub use crate::model::InvalidField;
 use crate::model::time::{timestamp_from_pb, timestamp_to_pb};
 use crate::pb::grading::v1 as pb;
@@ -25,6 +27,8 @@ pub const MAX_SCORE: f64 = 100.0;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// The largest page size a request may ask for.
 pub const MAX_PAGE_SIZE: usize = 500;
+/// The most characters of a write's `request_id`.
+pub const MAX_REQUEST_ID_CHARS: usize = 128;
 
 /// The names of the grade types as listed in error messages.
 const GRADE_TYPE_NAMES: &str = "quiz, test, exam, homework";
@@ -267,12 +271,14 @@ impl NewStudent {
         })
     }
 
-    /// The request that renames the student `id` to these names.
+    /// The request that renames the student `id` to these names, without a
+    /// request id; add one with [`IdempotentRequest::with_request_id`].
     pub fn to_update_request(&self, id: &str) -> pb::UpdateStudentRequest {
         pb::UpdateStudentRequest {
             id: id.to_owned(),
             first_name: self.first_name.clone(),
             last_name: self.last_name.clone(),
+            request_id: String::new(),
         }
     }
 }
@@ -305,18 +311,23 @@ impl NewGrade {
         })
     }
 
-    /// The request that adds this grade to the student `student_id`.
+    /// The request that adds this grade to the student `student_id`,
+    /// without a request id; add one with
+    /// [`IdempotentRequest::with_request_id`], e.g.
+    /// `grade.to_add_request(&id).with_request_id(request_id)`.
     pub fn to_add_request(&self, student_id: &str) -> pb::AddGradeRequest {
         pb::AddGradeRequest {
             student_id: student_id.to_owned(),
             title: self.title.clone(),
             r#type: pb::GradeType::from(self.grade_type) as i32,
             score: self.score,
+            request_id: String::new(),
         }
     }
 
     /// The request that changes the grade `grade_id` of the student
-    /// `student_id` to these values.
+    /// `student_id` to these values, without a request id; add one with
+    /// [`IdempotentRequest::with_request_id`].
     pub fn to_update_request(&self, student_id: &str, grade_id: &str) -> pb::UpdateGradeRequest {
         pb::UpdateGradeRequest {
             student_id: student_id.to_owned(),
@@ -324,6 +335,7 @@ impl NewGrade {
             title: self.title.clone(),
             r#type: pb::GradeType::from(self.grade_type) as i32,
             score: self.score,
+            request_id: String::new(),
         }
     }
 }
@@ -382,6 +394,7 @@ impl From<&NewStudent> for pb::CreateStudentRequest {
         pb::CreateStudentRequest {
             first_name: new.first_name.clone(),
             last_name: new.last_name.clone(),
+            request_id: String::new(),
         }
     }
 }
@@ -675,6 +688,166 @@ impl TryFrom<pb::GradeEvent> for Change {
     }
 }
 
+/// Checks a write's `request_id`: empty means none; otherwise 1 to
+/// [`MAX_REQUEST_ID_CHARS`] printable ASCII characters without spaces.
+pub fn validate_request_id(request_id: &str) -> Result<Option<String>, InvalidField> {
+    if request_id.is_empty() {
+        return Ok(None);
+    }
+    let chars = request_id.chars().count();
+    if chars > MAX_REQUEST_ID_CHARS {
+        return Err(InvalidField::new(
+            "request_id",
+            format!("{chars} characters is over the limit of {MAX_REQUEST_ID_CHARS}"),
+        ));
+    }
+    if !request_id.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(InvalidField::new(
+            "request_id",
+            "must be printable ASCII without spaces",
+        ));
+    }
+    Ok(Some(request_id.to_owned()))
+}
+
+/// A write's request id with the fingerprint of the request it came with, so
+/// that a repeat can be told from a different request reusing the id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    /// The client's request id (validated by [`validate_request_id`]).
+    pub id: String,
+    /// The method's name, a zero byte, and the protobuf encoding of the
+    /// request with `request_id` cleared.
+    pub fingerprint: Vec<u8>,
+}
+
+impl RequestKey {
+    /// A key from parts (tests and non-gRPC callers).
+    pub fn new(id: impl Into<String>, fingerprint: impl Into<Vec<u8>>) -> Self {
+        RequestKey {
+            id: id.into(),
+            fingerprint: fingerprint.into(),
+        }
+    }
+}
+
+/// A write request that may carry a `request_id` for idempotency.
+pub trait IdempotentRequest: Message + Clone + Sized {
+    /// The gRPC method, part of the fingerprint (so that one id reused for
+    /// another method is a different request).
+    const METHOD: &'static str;
+
+    /// The request's `request_id` (empty when none).
+    fn request_id(&self) -> &str;
+
+    /// Sets the request's `request_id`.
+    fn set_request_id(&mut self, request_id: String);
+
+    /// The request with `request_id` set: the builder for the `to_*_request`
+    /// helpers, e.g. `grade.to_add_request(&id).with_request_id("abc-1")`.
+    fn with_request_id(mut self, request_id: impl Into<String>) -> Self {
+        self.set_request_id(request_id.into());
+        self
+    }
+
+    /// The validated request id with the request's fingerprint, `None`
+    /// without a request id; an invalid id is an error about `request_id`.
+    fn request_key(&self) -> Result<Option<RequestKey>, InvalidField> {
+        let Some(id) = validate_request_id(self.request_id())? else {
+            return Ok(None);
+        };
+        let mut cleared = self.clone();
+        cleared.set_request_id(String::new());
+        let mut fingerprint = Vec::with_capacity(Self::METHOD.len() + 1 + cleared.encoded_len());
+        fingerprint.extend_from_slice(Self::METHOD.as_bytes());
+        fingerprint.push(0);
+        cleared.encode_raw(&mut fingerprint);
+        Ok(Some(RequestKey { id, fingerprint }))
+    }
+}
+
+macro_rules! idempotent_request {
+    ($($message:ident => $method:literal),* $(,)?) => {$(
+        impl IdempotentRequest for pb::$message {
+            const METHOD: &'static str = $method;
+
+            fn request_id(&self) -> &str {
+                &self.request_id
+            }
+
+            fn set_request_id(&mut self, request_id: String) {
+                self.request_id = request_id;
+            }
+        }
+    )*};
+}
+
+idempotent_request! {
+    CreateStudentRequest => "CreateStudent",
+    UpdateStudentRequest => "UpdateStudent",
+    DeleteStudentRequest => "DeleteStudent",
+    AddGradeRequest => "AddGrade",
+    UpdateGradeRequest => "UpdateGrade",
+    DeleteGradeRequest => "DeleteGrade",
+}
+
+/// The answer of a write, as kept with its request id so that a repeat gets
+/// the same answer: a student, or a grade with its student.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteAnswer {
+    /// A student as created, renamed or removed.
+    Student(Student),
+    /// A grade as added, changed or removed, and its student after.
+    Grade(Grade, Student),
+}
+
+impl WriteAnswer {
+    /// The stored form: a `Student`, or a `StudentDetail` with the one grade.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            WriteAnswer::Student(student) => pb::Student::from(student).encode_to_vec(),
+            WriteAnswer::Grade(grade, student) => pb::StudentDetail {
+                student: Some(pb::Student::from(student)),
+                grades: vec![pb::Grade::from(grade)],
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    /// Reads a stored student answer.
+    pub fn decode_student(bytes: &[u8]) -> Result<Student, MalformedMessage> {
+        let student = pb::Student::decode(bytes)
+            .map_err(|e| MalformedMessage(format!("stored answer: {e}")))?;
+        Student::try_from(student)
+    }
+
+    /// Reads a stored grade answer.
+    pub fn decode_grade(bytes: &[u8]) -> Result<(Grade, Student), MalformedMessage> {
+        let detail = pb::StudentDetail::decode(bytes)
+            .map_err(|e| MalformedMessage(format!("stored answer: {e}")))?;
+        let StudentDetail { student, grades } = StudentDetail::try_from(detail)?;
+        let [grade]: [Grade; 1] = grades
+            .try_into()
+            .map_err(|_| MalformedMessage("stored answer: not exactly one grade".into()))?;
+        Ok((grade, student))
+    }
+}
+
+impl Change {
+    /// The stored form of the change (a `GradeEvent`), for a change feed
+    /// shared by several processes.
+    pub fn encode(&self) -> Vec<u8> {
+        pb::GradeEvent::from(self).encode_to_vec()
+    }
+
+    /// Reads a change stored by [`Change::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, MalformedMessage> {
+        let event = pb::GradeEvent::decode(bytes)
+            .map_err(|e| MalformedMessage(format!("stored change: {e}")))?;
+        Change::try_from(event)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
@@ -875,6 +1048,70 @@ mod tests {
     }
 
     #[test]
+    fn request_ids_are_validated_and_fingerprinted() {
+        assert_eq!(validate_request_id("").unwrap(), None);
+        assert_eq!(
+            validate_request_id("abc-1_X.~").unwrap().as_deref(),
+            Some("abc-1_X.~")
+        );
+        assert!(validate_request_id(&"a".repeat(MAX_REQUEST_ID_CHARS)).is_ok());
+        for bad in [
+            "a b",
+            "é",
+            "tab\there",
+            &"a".repeat(MAX_REQUEST_ID_CHARS + 1),
+        ] {
+            let e = validate_request_id(bad).unwrap_err();
+            assert_eq!(e.field, "request_id", "{bad:?}");
+        }
+
+        let grade = NewGrade::new("Lab", GradeType::Quiz, 50.0).unwrap();
+        let student_id = new_id();
+        let plain = grade.to_add_request(&student_id);
+        assert_eq!(plain.request_key().unwrap(), None);
+        let with_id = plain.clone().with_request_id("r-1");
+        assert_eq!(with_id.request_id, "r-1");
+        let key = with_id.request_key().unwrap().unwrap();
+        assert_eq!(key.id, "r-1");
+        assert!(key.fingerprint.starts_with(b"AddGrade\0"));
+        // The id is not part of the fingerprint; the body is.
+        let other_id = plain.clone().with_request_id("r-2").request_key().unwrap();
+        assert_eq!(other_id.unwrap().fingerprint, key.fingerprint);
+        let other_body = NewGrade::new("Lab", GradeType::Quiz, 51.0)
+            .unwrap()
+            .to_add_request(&student_id)
+            .with_request_id("r-1");
+        assert_ne!(
+            other_body.request_key().unwrap().unwrap().fingerprint,
+            key.fingerprint
+        );
+        assert_eq!(
+            err(plain.with_request_id("no spaces").request_key()),
+            "request_id: must be printable ASCII without spaces"
+        );
+    }
+
+    #[test]
+    fn answers_and_changes_round_trip_as_bytes() {
+        let s = student();
+        let g = grade(&s.id);
+        let bytes = WriteAnswer::Student(s.clone()).encode();
+        assert_eq!(WriteAnswer::decode_student(&bytes).unwrap(), s);
+        let bytes = WriteAnswer::Grade(g.clone(), s.clone()).encode();
+        assert_eq!(
+            WriteAnswer::decode_grade(&bytes).unwrap(),
+            (g.clone(), s.clone())
+        );
+        assert!(WriteAnswer::decode_grade(&[0xff]).is_err());
+        let change = Change {
+            kind: ChangeKind::GradeAdded,
+            student: s,
+            grade: Some(g),
+        };
+        assert_eq!(Change::decode(&change.encode()).unwrap(), change);
+    }
+
+    #[test]
     fn requests_convert() {
         let new = NewStudent::new(" Grace ", "Hopper").unwrap();
         let req = pb::CreateStudentRequest::from(&new);
@@ -883,6 +1120,7 @@ mod tests {
             err(NewStudent::try_from(&pb::CreateStudentRequest {
                 first_name: "A".into(),
                 last_name: String::new(),
+                request_id: String::new(),
             })),
             "last_name: must not be empty"
         );

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::mesh::api::grading::GradeInput;
-use crate::model::grading::{Grade, GradeType, Student, StudentDetail};
+use crate::model::grading::{Grade, GradeType, Student, StudentDetail, validate_request_id};
 use crate::portal::AppState;
 use crate::portal::error::PortalError;
 
@@ -38,6 +38,44 @@ where
                 message: rejection.body_text(),
             }),
         }
+    }
+}
+
+/// The `Idempotency-Key` header of a write, checked: a repeat of a write
+/// with the same key answers as the first did and writes nothing; without
+/// one, the portal makes one for the write (the same for its retries).
+#[derive(Debug, Clone, Default)]
+pub struct IdempotencyKey(pub Option<String>);
+
+/// The header's name.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
+    type Rejection = PortalError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, PortalError> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else {
+            return Ok(IdempotencyKey(None));
+        };
+        let invalid = |reason: &str| PortalError::bad_request(format!("Idempotency-Key: {reason}"));
+        let text = value
+            .to_str()
+            .map_err(|_| invalid("must be printable ASCII"))?;
+        match validate_request_id(text) {
+            Ok(Some(key)) => Ok(IdempotencyKey(Some(key))),
+            Ok(None) => Err(invalid("must not be empty")),
+            Err(error) => Err(invalid(&error.reason)),
+        }
+    }
+}
+
+impl IdempotencyKey {
+    /// The key, if the client sent one.
+    pub fn as_deref(&self) -> Option<&str> {
+        self.0.as_deref()
     }
 }
 
@@ -164,11 +202,12 @@ async fn list_students(
 
 async fn create_student(
     State(app): State<AppState>,
+    key: IdempotencyKey,
     ApiJson(input): ApiJson<StudentInput>,
 ) -> Result<Response, PortalError> {
     let student = app
         .grading
-        .create_student(input.first_name, input.last_name)
+        .create_student(input.first_name, input.last_name, key.as_deref())
         .await?;
     Ok((StatusCode::CREATED, Json(StudentJson::from(&student))).into_response())
 }
@@ -184,11 +223,12 @@ async fn get_student(
 async fn update_student(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    key: IdempotencyKey,
     ApiJson(input): ApiJson<StudentInput>,
 ) -> Result<Response, PortalError> {
     let student = app
         .grading
-        .update_student(&id, input.first_name, input.last_name)
+        .update_student(&id, input.first_name, input.last_name, key.as_deref())
         .await?;
     Ok(Json(StudentJson::from(&student)).into_response())
 }
@@ -196,20 +236,26 @@ async fn update_student(
 async fn delete_student(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    key: IdempotencyKey,
 ) -> Result<Response, PortalError> {
-    app.grading.delete_student(&id).await?;
+    app.grading.delete_student(&id, key.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn add_grade(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    key: IdempotencyKey,
     ApiJson(input): ApiJson<GradeBody>,
 ) -> Result<Response, PortalError> {
     let score = score_of(input.score)?;
     let grade = app
         .grading
-        .add_grade(&id, grade_input(input.title, &input.grade_type, score))
+        .add_grade(
+            &id,
+            grade_input(input.title, &input.grade_type, score),
+            key.as_deref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(GradeJson::from(&grade))).into_response())
 }
@@ -217,6 +263,7 @@ async fn add_grade(
 async fn update_grade(
     State(app): State<AppState>,
     Path((id, grade_id)): Path<(String, String)>,
+    key: IdempotencyKey,
     ApiJson(input): ApiJson<GradeBody>,
 ) -> Result<Response, PortalError> {
     let score = score_of(input.score)?;
@@ -226,6 +273,7 @@ async fn update_grade(
             &id,
             &grade_id,
             grade_input(input.title, &input.grade_type, score),
+            key.as_deref(),
         )
         .await?;
     Ok(Json(GradeJson::from(&grade)).into_response())
@@ -234,8 +282,11 @@ async fn update_grade(
 async fn delete_grade(
     State(app): State<AppState>,
     Path((id, grade_id)): Path<(String, String)>,
+    key: IdempotencyKey,
 ) -> Result<Response, PortalError> {
-    app.grading.delete_grade(&id, &grade_id).await?;
+    app.grading
+        .delete_grade(&id, &grade_id, key.as_deref())
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

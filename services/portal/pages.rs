@@ -3,6 +3,7 @@
 //! Forms post back and redirect; a form with a mistake is shown again with
 //! the message next to its field.
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -11,6 +12,7 @@ use axum::{Form, Router};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
+use crate::mesh::api::grading::new_request_id;
 use crate::model::grading::{GradeType, Student, StudentDetail};
 use crate::model::log::{Level, LogFilter, LogRecord};
 use crate::portal::AppState;
@@ -91,6 +93,8 @@ pub struct StudentForm {
     first_name: String,
     #[serde(default)]
     last_name: String,
+    #[serde(default)]
+    request_id: String,
 }
 
 /// The form fields of a grade.
@@ -102,6 +106,26 @@ pub struct GradeForm {
     grade_type: String,
     #[serde(default)]
     score: String,
+    #[serde(default)]
+    request_id: String,
+}
+
+/// The fields of a form with no fields but its request id (the delete buttons).
+#[derive(Debug, Default, Deserialize)]
+pub struct ActionForm {
+    #[serde(default)]
+    request_id: String,
+}
+
+/// A form's request id: made when the form is shown, so that submitting it
+/// twice (a double click, a resent POST after a reload) writes once.
+fn request_id_field() -> Markup {
+    html! { input type="hidden" name="request_id" value=(new_request_id()); }
+}
+
+/// The request id a form sent, if any.
+fn sent(request_id: &str) -> Option<&str> {
+    Some(request_id).filter(|id| !id.is_empty())
 }
 
 fn field_error(errors: &Option<(String, String)>, field: &str) -> Markup {
@@ -137,6 +161,7 @@ fn students_page(
             }
             h2 { "Add a student" }
             form method="post" action="/students" {
+                (request_id_field())
                 label for="first_name" { "First name" }
                 input id="first_name" name="first_name" value=(form.first_name) required maxlength="100";
                 (field_error(&error, "first_name"))
@@ -165,7 +190,11 @@ async fn students(State(app): State<AppState>) -> Response {
 async fn create_student(State(app): State<AppState>, Form(form): Form<StudentForm>) -> Response {
     match app
         .grading
-        .create_student(form.first_name.clone(), form.last_name.clone())
+        .create_student(
+            form.first_name.clone(),
+            form.last_name.clone(),
+            sent(&form.request_id),
+        )
         .await
         .map_err(PortalError::from)
     {
@@ -220,6 +249,7 @@ fn student_page(
                                     a href={ "/students/" (s.id) "/grades/" (g.id) "/edit" } { "Edit" }
                                     " "
                                     form.inline method="post" action={ "/students/" (s.id) "/grades/" (g.id) "/delete" } {
+                                        (request_id_field())
                                         button type="submit" { "Delete" }
                                     }
                                 }
@@ -232,6 +262,7 @@ fn student_page(
             (grade_form(&format!("/students/{}/grades", s.id), form, &error, "Add grade"))
             h2 { "Rename or remove" }
             form method="post" action={ "/students/" (s.id) } {
+                (request_id_field())
                 label for="first_name" { "First name" }
                 input id="first_name" name="first_name" value=(s.first_name) required maxlength="100";
                 label for="last_name" { "Last name" }
@@ -239,6 +270,7 @@ fn student_page(
                 p { button type="submit" { "Save name" } }
             }
             form method="post" action={ "/students/" (s.id) "/delete" } {
+                (request_id_field())
                 button type="submit" { "Delete student" }
             }
         },
@@ -253,6 +285,7 @@ fn grade_form(
 ) -> Markup {
     html! {
         form method="post" action=(action) {
+            (request_id_field())
             label for="title" { "Title" }
             input id="title" name="title" value=(form.title) required maxlength="200";
             (field_error(error, "title"))
@@ -302,6 +335,7 @@ async fn add_grade(
             .add_grade(
                 &id,
                 grade_input(form.title.clone(), &form.grade_type, score),
+                sent(&form.request_id),
             )
             .await?)
     }
@@ -331,7 +365,7 @@ async fn update_student(
 ) -> Response {
     match app
         .grading
-        .update_student(&id, form.first_name, form.last_name)
+        .update_student(&id, form.first_name, form.last_name, sent(&form.request_id))
         .await
         .map_err(PortalError::from)
     {
@@ -340,10 +374,15 @@ async fn update_student(
     }
 }
 
-async fn delete_student(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+async fn delete_student(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    let form = form.map(|Form(form)| form).unwrap_or_default();
     match app
         .grading
-        .delete_student(&id)
+        .delete_student(&id, sent(&form.request_id))
         .await
         .map_err(PortalError::from)
     {
@@ -367,6 +406,7 @@ async fn edit_grade(
             title: grade.title.clone(),
             grade_type: grade.grade_type.as_str().to_owned(),
             score: grade.score.to_string(),
+            request_id: String::new(),
         };
         let body = html! {
             h1 { "Edit grade" }
@@ -391,6 +431,7 @@ async fn update_grade(
                 &id,
                 &grade_id,
                 grade_input(form.title.clone(), &form.grade_type, score),
+                sent(&form.request_id),
             )
             .await?)
     }
@@ -404,10 +445,12 @@ async fn update_grade(
 async fn delete_grade(
     State(app): State<AppState>,
     Path((id, grade_id)): Path<(String, String)>,
+    form: Result<Form<ActionForm>, FormRejection>,
 ) -> Response {
+    let form = form.map(|Form(form)| form).unwrap_or_default();
     match app
         .grading
-        .delete_grade(&id, &grade_id)
+        .delete_grade(&id, &grade_id, sent(&form.request_id))
         .await
         .map_err(PortalError::from)
     {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::future::Future;
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! [`GradingApi`]: calls to the grading service through its mesh channel,
-//! in domain types. Reads are marked safe to retry after a timeout; writes
-//! only when they carry a request id (grading answers a repeat with the
-//! first answer and writes nothing).
+//! in domain types. Every write carries a request id (the caller's, or a
+//! new one), so grading answers a repeat with the first answer and writes
+//! nothing: reads and writes alike are safe to retry, even after an attempt
+//! timed out on an instance that may still commit it.
 
 use std::time::Duration;
 
@@ -36,6 +37,16 @@ impl GradeInput {
             .map(|t| pb::GradeType::from(t) as i32)
             .unwrap_or(pb::GradeType::Unspecified as i32)
     }
+}
+
+/// A new request id for a write whose caller gave none: unique without
+/// coordination (a UUIDv7), the same for every retry of that write.
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+fn request_id_or_new(request_id: Option<&str>) -> String {
+    request_id.map_or_else(new_request_id, str::to_owned)
 }
 
 /// Calls grading, each call within `timeout` (and within the deadline of the
@@ -98,13 +109,15 @@ impl GradingApi {
         &self,
         first_name: String,
         last_name: String,
+        request_id: Option<&str>,
     ) -> Result<Student, CallError> {
         let mut client = self.client()?;
         let message = pb::CreateStudentRequest {
             first_name,
             last_name,
+            request_id: request_id_or_new(request_id),
         };
-        let call = client.create_student(request(message, self.timeout, Retry::Unsafe));
+        let call = client.create_student(request(message, self.timeout, Retry::Safe));
         Student::try_from(unary(SERVICE, self.timeout, call).await?).map_err(Self::malformed)
     }
 
@@ -114,35 +127,50 @@ impl GradingApi {
         id: &str,
         first_name: String,
         last_name: String,
+        request_id: Option<&str>,
     ) -> Result<Student, CallError> {
         let mut client = self.client()?;
         let message = pb::UpdateStudentRequest {
             id: id.to_owned(),
             first_name,
             last_name,
+            request_id: request_id_or_new(request_id),
         };
-        let call = client.update_student(request(message, self.timeout, Retry::Unsafe));
+        let call = client.update_student(request(message, self.timeout, Retry::Safe));
         Student::try_from(unary(SERVICE, self.timeout, call).await?).map_err(Self::malformed)
     }
 
     /// Removes a student and every grade of theirs.
-    pub async fn delete_student(&self, id: &str) -> Result<(), CallError> {
+    pub async fn delete_student(
+        &self,
+        id: &str,
+        request_id: Option<&str>,
+    ) -> Result<(), CallError> {
         let mut client = self.client()?;
-        let message = pb::DeleteStudentRequest { id: id.to_owned() };
-        let call = client.delete_student(request(message, self.timeout, Retry::Unsafe));
+        let message = pb::DeleteStudentRequest {
+            id: id.to_owned(),
+            request_id: request_id_or_new(request_id),
+        };
+        let call = client.delete_student(request(message, self.timeout, Retry::Safe));
         unary(SERVICE, self.timeout, call).await.map(|_| ())
     }
 
     /// Adds a grade to a student.
-    pub async fn add_grade(&self, student_id: &str, grade: GradeInput) -> Result<Grade, CallError> {
+    pub async fn add_grade(
+        &self,
+        student_id: &str,
+        grade: GradeInput,
+        request_id: Option<&str>,
+    ) -> Result<Grade, CallError> {
         let mut client = self.client()?;
         let message = pb::AddGradeRequest {
             student_id: student_id.to_owned(),
             r#type: grade.type_value(),
             title: grade.title,
             score: grade.score,
+            request_id: request_id_or_new(request_id),
         };
-        let call = client.add_grade(request(message, self.timeout, Retry::Unsafe));
+        let call = client.add_grade(request(message, self.timeout, Retry::Safe));
         Grade::try_from(unary(SERVICE, self.timeout, call).await?).map_err(Self::malformed)
     }
 
@@ -152,6 +180,7 @@ impl GradingApi {
         student_id: &str,
         grade_id: &str,
         grade: GradeInput,
+        request_id: Option<&str>,
     ) -> Result<Grade, CallError> {
         let mut client = self.client()?;
         let message = pb::UpdateGradeRequest {
@@ -160,19 +189,26 @@ impl GradingApi {
             r#type: grade.type_value(),
             title: grade.title,
             score: grade.score,
+            request_id: request_id_or_new(request_id),
         };
-        let call = client.update_grade(request(message, self.timeout, Retry::Unsafe));
+        let call = client.update_grade(request(message, self.timeout, Retry::Safe));
         Grade::try_from(unary(SERVICE, self.timeout, call).await?).map_err(Self::malformed)
     }
 
     /// Removes a grade of a student.
-    pub async fn delete_grade(&self, student_id: &str, grade_id: &str) -> Result<(), CallError> {
+    pub async fn delete_grade(
+        &self,
+        student_id: &str,
+        grade_id: &str,
+        request_id: Option<&str>,
+    ) -> Result<(), CallError> {
         let mut client = self.client()?;
         let message = pb::DeleteGradeRequest {
             student_id: student_id.to_owned(),
             grade_id: grade_id.to_owned(),
+            request_id: request_id_or_new(request_id),
         };
-        let call = client.delete_grade(request(message, self.timeout, Retry::Unsafe));
+        let call = client.delete_grade(request(message, self.timeout, Retry::Safe));
         unary(SERVICE, self.timeout, call).await.map(|_| ())
     }
 
