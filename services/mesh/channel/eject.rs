@@ -1,8 +1,12 @@
 //! Outlier ejection (a circuit breaker per endpoint). An endpoint that fails
-//! `failures` attempts in a row is ejected: the balancer stops choosing it
-//! for a backoff that grows each time it is ejected again; then exactly one
-//! probe request half-opens it: an answer closes the circuit, a failure
-//! ejects it again for longer. At most half of a service's endpoints are
+//! `failures` attempts in a row (timeouts, internal errors) is ejected, and
+//! one whose connection fails or that answers UNAVAILABLE is ejected at
+//! once (as a linkerd endpoint whose connection broke is not ready until it
+//! reconnects): a dead instance fails fast, and fast failures would
+//! otherwise look like the least loaded endpoint to the balancer. While
+//! ejected, the balancer does not choose it, for a backoff that grows each
+//! time it is ejected again; then exactly one probe request half-opens it:
+//! an answer closes the circuit, a failure ejects it again for longer. At most half of a service's endpoints are
 //! ejected at once (never the last one), so ejection can shift traffic but
 //! never take a whole service away: a single instance behaves as without it.
 //!
@@ -181,7 +185,10 @@ impl Breaker {
         self.circuit = match self.circuit {
             Circuit::Closed { .. } if !failed => Circuit::Closed { failures: 0 },
             Circuit::Closed { failures } => {
-                let failures = failures.saturating_add(1);
+                let failures = match outcome {
+                    Outcome::Unreachable | Outcome::Unavailable => self.settings.failures,
+                    _ => failures.saturating_add(1),
+                };
                 if failures >= self.settings.failures && self.budget.try_eject() {
                     Circuit::Open {
                         until: now + self.settings.backoff.delay(0),
@@ -330,7 +337,22 @@ mod tests {
         for _ in 0..times {
             assert_eq!(breaker.admission(Instant::now()), Admission::Admit);
             let probe = breaker.dispatched();
-            breaker.completed(Outcome::Unreachable, probe, Instant::now());
+            breaker.completed(Outcome::TimedOut, probe, Instant::now());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_connection_or_unavailable_ejects_at_once() {
+        let budget = Arc::new(EjectionBudget::default());
+        let _other = Breaker::new(settings(), budget.clone());
+        for outcome in [Outcome::Unreachable, Outcome::Unavailable] {
+            let mut breaker = Breaker::new(settings(), budget.clone());
+            assert_eq!(breaker.admission(Instant::now()), Admission::Admit);
+            breaker.completed(outcome, false, Instant::now());
+            assert!(
+                matches!(breaker.admission(Instant::now()), Admission::NotUntil(_)),
+                "{outcome:?}"
+            );
         }
     }
 
@@ -473,11 +495,9 @@ mod tests {
         use tower::{Service, ServiceExt};
         let budget = Arc::new(EjectionBudget::default());
         let _other = Breaker::new(settings(), budget.clone());
-        let script = Scripted(Arc::new(Mutex::new(vec![false, false, false])));
+        let script = Scripted(Arc::new(Mutex::new(vec![false])));
         let mut service = Ejecting::new(script, settings(), budget);
-        for _ in 0..3 {
-            assert!(service.ready().await.unwrap().call(()).await.is_err());
-        }
+        assert!(service.ready().await.unwrap().call(()).await.is_err());
         assert!(matches!(service.circuit(), Circuit::Open { .. }));
         let start = Instant::now();
         service.ready().await.unwrap();

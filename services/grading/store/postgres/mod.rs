@@ -59,6 +59,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const RECYCLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The server cancels a statement running longer than this.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server ends a session that stays inside a transaction, idle, for
+/// longer than this: a grading instance that hangs (SIGSTOP, a long GC-like
+/// pause) while holding [`WRITE_LOCK`] must not stop every other
+/// instance's writes for longer than this.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one store operation (pool wait, transaction, commit) may take.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long changes stay in the outbox: far longer than any tailer needs.
@@ -156,7 +161,11 @@ type Tx<'a> = deadpool_postgres::Transaction<'a>;
 fn connection_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     let mut config = tokio_postgres::Config::from_str(url)
         .map_err(|e| StoreError::Database(format!("the database URL is invalid: {e}")))?;
-    let timeout = format!("-c statement_timeout={}", STATEMENT_TIMEOUT.as_millis());
+    let timeout = format!(
+        "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        STATEMENT_TIMEOUT.as_millis(),
+        IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+    );
     let options = match config.get_options() {
         Some(given) => format!("{given} {timeout}"),
         None => timeout,
