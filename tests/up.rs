@@ -124,3 +124,145 @@ async fn up_starts_supervises_and_stops_the_whole_gradebook() {
         );
     }
 }
+
+/// The command-line argument after `flag` of process `pid`.
+fn argument_of(pid: u32, flag: &str) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let at = args.iter().position(|a| a == flag)?;
+    args.get(at + 1).cloned()
+}
+
+#[tokio::test]
+async fn scaled_up_survives_the_kill_of_its_registry_without_a_failed_request() {
+    let Some(server) = support::postgres::server() else {
+        return;
+    };
+    let database = server.database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Command::new(binary())
+        .args(["up", "--data-dir", &dir.path().display().to_string()])
+        .args([
+            "--scale",
+            "grading=3",
+            "--scale",
+            "log=2",
+            "--scale",
+            "portal=2",
+        ])
+        .args(["--database-url", &database])
+        .args([
+            "--registry-listen",
+            "127.0.0.1:0",
+            "--log-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--grading-listen",
+            "127.0.0.1:0",
+            "--portal-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = up.stdout.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    let ready = line_rx
+        .recv_timeout(Duration::from_secs(90))
+        .expect("up prints a line when ready");
+    let portals: Vec<String> = ready
+        .trim_start_matches("Gradebook is ready: ")
+        .trim_end_matches(" (Ctrl-C stops it)")
+        .split(' ')
+        .map(|url| url.trim_end_matches("/students").to_owned())
+        .collect();
+    assert_eq!(portals.len(), 2, "two portals: {ready}");
+    let pid = up.id();
+    for (name, count) in [("registry", 1), ("log", 2), ("grading", 3), ("portal", 2)] {
+        assert_eq!(children_running(pid, name).len(), count, "{name} instances");
+    }
+    let registry = children_running(pid, "registry")[0];
+    let registry_url = format!("http://{}", argument_of(registry, "--listen").unwrap());
+    let registry_api = gradebook::mesh::api::RegistryApi::connect(&registry_url).unwrap();
+    eventually(
+        "every instance is registered and healthy",
+        PATIENCE,
+        || async {
+            let healthy = registry_api.list(None, false).await.ok()?;
+            (healthy.len() == 1 + 2 + 3 + 2).then_some(())
+        },
+    )
+    .await;
+
+    let page: serde_json::Value = reqwest::get(format!("{}/api/students", portals[0]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let students: Vec<String> = page["students"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(students.len() >= 5, "demo data seeded once: {page}");
+    assert!(students.len() <= 6, "demo data seeded once: {page}");
+    // Half the clients on each portal.
+    let loads = [
+        support::load::Load::start(&portals[0], students.clone(), 4, 4),
+        support::load::Load::start(&portals[1], students.clone(), 4, 4),
+    ];
+    for load in &loads {
+        load.run_for(100).await;
+    }
+    kill(Pid::from_raw(registry as i32), Signal::SIGKILL).unwrap();
+    let restarted = eventually("the registry is restarted", PATIENCE, || async {
+        children_running(pid, "registry")
+            .into_iter()
+            .find(|p| *p != registry)
+    })
+    .await;
+    assert_ne!(restarted, registry);
+    eventually("every instance registers again", PATIENCE, || async {
+        let healthy = registry_api.list(None, false).await.ok()?;
+        (healthy.len() == 1 + 2 + 3 + 2).then_some(())
+    })
+    .await;
+    for load in &loads {
+        load.run_for(100).await;
+    }
+    let [first, second] = loads;
+    let mut report = first.stop().await;
+    let other = second.stop().await;
+    report.answers.extend(other.answers);
+    report.acknowledged.extend(other.acknowledged);
+    report.sent.extend(other.sent);
+    let failures = report.failures();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed across the registry's restart: {:?}",
+        failures.len(),
+        report.answers.len(),
+        &failures[..failures.len().min(10)]
+    );
+    report.check_writes(&portals[0]).await;
+
+    kill(Pid::from_raw(pid as i32), Signal::SIGINT).unwrap();
+    let status = eventually("up exits", PATIENCE, || {
+        let status = up.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+}

@@ -288,7 +288,9 @@ async fn terminate(name: &str, mut child: Child) {
 /// Binds every child's socket and lays out its command line.
 fn plan(args: &UpArgs) -> anyhow::Result<Vec<ChildSpec>> {
     let data = |sub: String| args.data_dir.join(sub).display().to_string();
-    let registry_url = url_of(&args.registry_listen.to_string());
+    // The registry binds first; the others are told where it really is
+    // (its port may have been 0).
+    let mut registry_url = url_of(&args.registry_listen.to_string());
     let mut children = Vec::new();
     for kind in Kind::START_ORDER {
         let count = args.count(kind);
@@ -300,6 +302,9 @@ fn plan(args: &UpArgs) -> anyhow::Result<Vec<ChildSpec>> {
             };
             let listener = bind_for_child(wanted)?;
             let address = address_of(&listener)?;
+            if kind == Kind::Registry {
+                registry_url = url_of(&address.to_string());
+            }
             let suffix = if index == 1 {
                 String::new()
             } else {

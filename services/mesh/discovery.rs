@@ -7,8 +7,11 @@
 //!
 //! When the watch reconnects (the registry restarted), the fresh snapshot
 //! may lack instances that have not re-registered yet although they still
-//! answer: those stay in the view for [`REREGISTRATION_GRACE`], unless a
-//! change about them comes first, so callers keep their endpoints.
+//! answer, and instances that have re-registered are UNKNOWN until the new
+//! registry has probed them. An instance that was healthy before the
+//! reconnect stays healthy in the view until the registry says something
+//! definite about it (SERVING, NOT_SERVING, UNREACHABLE, or removed), or
+//! [`REREGISTRATION_GRACE`] passes: callers keep their endpoints.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,7 +29,7 @@ use crate::mesh::channel::{ChannelSettings, MeshChannel};
 use crate::mesh::client::registry_client;
 use crate::mesh::config::REGISTRY_CALL_TIMEOUT;
 use crate::mesh::shutdown::Shutdown;
-use crate::model::registry::{ChangeKind, Instance, WatchUpdate};
+use crate::model::registry::{ChangeKind, Health, Instance, WatchUpdate};
 use crate::pb::registry::v1 as pb;
 
 /// How long an instance missing from the snapshot of a reconnected watch
@@ -74,11 +77,13 @@ impl Dependencies {
                         .or_default()
                         .insert(instance.instance_id.clone(), instance);
                 }
-                // Healthy instances the new snapshot lacks wait to re-register.
+                // Healthy instances the new registry does not know yet, or has
+                // not probed yet, stay as they were until it says more.
                 for (service, known) in &self.services {
                     let fresh = services.entry(service.clone()).or_default();
                     for (id, instance) in known.iter() {
-                        if instance.health.is_healthy() && !fresh.contains_key(id) {
+                        let unknown = fresh.get(id).is_none_or(|f| f.health == Health::Unknown);
+                        if instance.health.is_healthy() && unknown {
                             fresh.insert(id.clone(), instance.clone());
                             let key = (service.clone(), id.clone());
                             let until = self
@@ -99,10 +104,18 @@ impl Dependencies {
                     .collect();
             }
             WatchUpdate::Change(change) => {
-                self.retained.remove(&(
+                let key = (
                     change.instance.service.clone(),
                     change.instance.instance_id.clone(),
-                ));
+                );
+                if change.kind != ChangeKind::Removed
+                    && change.instance.health == Health::Unknown
+                    && self.retained.contains_key(&key)
+                {
+                    // Re-registered, not probed yet: still as it was.
+                    return;
+                }
+                self.retained.remove(&key);
                 let instances = Arc::make_mut(
                     self.services
                         .entry(change.instance.service.clone())
@@ -360,7 +373,7 @@ async fn run_watch(registry: Channel, mut feed: Feed, backoff: Backoff, shutdown
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::registry::{Change, Health};
+    use crate::model::registry::Change;
 
     fn instance(service: &str, id: &str, health: Health) -> Instance {
         Instance::for_test(service, id, health)
@@ -458,6 +471,53 @@ mod tests {
         tokio::time::advance(REREGISTRATION_GRACE).await;
         assert!(deps.expire(Instant::now()));
         assert_eq!(ids(&deps, "grading"), ["a"], "b never came back");
+
+        // Re-registered but not probed yet (UNKNOWN): still healthy, until
+        // the new registry says SERVING or otherwise.
+        deps.apply(
+            change(ChangeKind::Added, instance("grading", "b", Health::Serving)),
+            &watched,
+            Instant::now(),
+        );
+        deps.apply(
+            snapshot(vec![
+                instance("grading", "a", Health::Unknown),
+                instance("grading", "b", Health::Serving),
+            ]),
+            &watched,
+            Instant::now(),
+        );
+        assert_eq!(ids(&deps, "grading"), ["a", "b"], "a is not probed yet");
+        deps.apply(
+            change(
+                ChangeKind::Updated,
+                instance("grading", "a", Health::Unknown),
+            ),
+            &watched,
+            Instant::now(),
+        );
+        assert_eq!(ids(&deps, "grading"), ["a", "b"]);
+        deps.apply(
+            change(
+                ChangeKind::HealthChanged,
+                instance("grading", "a", Health::Unreachable),
+            ),
+            &watched,
+            Instant::now(),
+        );
+        assert_eq!(
+            ids(&deps, "grading"),
+            ["b"],
+            "a definite answer is believed"
+        );
+        deps.apply(
+            change(
+                ChangeKind::HealthChanged,
+                instance("grading", "a", Health::Serving),
+            ),
+            &watched,
+            Instant::now(),
+        );
 
         // One that re-registers in time is no longer retained.
         deps.apply(
