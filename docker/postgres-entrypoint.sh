@@ -31,7 +31,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     password=${POSTGRES_PASSWORD:-}
     [ -n "$password" ] || die "POSTGRES_PASSWORD must be set to create the database"
     case $password in
-    *"'"* | *'\'*) die "POSTGRES_PASSWORD must not contain ' or \\" ;;
+    *"'"*) die "POSTGRES_PASSWORD must not contain '" ;;
     esac
     scratch=$PGDATA.initializing
     rm -rf "$scratch"
