@@ -3,10 +3,11 @@
 # Compose v2: builds both images offline (gradebook and gradebook-postgres),
 # starts the stack (PostgreSQL, registry, log x2, grading x2, portal), checks
 # it with grpcurl and the portal's JSON API, checks the demo data was seeded
-# once, kills each grading container's process with SIGKILL from the host
-# (so the restart policy applies, as to a crash) while reading through the
-# portal, stops one grading container and reads through the portal, restarts
-# the whole stack, and checks the grade is still there. Reads are counted and
+# once, adds a grade and kills each grading container's process with SIGKILL
+# from the host (so the restart policy applies, as to a crash) while reading
+# the grade through the portal, stops one grading container and writes and
+# reads through the portal, restarts the whole stack, and checks every grade
+# is still there. Reads are counted and
 # every failed one printed; the assertions are counts, not timings. Prints
 # how long each step took, dumps the containers' logs when a step fails, and
 # always cleans up.
@@ -109,11 +110,23 @@ done_step
 
 step "add a grade through the portal's JSON API"
 student=$(api /students | python3 -c 'import json,sys; print(json.load(sys.stdin)["students"][0]["id"])')
-grade=$(curl -sf --max-time 5 -X POST -H 'content-type: application/json' \
-    -d '{"title":"Container quiz","type":"quiz","score":88}' \
-    "http://127.0.0.1:8080/api/students/$student/grades" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') \
-    || fail "add a grade"
+grades=()
+# Adds a grade titled $1 through the portal; it becomes `grade`, the one
+# read_once looks for, and joins `grades`.
+add_grade() {
+    grade=$(curl -sf --max-time 5 -X POST -H 'content-type: application/json' \
+        -d "{\"title\":\"$1\",\"type\":\"quiz\",\"score\":88}" \
+        "http://127.0.0.1:8080/api/students/$student/grades" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') \
+        || fail "add the grade \"$1\""
+    grades+=("$grade")
+}
 has_grade() { api "/students/$student" | grep "$grade" >/dev/null; }
+has_every_grade() {
+    local body g
+    body=$(api "/students/$student") || return 1
+    for g in "${grades[@]}"; do grep "$g" <<<"$body" >/dev/null || return 1; done
+}
+add_grade "Container quiz"
 has_grade || fail "the grade is not listed"
 done_step
 
@@ -125,6 +138,7 @@ kill_and_read() {
     restarts=$(docker inspect -f '{{.RestartCount}}' "$container")
     pid=$(docker inspect -f '{{.State.Pid}}' "$container")
     restarted() { [ "$(docker inspect -f '{{.RestartCount}}' "$container")" -gt "$restarts" ]; }
+    add_grade "Before the SIGKILL of $service"
     reset_reads
     kill -9 "$pid"
     deadline=$(( $(date +%s) + 90 ))
@@ -139,28 +153,30 @@ kill_and_read() {
     until_true 30 has_grade || fail "the portal does not serve the grade after $service restarted"
 }
 
-step "SIGKILL grading-1's process from the host; reads keep working; it comes back"
+step "add a grade, SIGKILL grading-1's process from the host; reads of the grade keep working; it comes back"
 kill_and_read grading-1
 done_step
 
-step "SIGKILL grading-2's process from the host; reads keep working; it comes back"
+step "add a grade, SIGKILL grading-2's process from the host; reads of the grade keep working; it comes back"
 kill_and_read grading-2
 done_step
 
-step "docker compose stop grading-1: 100 reads through the portal all succeed; start it again"
+step "docker compose stop grading-1: a write and 100 reads through the portal all succeed; start it again"
 docker compose stop grading-1 >/dev/null 2>&1 || fail "stop grading-1"
+add_grade "While grading-1 is stopped"
 reset_reads
 for _ in $(seq 100); do read_once; done
 echo "   grading-1 stopped: $reads reads, $failed failed"
 [ "$failed" = 0 ] || fail "$failed of $reads reads failed with grading-1 stopped"
 docker compose start grading-1 >/dev/null 2>&1 || fail "start grading-1"
 until_true 60 all_healthy || fail "grading-1 did not become healthy again"
+has_every_grade || fail "a grade is missing"
 done_step
 
-step "docker compose restart; the grade is still there"
+step "docker compose restart; every grade is still there"
 docker compose restart >/dev/null 2>&1 || fail "compose restart"
 until_true 180 all_healthy || fail "not healthy after restart"
-until_true 30 has_grade || fail "the grade is gone after a restart"
+until_true 30 has_every_grade || fail "a grade is gone after a restart"
 done_step
 
 step "docker compose stop: every daemon exits 0 on SIGTERM, PostgreSQL on SIGINT"
