@@ -1,27 +1,38 @@
 #!/usr/bin/env bash
-# Builds the gradebook:latest image.
-#   docker/build-image.sh online    multi-stage build from source (pulls rust:1-bookworm)
-#   docker/build-image.sh offline   cargo build on the host, then FROM scratch (pulls nothing)
-# Both give the same layout: /usr/local/bin/gradebook, its shared libraries,
-# user 10001, /data/{grading,log}.
+# Builds the two images the Compose file runs:
+#   gradebook:latest            (IMAGE)           the four daemons
+#   gradebook-postgres:latest   (POSTGRES_IMAGE)  PostgreSQL for grading
+#   docker/build-image.sh online    gradebook: multi-stage build from source (pulls rust:1-bookworm)
+#   docker/build-image.sh offline   gradebook: cargo build on the host, then FROM scratch (pulls nothing)
+# Both give the same gradebook layout: /usr/local/bin/gradebook, its shared
+# libraries, user 10001, /data/{grading,log}. The PostgreSQL image is built
+# the offline way in both modes: FROM scratch, from Debian's postgresql
+# package on the host (docker/make-postgres-rootfs.sh; user 10002).
+# The offline build takes the binary from $CARGO_TARGET_DIR/release
+# (default target/release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-offline}
 image=${IMAGE:-gradebook:latest}
+postgres_image=${POSTGRES_IMAGE:-gradebook-postgres:latest}
+target_dir=${CARGO_TARGET_DIR:-target}
+context=$(mktemp -d)
+trap 'rm -rf "$context"' EXIT
 case "$mode" in
 online)
     docker build -t "$image" .
     ;;
 offline)
     cargo build --release --locked
-    context=$(mktemp -d)
-    trap 'rm -rf "$context"' EXIT
-    docker/make-rootfs.sh target/release/gradebook "$context/rootfs"
-    docker build -t "$image" -f docker/runtime.Dockerfile "$context"
+    docker/make-rootfs.sh "$target_dir/release/gradebook" "$context/gradebook/rootfs"
+    docker build -t "$image" -f docker/runtime.Dockerfile "$context/gradebook"
     ;;
 *)
     echo "usage: $0 online|offline" >&2
     exit 2
     ;;
 esac
+docker/make-postgres-rootfs.sh "$context/postgres/rootfs"
+docker build -t "$postgres_image" -f docker/postgres.Dockerfile "$context/postgres"
 docker image ls "$image"
+docker image ls "$postgres_image"

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end test of the container stack with the real Docker engine and
-# Compose v2: builds the image offline, starts the stack, checks it with
-# grpcurl and the portal's JSON API, kills grading's process with SIGKILL from
-# the host (so the restart policy applies, as to a crash), restarts the whole
-# stack, and checks the grade is still there. Prints how long each step took,
-# dumps the containers' logs when a step fails, and always cleans up.
+# Compose v2: builds both images offline (gradebook and gradebook-postgres),
+# starts the stack (PostgreSQL, registry, log x2, grading x2, portal), checks
+# it with grpcurl and the portal's JSON API, checks the demo data was seeded
+# once, adds a grade and kills each grading container's process with SIGKILL
+# from the host (so the restart policy applies, as to a crash) while reading
+# the grade through the portal, stops one grading container and writes and
+# reads through the portal, restarts the whole stack, and checks every grade
+# is still there. Reads are counted and
+# every failed one printed; the assertions are counts, not timings. Prints
+# how long each step took, dumps the containers' logs when a step fails, and
+# always cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-gradebook-e2e}
@@ -38,72 +44,146 @@ until_true() {
     done
 }
 
+services=(postgres registry log-1 log-2 grading-1 grading-2 portal)
+daemons=(registry log-1 log-2 grading-1 grading-2 portal)
 healthy_count() { docker compose ps --format '{{.Service}} {{.Health}}' | grep -c ' healthy$' || true; }
-all_healthy() { [ "$(healthy_count)" = 4 ]; }
+all_healthy() { [ "$(healthy_count)" = "${#services[@]}" ]; }
 api() { curl -sf --max-time 5 "http://127.0.0.1:8080/api$1"; }
 
+# Reads the student's page through the portal once; counts it in `reads`,
+# and in `failed` (with its HTTP status, 000 for no answer, printed) unless
+# it is a 200 that lists the grade.
+reads=0
+failed=0
+read_once() {
+    local body status
+    reads=$((reads + 1))
+    body=$(curl -s --max-time 5 -w '\n%{http_code}' "http://127.0.0.1:8080/api/students/$student") || true
+    status=${body##*$'\n'}
+    if [ "$status" != 200 ] || ! grep "$grade" <<<"$body" >/dev/null; then
+        failed=$((failed + 1))
+        echo "   failed read $reads: HTTP $status ${body%$'\n'*}" | cut -c1-200
+    fi
+}
+reset_reads() { reads=0; failed=0; }
+
 cleanup
-step "build the image offline (cargo on the host, FROM scratch)"
+step "build both images offline (cargo on the host, FROM scratch)"
 docker/build-image.sh offline >/dev/null || fail "image build"
 done_step
 
 step "docker compose up -d; wait until every container is healthy"
 docker compose up -d --no-build >/dev/null 2>&1 || fail "compose up"
-until_true 120 all_healthy || fail "not every container became healthy"
+until_true 180 all_healthy || fail "not every container became healthy"
 done_step
 
-step "containers run as a non-root user and log to stdout"
-for service in registry log grading portal; do
+step "containers run as non-root users and log to stdout"
+for service in "${daemons[@]}"; do
     id=$(docker compose ps -q "$service")
     [ "$(docker inspect -f '{{.Config.User}}' "$id")" = "10001:10001" ] || fail "$service runs as root"
     docker logs "$id" 2>/dev/null | grep "serving" >/dev/null || fail "$service does not log to stdout"
 done
+id=$(docker compose ps -q postgres)
+[ "$(docker inspect -f '{{.Config.User}}' "$id")" = "10002:10002" ] || fail "postgres runs as root"
+docker logs "$id" 2>&1 | grep "ready to accept connections" >/dev/null || fail "postgres does not log to stdout"
 done_step
 
 step "grpcurl from the host: list the registry's services, check every daemon's health"
 grpcurl -plaintext 127.0.0.1:50051 list | grep -x gradebook.registry.v1.Registry >/dev/null || fail "registry reflection"
-for port in 50051 50052 50053 8080; do
+for port in 50051 50052 50062 50053 50063 8080; do
     grpcurl -plaintext "127.0.0.1:$port" grpc.health.v1.Health/Check | grep SERVING >/dev/null || fail "health of :$port"
 done
 listed=$(grpcurl -plaintext -d '{"include_unhealthy": true}' 127.0.0.1:50051 gradebook.registry.v1.Registry/List)
-for address in registry:50051 log:50052 grading:50053 portal:8080; do
+for address in registry:50051 log-1:50052 log-2:50052 grading-1:50053 grading-2:50053 portal:8080; do
     grep "\"address\": \"$address\"" <<<"$listed" >/dev/null || fail "$address is not advertised: $listed"
 done
 done_step
 
-step "add a grade through the portal's JSON API"
+step "two grading instances on one empty database seeded the demo data once"
 until_true 30 api /students || fail "portal API"
+students=$(api '/students?page_size=100' | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["students"]))')
+[ "$students" = 6 ] || fail "$students demo students, not 6"
+for service in grading-1 grading-2; do
+    docker compose logs --no-color "$service" | grep -o 'demo_students[^ ]*' | tail -1 | sed "s/^/   $service: /" || true
+done
+done_step
+
+step "add a grade through the portal's JSON API"
 student=$(api /students | python3 -c 'import json,sys; print(json.load(sys.stdin)["students"][0]["id"])')
-grade=$(curl -sf --max-time 5 -X POST -H 'content-type: application/json' \
-    -d '{"title":"Container quiz","type":"quiz","score":88}' \
-    "http://127.0.0.1:8080/api/students/$student/grades" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') \
-    || fail "add a grade"
+grades=()
+# Adds a grade titled $1 through the portal; it becomes `grade`, the one
+# read_once looks for, and joins `grades`.
+add_grade() {
+    grade=$(curl -sf --max-time 5 -X POST -H 'content-type: application/json' \
+        -d "{\"title\":\"$1\",\"type\":\"quiz\",\"score\":88}" \
+        "http://127.0.0.1:8080/api/students/$student/grades" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') \
+        || fail "add the grade \"$1\""
+    grades+=("$grade")
+}
 has_grade() { api "/students/$student" | grep "$grade" >/dev/null; }
+has_every_grade() {
+    local body g
+    body=$(api "/students/$student") || return 1
+    for g in "${grades[@]}"; do grep "$g" <<<"$body" >/dev/null || return 1; done
+}
+add_grade "Container quiz"
 has_grade || fail "the grade is not listed"
 done_step
 
-step "SIGKILL grading's process from the host; the restart policy brings it back"
-container=$(docker compose ps -q grading)
-restarts=$(docker inspect -f '{{.RestartCount}}' "$container")
-pid=$(docker inspect -f '{{.State.Pid}}' "$container")
-kill -9 "$pid"
-restarted() { [ "$(docker inspect -f '{{.RestartCount}}' "$container")" -gt "$restarts" ]; }
-until_true 60 restarted || fail "grading was not restarted"
-until_true 60 all_healthy || fail "grading did not become healthy again"
-until_true 30 has_grade || fail "the portal does not serve the grade after the restart"
+# Kills $1's process with SIGKILL from the host and reads through the portal
+# until the restart policy has brought it back healthy.
+kill_and_read() {
+    local service=$1 container restarts pid deadline
+    container=$(docker compose ps -q "$service")
+    restarts=$(docker inspect -f '{{.RestartCount}}' "$container")
+    pid=$(docker inspect -f '{{.State.Pid}}' "$container")
+    restarted() { [ "$(docker inspect -f '{{.RestartCount}}' "$container")" -gt "$restarts" ]; }
+    add_grade "Before the SIGKILL of $service"
+    reset_reads
+    kill -9 "$pid"
+    deadline=$(( $(date +%s) + 90 ))
+    until restarted && all_healthy; do
+        (( $(date +%s) < deadline )) || fail "$service did not come back healthy"
+        read_once
+        sleep 0.1
+    done
+    read_once
+    echo "   $service: $reads reads while it restarted, $failed failed"
+    [ "$failed" = 0 ] || fail "$failed of $reads reads failed while $service restarted"
+    until_true 30 has_grade || fail "the portal does not serve the grade after $service restarted"
+}
+
+step "add a grade, SIGKILL grading-1's process from the host; reads of the grade keep working; it comes back"
+kill_and_read grading-1
 done_step
 
-step "docker compose restart; the grade is still there"
+step "add a grade, SIGKILL grading-2's process from the host; reads of the grade keep working; it comes back"
+kill_and_read grading-2
+done_step
+
+step "docker compose stop grading-1: a write and 100 reads through the portal all succeed; start it again"
+docker compose stop grading-1 >/dev/null 2>&1 || fail "stop grading-1"
+add_grade "While grading-1 is stopped"
+reset_reads
+for _ in $(seq 100); do read_once; done
+echo "   grading-1 stopped: $reads reads, $failed failed"
+[ "$failed" = 0 ] || fail "$failed of $reads reads failed with grading-1 stopped"
+docker compose start grading-1 >/dev/null 2>&1 || fail "start grading-1"
+until_true 60 all_healthy || fail "grading-1 did not become healthy again"
+has_every_grade || fail "a grade is missing"
+done_step
+
+step "docker compose restart; every grade is still there"
 docker compose restart >/dev/null 2>&1 || fail "compose restart"
-until_true 120 all_healthy || fail "not healthy after restart"
-until_true 30 has_grade || fail "the grade is gone after a restart"
+until_true 180 all_healthy || fail "not healthy after restart"
+until_true 30 has_every_grade || fail "a grade is gone after a restart"
 done_step
 
-step "docker compose stop: every daemon exits 0 on SIGTERM within the stop timeout"
+step "docker compose stop: every daemon exits 0 on SIGTERM, PostgreSQL on SIGINT"
 docker compose stop >/dev/null 2>&1 || fail "compose stop"
-for service in registry log grading portal; do
+for service in "${services[@]}"; do
     code=$(docker inspect -f '{{.State.ExitCode}}' "$(docker compose ps -aq "$service")")
-    [ "$code" = 0 ] || fail "$service exited with $code on SIGTERM"
+    [ "$code" = 0 ] || fail "$service exited with $code when stopped"
 done
 done_step
 
