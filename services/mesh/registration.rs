@@ -17,6 +17,9 @@ use crate::mesh::shutdown::Shutdown;
 use crate::model::registry::{ChangeKind, Health, Registration, WatchUpdate};
 use crate::pb::registry::v1 as pb;
 
+/// A watch of the own record that lasted this long was not a quick break.
+const STABLE_WATCH: Duration = Duration::from_secs(5);
+
 /// Where the registration of this instance stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistrationState {
@@ -154,6 +157,10 @@ async fn maintain(
     let message = pb::RegisterRequest::from(&registration);
     let instance_id = registration.instance_id.clone().unwrap_or_default();
     let mut attempt = 0u32;
+    // Watches of the own record that broke soon after they opened, in a
+    // row: a registry that ends every watch at once (it is shutting down)
+    // is not asked again every few milliseconds.
+    let mut quick_breaks = 0u32;
     let mut last_node: Option<String> = None;
     loop {
         let registered = deadline(
@@ -191,6 +198,7 @@ async fn maintain(
                 }
             }
         }
+        let watched_since = tokio::time::Instant::now();
         match watch_own_record(
             &mut client,
             &registration.service,
@@ -205,9 +213,18 @@ async fn maintain(
                 tracing::warn!("the registry forgot this instance; registering again");
             }
             WatchEnd::Broken(error) => {
-                tracing::warn!(error = %error, "lost the registry; registering again");
+                if watched_since.elapsed() > STABLE_WATCH {
+                    quick_breaks = 0;
+                }
+                if quick_breaks == 0 {
+                    tracing::warn!(error = %error, "lost the registry; registering again");
+                } else {
+                    tracing::debug!(error = %error, quick_breaks, "lost the registry again");
+                }
+                let delay = backoff.delay(quick_breaks);
+                quick_breaks = quick_breaks.saturating_add(1);
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff.delay(0)) => {},
+                    _ = tokio::time::sleep(delay) => {},
                     _ = stop.cancelled() => break,
                 }
             }
