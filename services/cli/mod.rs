@@ -10,6 +10,7 @@
 //! - [`logs`]: `gradebook logs`, query and follow the log service.
 //! - [`health_check`]: `gradebook health-check`, for containers and scripts.
 //! - [`listen`]: daemons' listening sockets, bound or passed down by `up`.
+//! - [`scratch_postgres`]: a throwaway PostgreSQL for the benchmark and the tests.
 //! - [`http_get`]: a minimal HTTP/1.1 client for `up` and `bench`.
 //! - [`bench`]: `gradebook bench`, the registry's benchmarks.
 //! - [`bench_gradebook`]: `gradebook bench --only gradebook`, the portal and grading.
@@ -21,6 +22,7 @@ pub mod health_check;
 pub mod http_get;
 pub mod listen;
 pub mod logs;
+pub mod scratch_postgres;
 pub mod services;
 pub mod up;
 
