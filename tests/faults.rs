@@ -27,13 +27,15 @@ const AFTER: u64 = 150;
 /// One cluster at a time.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The daemons, then the directory their logs are in (dropped last, so a
+/// failing test can still print the daemons' logs).
 struct Cluster {
-    mesh: Mesh,
     database: String,
     registry: Daemon,
     logs: Vec<Daemon>,
     gradings: Vec<Daemon>,
     portal: Daemon,
+    mesh: Mesh,
 }
 
 impl Cluster {

@@ -49,6 +49,15 @@ pub struct BenchArgs {
     /// How long the registry's CPU use is sampled in the monitoring benchmark.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub sample: Duration,
+    /// Another build's `gradebook` binary (for example today's main, built
+    /// in a git worktree): the gradebook reads alternate between it and
+    /// this build, and the ratio is printed.
+    #[arg(long)]
+    pub baseline: Option<std::path::PathBuf>,
+    /// PostgreSQL for the gradebook's PostgreSQL parts; a throwaway durable
+    /// server is started from the machine's `postgresql` package when absent.
+    #[arg(long, env = "GRADEBOOK_DATABASE_URL")]
+    pub database_url: Option<String>,
 }
 
 /// One benchmark.
@@ -82,7 +91,15 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 
 pub(crate) fn spawn_daemon(args: &[String]) -> anyhow::Result<Process> {
     let exe = std::env::current_exe().context("cannot find the gradebook binary")?;
-    let child = Command::new(exe)
+    spawn_daemon_from(&exe, args)
+}
+
+/// Starts `binary` (this build's, or a baseline build's) with `args`.
+pub(crate) fn spawn_daemon_from(
+    binary: &std::path::Path,
+    args: &[String],
+) -> anyhow::Result<Process> {
+    let child = Command::new(binary)
         .args(args)
         .env("GRADEBOOK_LOG_LEVEL", "warn")
         .stdin(Stdio::null())

@@ -1,147 +1,473 @@
-//! `gradebook bench --only gradebook`: starts registry, log, grading and
-//! portal as processes, then measures reads through the portal (the JSON API
-//! and the HTML page of one student, over keep-alive HTTP/1.1 connections)
-//! and durable `AddGrade` writes against grading. Prints figures.
+//! `gradebook bench --only gradebook`: the gradebook as processes, measured
+//! from outside through the portal, as a teacher's browser would load it.
+//!
+//! - reads of one student (JSON and HTML) with one grading instance on
+//!   SQLite; with `--baseline PATH`, the same load alternates between this
+//!   build's mesh and one started from another build's binary (today's
+//!   main, built in a git worktree), and the ratio is printed with its spread;
+//! - the same reads with three grading instances on PostgreSQL (a
+//!   throwaway durable server from the machine's `postgresql` package, or
+//!   `--database-url`);
+//! - a fault run: the same load while one grading instance is killed and
+//!   another SIGSTOPped for three seconds: failed requests and the p99
+//!   during the fault;
+//! - durable `AddGrade` through the portal on PostgreSQL, and straight to
+//!   grading on SQLite.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::cli::bench::{
-    BenchArgs, Process, free_port, measure, ms, percentile, spawn_daemon, wait_serving,
+    BenchArgs, Process, free_port, measure, ms, percentile, spawn_daemon_from, wait_serving,
 };
 use crate::cli::http_get::HttpConnection;
+use crate::cli::scratch_postgres::{Durability, ScratchPostgres};
 use crate::mesh::client::lazy_channel;
 use crate::pb::grading::v1 as pb;
 use crate::pb::grading::v1::grading_client::GradingClient;
 
-/// HTTP connections of the read benchmark.
+/// HTTP connections of the read benchmarks.
 const CONNECTIONS: usize = 16;
-/// `AddGrade` calls in flight in the write benchmark.
+/// Writes in flight in the write benchmarks.
 const WRITERS: usize = 64;
+/// Alternating rounds of the comparison with a baseline build.
+const ROUNDS: usize = 3;
 
-async fn read_load(
+/// A request of the HTTP load.
+enum Request {
+    Get(String),
+    Post {
+        path: String,
+        idempotency_key: String,
+        body: String,
+    },
+}
+
+/// What an HTTP load measured.
+struct HttpLoad {
+    rate: f64,
+    latencies: Vec<Duration>,
+    failed: u64,
+    connections: usize,
+    /// When each answered request was sent, and how long it took.
+    samples: Vec<(Instant, Duration)>,
+}
+
+impl HttpLoad {
+    fn p99_between(&self, from: Instant, to: Instant) -> Duration {
+        let mut during: Vec<Duration> = self
+            .samples
+            .iter()
+            .filter(|(at, _)| *at >= from && *at <= to)
+            .map(|(_, latency)| *latency)
+            .collect();
+        during.sort();
+        percentile(&during, 99.0)
+    }
+
+    fn print(&self, what: &str) {
+        println!(
+            "  {what}: {:.0}/s, p50 {} p99 {} ({} requests, {} failed, {} connections)",
+            self.rate,
+            ms(percentile(&self.latencies, 50.0)),
+            ms(percentile(&self.latencies, 99.0)),
+            self.latencies.len(),
+            self.failed,
+            self.connections
+        );
+    }
+}
+
+/// Sends `request(connection, n)` over `connections` keep-alive connections
+/// for `duration`; a failed request counts and the connection is opened
+/// again, so the load goes on through faults.
+async fn http_load<F>(
     address: &str,
-    path: &str,
+    connections: usize,
     duration: Duration,
-) -> anyhow::Result<(f64, Vec<Duration>)> {
+    request: F,
+) -> anyhow::Result<HttpLoad>
+where
+    F: Fn(usize, u64) -> Request + Send + Sync + 'static,
+{
+    let request = Arc::new(request);
+    let failed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..CONNECTIONS {
+    for connection_index in 0..connections {
         let mut connection = HttpConnection::open(address).await?;
-        let path = path.to_owned();
+        let request = request.clone();
+        let failed = failed.clone();
+        let address = address.to_owned();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+            let mut samples = Vec::new();
+            let mut n = 0u64;
             while start.elapsed() < duration {
-                let t = Instant::now();
-                let (status, _) = connection.get(&path).await?;
-                if status != 200 {
-                    bail!("GET {path} answered {status}");
+                let at = Instant::now();
+                let answer = match request(connection_index, n) {
+                    Request::Get(path) => connection.get(&path).await,
+                    Request::Post {
+                        path,
+                        idempotency_key,
+                        body,
+                    } => connection.post_json(&path, &idempotency_key, &body).await,
+                };
+                n += 1;
+                match answer {
+                    Ok((status, _)) if (200..300).contains(&status) => {
+                        samples.push((at, at.elapsed()));
+                    }
+                    Ok(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        match HttpConnection::open(&address).await {
+                            Ok(fresh) => connection = fresh,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
                 }
-                latencies.push(t.elapsed());
             }
-            Ok::<_, anyhow::Error>(latencies)
+            samples
         }));
     }
-    let mut latencies = Vec::new();
+    let mut samples = Vec::new();
     for task in tasks {
-        latencies.extend(task.await??);
+        samples.extend(task.await?);
     }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut latencies: Vec<Duration> = samples.iter().map(|(_, l)| *l).collect();
     latencies.sort();
-    Ok((
-        latencies.len() as f64 / start.elapsed().as_secs_f64(),
+    Ok(HttpLoad {
+        rate: latencies.len() as f64 / elapsed,
         latencies,
-    ))
+        failed: failed.load(Ordering::Relaxed),
+        connections,
+        samples,
+    })
 }
 
-fn print_reads(what: &str, rate: f64, latencies: &[Duration]) {
-    println!(
-        "  {what}: {rate:.0} requests/s, p50 {} p99 {} ({} requests, {CONNECTIONS} connections)",
-        ms(percentile(latencies, 50.0)),
-        ms(percentile(latencies, 99.0)),
-        latencies.len()
-    );
+/// Registry, log, `gradings` grading instances and a portal, started from
+/// `binary`; killed when dropped.
+struct BenchMesh {
+    portal: String,
+    grading: Vec<(String, Process)>,
+    _others: Vec<Process>,
 }
 
-/// Runs the gradebook benchmark.
-pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    println!("gradebook: registry, log, grading and portal as processes");
-    let data =
-        std::env::temp_dir().join(format!("gradebook-bench-{}", uuid::Uuid::new_v4().simple()));
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect::<Result<_, _>>()?;
-    let address = |i: usize| format!("127.0.0.1:{}", ports[i]);
-    let registry_url = format!("http://{}", address(0));
-    let common = |listen: String| -> Vec<String> {
-        vec![
-            "--listen".into(),
-            listen,
-            "--registry".into(),
-            registry_url.clone(),
-            "--ship-logs".into(),
-            "false".into(),
-        ]
-    };
-    let mut processes: Vec<Process> = Vec::new();
-    processes.push(spawn_daemon(&[
-        "registry".into(),
-        "--listen".into(),
-        address(0),
-        "--ship-logs".into(),
-        "false".into(),
-    ])?);
-    wait_serving(&registry_url).await?;
-    let mut log = vec!["log".to_owned()];
-    log.extend(common(address(1)));
-    log.extend(["--data-dir".into(), data.join("log").display().to_string()]);
-    processes.push(spawn_daemon(&log)?);
-    let mut grading = vec!["grading".to_owned()];
-    grading.extend(common(address(2)));
-    grading.extend([
-        "--data-dir".into(),
-        data.join("grading").display().to_string(),
-    ]);
-    processes.push(spawn_daemon(&grading)?);
-    wait_serving(&format!("http://{}", address(2))).await?;
-    let mut portal = vec!["portal".to_owned()];
-    portal.extend(common(address(3)));
-    processes.push(spawn_daemon(&portal)?);
-    wait_serving(&format!("http://{}", address(3))).await?;
-
-    // The portal is ready once it sees a healthy grading instance.
-    let mut connection = HttpConnection::open(&address(3)).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while connection.get("/readyz").await?.0 != 200 {
-        if Instant::now() > deadline {
-            bail!("the portal did not become ready");
+impl BenchMesh {
+    async fn start(
+        binary: &Path,
+        gradings: usize,
+        database_url: Option<&str>,
+        data: &Path,
+    ) -> anyhow::Result<BenchMesh> {
+        let address = || -> anyhow::Result<String> { Ok(format!("127.0.0.1:{}", free_port()?)) };
+        let registry = address()?;
+        let registry_url = format!("http://{registry}");
+        let common = |listen: &str| -> Vec<String> {
+            [
+                "--listen",
+                listen,
+                "--registry",
+                &registry_url,
+                "--ship-logs",
+                "false",
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        };
+        let mut others = vec![spawn_daemon_from(
+            binary,
+            &["registry", "--listen", &registry, "--ship-logs", "false"].map(str::to_owned),
+        )?];
+        wait_serving(&registry_url).await?;
+        let log = address()?;
+        let mut args = vec!["log".to_owned()];
+        args.extend(common(&log));
+        args.extend(["--data-dir".into(), data.join("log").display().to_string()]);
+        others.push(spawn_daemon_from(binary, &args)?);
+        let mut grading = Vec::new();
+        for i in 0..gradings {
+            let listen = address()?;
+            let mut args = vec!["grading".to_owned()];
+            args.extend(common(&listen));
+            args.extend([
+                "--data-dir".into(),
+                data.join(format!("grading-{i}")).display().to_string(),
+            ]);
+            if let Some(url) = database_url {
+                args.extend(["--database-url".into(), url.to_owned()]);
+            }
+            grading.push((listen.clone(), spawn_daemon_from(binary, &args)?));
+            wait_serving(&format!("http://{listen}")).await?;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let portal = address()?;
+        let mut args = vec!["portal".to_owned()];
+        args.extend(common(&portal));
+        others.push(spawn_daemon_from(binary, &args)?);
+        wait_serving(&format!("http://{portal}")).await?;
+        // Ready once the portal sees a healthy grading instance.
+        let mut connection = HttpConnection::open(&portal).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while connection.get("/readyz").await?.0 != 200 {
+            if Instant::now() > deadline {
+                bail!("the portal did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mesh = BenchMesh {
+            portal,
+            grading,
+            _others: others,
+        };
+        mesh.wait_students().await?;
+        Ok(mesh)
     }
-    let mut grading_client =
-        GradingClient::new(lazy_channel("grading", &format!("http://{}", address(2)))?);
-    let students = grading_client
-        .list_students(pb::ListStudentsRequest {
-            page_size: 1,
-            page_token: String::new(),
+
+    /// Waits until the portal lists students (every grading instance seeds
+    /// or sees the demo data).
+    async fn wait_students(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.student().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("no demo student appeared");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// The id of a demo student, asked of the first grading instance.
+    async fn student(&self) -> anyhow::Result<String> {
+        let (address, _) = self.grading.first().context("no grading instance")?;
+        let mut client = GradingClient::new(lazy_channel("grading", &format!("http://{address}"))?);
+        let students = client
+            .list_students(pb::ListStudentsRequest {
+                page_size: 1,
+                page_token: String::new(),
+            })
+            .await?
+            .into_inner()
+            .students;
+        students
+            .first()
+            .map(|s| s.id.clone())
+            .context("no demo student")
+    }
+
+    async fn reads(&self, path: &str, duration: Duration) -> anyhow::Result<HttpLoad> {
+        let path = path.to_owned();
+        http_load(&self.portal, CONNECTIONS, duration, move |_, _| {
+            Request::Get(path.clone())
         })
-        .await?
-        .into_inner()
-        .students;
-    let Some(student) = students.first() else {
-        bail!("no demo student")
+        .await
+    }
+
+    /// POSTs grades through the portal from [`WRITERS`] connections.
+    async fn writes(&self, student: &str, duration: Duration) -> anyhow::Result<HttpLoad> {
+        let path = format!("/api/students/{student}/grades");
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        http_load(&self.portal, WRITERS, duration, move |connection, n| {
+            Request::Post {
+                path: path.clone(),
+                idempotency_key: format!("bench-{run}-{connection}-{n}"),
+                body: format!(r#"{{"title":"Bench {connection}-{n}","type":"quiz","score":75}}"#),
+            }
+        })
+        .await
+    }
+
+    fn pid(&self, grading: usize) -> Option<Pid> {
+        self.grading
+            .get(grading)
+            .map(|(_, process)| Pid::from_raw(process.0.id() as i32))
+    }
+}
+
+/// A PostgreSQL database for one part: on `--database-url`'s server, or on
+/// a throwaway durable server started here.
+struct BenchDatabase {
+    server: Option<ScratchPostgres>,
+    given: Option<String>,
+}
+
+impl BenchDatabase {
+    fn start(given: Option<&str>) -> anyhow::Result<BenchDatabase> {
+        if let Some(url) = given {
+            return Ok(BenchDatabase {
+                server: None,
+                given: Some(url.to_owned()),
+            });
+        }
+        let server = ScratchPostgres::start_on(free_port()?, Durability::Durable)
+            .context("no --database-url, and a throwaway PostgreSQL could not start")?;
+        Ok(BenchDatabase {
+            server: Some(server),
+            given: None,
+        })
+    }
+
+    /// A fresh database's URL (the given one, emptied by nobody: use a
+    /// fresh database per run when giving one).
+    async fn fresh(&self) -> anyhow::Result<String> {
+        match (&self.server, &self.given) {
+            (Some(server), _) => {
+                let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+                server.create_database(&name).await
+            }
+            (None, Some(url)) => Ok(url.clone()),
+            (None, None) => bail!("no database"),
+        }
+    }
+}
+
+/// Reads on one grading instance (SQLite), alone or against a baseline build.
+async fn sqlite_reads(args: &BenchArgs, data: &Path) -> anyhow::Result<BenchMesh> {
+    let ours = BenchMesh::start(&std::env::current_exe()?, 1, None, &data.join("ours")).await?;
+    let id = ours.student().await?;
+    let json = format!("/api/students/{id}");
+    let Some(baseline) = &args.baseline else {
+        ours.reads(&json, args.duration)
+            .await?
+            .print("GET /api/students/{id}");
+        ours.reads(&format!("/students/{id}"), args.duration)
+            .await?
+            .print("GET /students/{id} (HTML)");
+        return Ok(ours);
     };
-    let id = student.id.clone();
+    let base = BenchMesh::start(baseline, 1, None, &data.join("baseline")).await?;
+    let base_path = format!("/api/students/{}", base.student().await?);
+    let mut ratios = Vec::new();
+    let (mut ours_rates, mut base_rates) = (Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let mine = ours.reads(&json, args.duration).await?;
+        let theirs = base.reads(&base_path, args.duration).await?;
+        mine.print(&format!(
+            "round {round}, this build: GET /api/students/{{id}}"
+        ));
+        theirs.print(&format!(
+            "round {round}, baseline:   GET /api/students/{{id}}"
+        ));
+        ratios.push(mine.rate / theirs.rate.max(1.0));
+        ours_rates.push(mine.rate);
+        base_rates.push(theirs.rate);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "  this build / baseline: {:.2}x (rounds {:.2}x to {:.2}x); {} vs {} reads/s at the median",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+        median(&mut ours_rates),
+        median(&mut base_rates)
+    );
+    ours.reads(&format!("/students/{id}"), args.duration)
+        .await?
+        .print("GET /students/{id} (HTML), this build");
+    Ok(ours)
+}
 
-    let (rate, latencies) =
-        read_load(&address(3), &format!("/api/students/{id}"), args.duration).await?;
-    print_reads("GET /api/students/{id}", rate, &latencies);
-    let (rate, latencies) =
-        read_load(&address(3), &format!("/students/{id}"), args.duration).await?;
-    print_reads("GET /students/{id} (HTML)", rate, &latencies);
+fn median(values: &mut [f64]) -> String {
+    values.sort_by(f64::total_cmp);
+    format!(
+        "{:.0}",
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    )
+}
 
-    // Durable writes: each answered only once committed (WAL, synchronous=FULL).
+/// Reads on three grading instances (PostgreSQL), then the fault run.
+async fn postgres_reads_and_faults(
+    args: &BenchArgs,
+    database: &BenchDatabase,
+    data: &Path,
+) -> anyhow::Result<()> {
+    let url = database.fresh().await?;
+    let mesh = BenchMesh::start(&std::env::current_exe()?, 3, Some(&url), &data.join("pg")).await?;
+    let id = mesh.student().await?;
+    let path = format!("/api/students/{id}");
+    mesh.reads(&path, args.duration)
+        .await?
+        .print("GET /api/students/{id}, grading x3 on PostgreSQL");
+
+    // The same load while one instance is killed and another stopped.
+    let fault_length = Duration::from_secs(3);
+    let total = args.duration.max(Duration::from_secs(2)) + fault_length + Duration::from_secs(2);
+    let load = {
+        let portal = mesh.portal.clone();
+        let path = path.clone();
+        tokio::spawn(async move {
+            http_load(&portal, CONNECTIONS, total, move |_, _| {
+                Request::Get(path.clone())
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let from = Instant::now();
+    if let Some(pid) = mesh.pid(0) {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    let stopped = mesh.pid(1);
+    if let Some(pid) = stopped {
+        let _ = kill(pid, Signal::SIGSTOP);
+    }
+    tokio::time::sleep(fault_length).await;
+    if let Some(pid) = stopped {
+        let _ = kill(pid, Signal::SIGCONT);
+    }
+    let to = Instant::now();
+    let result = load.await??;
+    println!(
+        "  fault run (kill -9 of one grading, SIGSTOP of another for {fault_length:?}): {} requests, {} failed, p99 {} overall, p99 {} during the fault",
+        result.latencies.len() + result.failed as usize,
+        result.failed,
+        ms(percentile(&result.latencies, 99.0)),
+        ms(result.p99_between(from, to)),
+    );
+    Ok(())
+}
+
+/// Durable `AddGrade` through the portal, three grading instances on PostgreSQL.
+async fn postgres_writes(
+    args: &BenchArgs,
+    database: &BenchDatabase,
+    data: &Path,
+) -> anyhow::Result<()> {
+    let url = database.fresh().await?;
+    let mesh = BenchMesh::start(
+        &std::env::current_exe()?,
+        3,
+        Some(&url),
+        &data.join("pg-writes"),
+    )
+    .await?;
+    let id = mesh.student().await?;
+    let writes = mesh.writes(&id, args.duration).await?;
+    println!(
+        "  POST /api/students/{{id}}/grades (durable AddGrade, grading x3 on PostgreSQL, {WRITERS} connections): {:.0} writes/s, p50 {} p99 {} ({} writes, {} failed)",
+        writes.rate,
+        ms(percentile(&writes.latencies, 50.0)),
+        ms(percentile(&writes.latencies, 99.0)),
+        writes.latencies.len(),
+        writes.failed
+    );
+    Ok(())
+}
+
+/// Durable `AddGrade` straight to grading on SQLite, [`WRITERS`] in flight.
+async fn sqlite_writes(args: &BenchArgs, mesh: &BenchMesh) -> anyhow::Result<()> {
+    let id = mesh.student().await?;
+    let (address, _) = mesh.grading.first().context("no grading instance")?;
     let channels: Vec<_> = (0..4)
-        .map(|_| lazy_channel("grading", &format!("http://{}", address(2))))
+        .map(|_| lazy_channel("grading", &format!("http://{address}")))
         .collect::<Result<_, _>>()?;
     let channels = Arc::new(channels);
     let add_grade = move |worker: usize, _n: u64| {
@@ -157,12 +483,35 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let (rate, latencies) = measure(WRITERS, args.duration, add_grade).await?;
     println!(
-        "  AddGrade (durable, {WRITERS} in flight): {rate:.0} writes/s, p50 {} p99 {} ({} writes)",
+        "  AddGrade straight to grading on SQLite (durable, {WRITERS} in flight): {rate:.0} writes/s, p50 {} p99 {} ({} writes)",
         ms(percentile(&latencies, 50.0)),
         ms(percentile(&latencies, 99.0)),
         latencies.len()
     );
-    drop(processes);
-    let _ = std::fs::remove_dir_all(&data);
     Ok(())
+}
+
+/// Runs the gradebook benchmark.
+pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    println!(
+        "gradebook: registry, log, grading and portal as processes; {CONNECTIONS} keep-alive connections for reads"
+    );
+    let data: PathBuf =
+        std::env::temp_dir().join(format!("gradebook-bench-{}", uuid::Uuid::new_v4().simple()));
+    let result = async {
+        let sqlite = sqlite_reads(args, &data).await?;
+        sqlite_writes(args, &sqlite).await?;
+        drop(sqlite);
+        match BenchDatabase::start(args.database_url.as_deref()) {
+            Ok(database) => {
+                postgres_reads_and_faults(args, &database, &data).await?;
+                postgres_writes(args, &database, &data).await?;
+            }
+            Err(error) => println!("  PostgreSQL parts skipped: {error:#}"),
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&data);
+    result
 }

@@ -1,13 +1,13 @@
-//! A minimal keep-alive HTTP/1.1 GET client over one TCP connection, for the
-//! command line's own checks of the portal (`gradebook up`'s readiness, the
-//! benchmark's load): small and cheap, so that a load generator on the same
-//! machine takes little of it.
+//! A minimal keep-alive HTTP/1.1 client over one TCP connection (GET, and
+//! POST of a JSON body), for the command line's own checks of the portal
+//! (`gradebook up`'s readiness, the benchmark's load): small and cheap, so
+//! that a load generator on the same machine takes little of it.
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// One keep-alive HTTP/1.1 connection that GETs a path again and again.
+/// One keep-alive HTTP/1.1 connection that sends requests one after another.
 pub struct HttpConnection {
     stream: TcpStream,
     buffer: Vec<u8>,
@@ -27,7 +27,28 @@ impl HttpConnection {
     /// GETs `path`; returns the status code and body length.
     pub async fn get(&mut self, path: &str) -> anyhow::Result<(u16, usize)> {
         let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
-        self.stream.write_all(request.as_bytes()).await?;
+        self.exchange(request.as_bytes()).await
+    }
+
+    /// POSTs `body` as JSON to `path` with an `Idempotency-Key`; returns the
+    /// status code and body length.
+    pub async fn post_json(
+        &mut self,
+        path: &str,
+        idempotency_key: &str,
+        body: &str,
+    ) -> anyhow::Result<(u16, usize)> {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
+             Idempotency-Key: {idempotency_key}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.exchange(request.as_bytes()).await
+    }
+
+    /// Sends one request and reads its response.
+    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<(u16, usize)> {
+        self.stream.write_all(request).await?;
         self.buffer.clear();
         let mut chunk = [0u8; 16 * 1024];
         loop {

@@ -6,12 +6,15 @@
 //!
 //! - [`pages`]: the server-rendered web app.
 //! - [`api`]: the JSON gateway under `/api`.
+//! - [`read_cache`]: students served from memory, kept fresh by `WatchGrades`.
 //! - [`error`]: the one error type, gRPC status to HTTP.
 
 pub mod api;
 pub mod error;
 pub mod pages;
+pub mod read_cache;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -27,6 +30,7 @@ use crate::mesh::{DependencyView, Mesh, MeshConfig, MeshServer, ServeError, Shut
 use crate::model::log::LogFilter;
 use crate::model::registry::Instance;
 use crate::portal::error::PortalError;
+use crate::portal::read_cache::{CachedGrading, ReadCache};
 
 /// The portal's service name in the registry.
 pub const SERVICE_NAME: &str = "portal";
@@ -47,8 +51,8 @@ pub struct PortalConfig {
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// Calls to grading.
-    pub grading: GradingApi,
+    /// Calls to grading, students through the read cache.
+    pub grading: CachedGrading,
     logs: LogApi,
     registry: RegistryApi,
     dependencies: DependencyView,
@@ -119,8 +123,15 @@ pub async fn run(
     }
     let mesh = Mesh::start(mesh_config, &shutdown)?;
     let dependencies = mesh.dependencies();
+    let grading = GradingApi::new(dependencies.clone(), config.call_timeout);
+    let cache = Arc::new(ReadCache::default());
+    tokio::spawn(read_cache::run_watch(
+        grading.clone(),
+        cache.clone(),
+        shutdown.clone(),
+    ));
     let state = AppState {
-        grading: GradingApi::new(dependencies.clone(), config.call_timeout),
+        grading: CachedGrading::new(grading.clone(), cache.clone()),
         logs: LogApi::new(dependencies.clone(), config.call_timeout),
         registry: RegistryApi::new(mesh.registry_channel(), config.call_timeout),
         dependencies,

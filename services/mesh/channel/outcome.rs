@@ -36,6 +36,9 @@ impl Outcome {
         match result {
             Ok(response) => match grpc_status(response) {
                 Some(Code::Unavailable) => Outcome::Unavailable,
+                // The server ran out of the attempt's deadline (tonic answers
+                // its own grpc-timeout with CANCELLED).
+                Some(Code::Cancelled | Code::DeadlineExceeded) => Outcome::TimedOut,
                 Some(Code::Internal | Code::Unknown | Code::DataLoss) => Outcome::Broken,
                 _ => Outcome::Answered,
             },
@@ -88,6 +91,16 @@ mod tests {
         );
         assert_eq!(Outcome::of(&answered(Some("14"))), Outcome::Unavailable);
         assert_eq!(Outcome::of(&answered(Some("13"))), Outcome::Broken);
+        assert_eq!(
+            Outcome::of(&answered(Some("1"))),
+            Outcome::TimedOut,
+            "CANCELLED"
+        );
+        assert_eq!(
+            Outcome::of(&answered(Some("4"))),
+            Outcome::TimedOut,
+            "DEADLINE_EXCEEDED"
+        );
         let timed_out: Result<http::Response<()>, BoxError> = Err(Box::new(AttemptTimedOut));
         assert_eq!(Outcome::of(&timed_out), Outcome::TimedOut);
         let refused: Result<http::Response<()>, BoxError> =
