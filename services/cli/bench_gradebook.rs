@@ -54,6 +54,8 @@ struct HttpLoad {
     rate: f64,
     latencies: Vec<Duration>,
     failed: u64,
+    /// Answered writes among the requests.
+    writes: u64,
     connections: usize,
     /// When each answered request was sent, and how long it took.
     samples: Vec<(Instant, Duration)>,
@@ -98,30 +100,38 @@ where
 {
     let request = Arc::new(request);
     let failed = Arc::new(AtomicU64::new(0));
+    let writes = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for connection_index in 0..connections {
         let mut connection = HttpConnection::open(address).await?;
         let request = request.clone();
         let failed = failed.clone();
+        let writes = writes.clone();
         let address = address.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut n = 0u64;
             while start.elapsed() < duration {
                 let at = Instant::now();
-                let answer = match request(connection_index, n) {
-                    Request::Get(path) => connection.get(&path).await,
+                let (answer, write) = match request(connection_index, n) {
+                    Request::Get(path) => (connection.get(&path).await, false),
                     Request::Post {
                         path,
                         idempotency_key,
                         body,
-                    } => connection.post_json(&path, &idempotency_key, &body).await,
+                    } => (
+                        connection.post_json(&path, &idempotency_key, &body).await,
+                        true,
+                    ),
                 };
                 n += 1;
                 match answer {
                     Ok((status, _)) if (200..300).contains(&status) => {
                         samples.push((at, at.elapsed()));
+                        if write {
+                            writes.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Ok(_) => {
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -149,6 +159,7 @@ where
         rate: latencies.len() as f64 / elapsed,
         latencies,
         failed: failed.load(Ordering::Relaxed),
+        writes: writes.load(Ordering::Relaxed),
         connections,
         samples,
     })
@@ -168,6 +179,7 @@ impl BenchMesh {
         gradings: usize,
         database_url: Option<&str>,
         data: &Path,
+        portal_flags: &[&str],
     ) -> anyhow::Result<BenchMesh> {
         let address = || -> anyhow::Result<String> { Ok(format!("127.0.0.1:{}", free_port()?)) };
         let registry = address()?;
@@ -212,6 +224,7 @@ impl BenchMesh {
         let portal = address()?;
         let mut args = vec!["portal".to_owned()];
         args.extend(common(&portal));
+        args.extend(portal_flags.iter().map(|f| f.to_string()));
         others.push(spawn_daemon_from(binary, &args)?);
         wait_serving(&format!("http://{portal}")).await?;
         // Ready once the portal sees a healthy grading instance.
@@ -331,7 +344,8 @@ impl BenchDatabase {
 
 /// Reads on one grading instance (SQLite), alone or against a baseline build.
 async fn sqlite_reads(args: &BenchArgs, data: &Path) -> anyhow::Result<BenchMesh> {
-    let ours = BenchMesh::start(&std::env::current_exe()?, 1, None, &data.join("ours")).await?;
+    let ours =
+        BenchMesh::start(&std::env::current_exe()?, 1, None, &data.join("ours"), &[]).await?;
     let id = ours.student().await?;
     let json = format!("/api/students/{id}");
     let Some(baseline) = &args.baseline else {
@@ -343,24 +357,37 @@ async fn sqlite_reads(args: &BenchArgs, data: &Path) -> anyhow::Result<BenchMesh
             .print("GET /students/{id} (HTML)");
         return Ok(ours);
     };
-    let base = BenchMesh::start(baseline, 1, None, &data.join("baseline")).await?;
+    let base = BenchMesh::start(baseline, 1, None, &data.join("baseline"), &[]).await?;
+    let uncached = BenchMesh::start(
+        &std::env::current_exe()?,
+        1,
+        None,
+        &data.join("uncached"),
+        &["--read-cache", "false"],
+    )
+    .await?;
+    let uncached_path = format!("/api/students/{}", uncached.student().await?);
     let base_path = format!("/api/students/{}", base.student().await?);
-    let mut ratios = Vec::new();
+    let (mut ratios, mut uncached_ratios) = (Vec::new(), Vec::new());
     let (mut ours_rates, mut base_rates) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         let mine = ours.reads(&json, args.duration).await?;
+        let plain = uncached.reads(&uncached_path, args.duration).await?;
         let theirs = base.reads(&base_path, args.duration).await?;
         mine.print(&format!(
             "round {round}, this build: GET /api/students/{{id}}"
         ));
+        plain.print(&format!("round {round}, this build without the read cache"));
         theirs.print(&format!(
-            "round {round}, baseline:   GET /api/students/{{id}}"
+            "round {round}, baseline: GET /api/students/{{id}}"
         ));
         ratios.push(mine.rate / theirs.rate.max(1.0));
+        uncached_ratios.push(plain.rate / theirs.rate.max(1.0));
         ours_rates.push(mine.rate);
         base_rates.push(theirs.rate);
     }
     ratios.sort_by(f64::total_cmp);
+    uncached_ratios.sort_by(f64::total_cmp);
     println!(
         "  this build / baseline: {:.2}x (rounds {:.2}x to {:.2}x); {} vs {} reads/s at the median",
         ratios[ratios.len() / 2],
@@ -368,6 +395,12 @@ async fn sqlite_reads(args: &BenchArgs, data: &Path) -> anyhow::Result<BenchMesh
         ratios[ratios.len() - 1],
         median(&mut ours_rates),
         median(&mut base_rates)
+    );
+    println!(
+        "  without the read cache / baseline: {:.2}x (rounds {:.2}x to {:.2}x)",
+        uncached_ratios[uncached_ratios.len() / 2],
+        uncached_ratios[0],
+        uncached_ratios[uncached_ratios.len() - 1],
     );
     ours.reads(&format!("/students/{id}"), args.duration)
         .await?
@@ -390,7 +423,14 @@ async fn postgres_reads_and_faults(
     data: &Path,
 ) -> anyhow::Result<()> {
     let url = database.fresh().await?;
-    let mesh = BenchMesh::start(&std::env::current_exe()?, 3, Some(&url), &data.join("pg")).await?;
+    let mesh = BenchMesh::start(
+        &std::env::current_exe()?,
+        3,
+        Some(&url),
+        &data.join("pg"),
+        &[],
+    )
+    .await?;
     let id = mesh.student().await?;
     let path = format!("/api/students/{id}");
     mesh.reads(&path, args.duration)
@@ -400,12 +440,25 @@ async fn postgres_reads_and_faults(
     // The same load while one instance is killed and another stopped.
     let fault_length = Duration::from_secs(3);
     let total = args.duration.max(Duration::from_secs(2)) + fault_length + Duration::from_secs(2);
+    // Every fourth request a write, so that reads go to grading too (a
+    // write drops the student from the portal's cache).
     let load = {
         let portal = mesh.portal.clone();
         let path = path.clone();
+        let run = uuid::Uuid::now_v7().simple().to_string();
         tokio::spawn(async move {
-            http_load(&portal, CONNECTIONS, total, move |_, _| {
-                Request::Get(path.clone())
+            http_load(&portal, CONNECTIONS, total, move |connection, n| {
+                if n % 4 == 3 {
+                    Request::Post {
+                        path: format!("{path}/grades"),
+                        idempotency_key: format!("fault-{run}-{connection}-{n}"),
+                        body: format!(
+                            r#"{{"title":"Fault {connection}-{n}","type":"quiz","score":60}}"#
+                        ),
+                    }
+                } else {
+                    Request::Get(path.clone())
+                }
             })
             .await
         })
@@ -426,8 +479,9 @@ async fn postgres_reads_and_faults(
     let to = Instant::now();
     let result = load.await??;
     println!(
-        "  fault run (kill -9 of one grading, SIGSTOP of another for {fault_length:?}): {} requests, {} failed, p99 {} overall, p99 {} during the fault",
+        "  fault run (reads and 1 in 4 writes; kill -9 of one grading, SIGSTOP of another for {fault_length:?}): {} requests ({} writes), {} failed, p99 {} overall, p99 {} during the fault",
         result.latencies.len() + result.failed as usize,
+        result.writes,
         result.failed,
         ms(percentile(&result.latencies, 99.0)),
         ms(result.p99_between(from, to)),
@@ -447,6 +501,7 @@ async fn postgres_writes(
         3,
         Some(&url),
         &data.join("pg-writes"),
+        &[],
     )
     .await?;
     let id = mesh.student().await?;

@@ -137,6 +137,10 @@ pub struct PortalArgs {
     /// Deadline of every call the portal makes to grading, the registry and the log service.
     #[arg(long, env = "GRADEBOOK_CALL_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
     pub call_timeout: Duration,
+    /// Serve students from memory, kept fresh by grading's change stream
+    /// (`false`: every read goes to grading).
+    #[arg(long, env = "GRADEBOOK_READ_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub read_cache: bool,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }
@@ -218,6 +222,7 @@ pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
     let config = crate::portal::PortalConfig {
         mesh,
         call_timeout: args.call_timeout,
+        read_cache: args.read_cache,
     };
     let listener = bind(args.listen).await?;
     crate::portal::run(config, listener, shutdown_on_signal()).await?;

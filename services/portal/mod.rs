@@ -46,6 +46,8 @@ pub struct PortalConfig {
     pub mesh: MeshConfig,
     /// Deadline of every call to grading, the registry and the log service.
     pub call_timeout: Duration,
+    /// Serve students from the read cache (fed by `WatchGrades`).
+    pub read_cache: bool,
 }
 
 /// What every handler shares.
@@ -125,11 +127,13 @@ pub async fn run(
     let dependencies = mesh.dependencies();
     let grading = GradingApi::new(dependencies.clone(), config.call_timeout);
     let cache = Arc::new(ReadCache::default());
-    tokio::spawn(read_cache::run_watch(
-        grading.clone(),
-        cache.clone(),
-        shutdown.clone(),
-    ));
+    if config.read_cache {
+        tokio::spawn(read_cache::run_watch(
+            grading.clone(),
+            cache.clone(),
+            shutdown.clone(),
+        ));
+    }
     let state = AppState {
         grading: CachedGrading::new(grading.clone(), cache.clone()),
         logs: LogApi::new(dependencies.clone(), config.call_timeout),
