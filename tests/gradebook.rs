@@ -460,3 +460,100 @@ async fn changes_stream_to_the_browser_as_server_sent_events() {
     }
     assert!(received.contains("grade_added"), "{received}");
 }
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_repeated_write_answer_the_same_and_write_once() {
+    let mesh = Mesh::new();
+    let gradebook = mesh.gradebook().await;
+    let api = format!("{}/api", gradebook.http());
+    let http = reqwest::Client::new();
+    let post = |key: &str, body: Value, student: &str| {
+        http.post(format!("{api}/students/{student}/grades"))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let (_, student) = send(
+        reqwest::Method::POST,
+        &format!("{api}/students"),
+        json!({"first_name": "Idem", "last_name": "Potent"}),
+    )
+    .await;
+    let id = student["id"].as_str().unwrap().to_owned();
+    let body = json!({"title": "Once", "type": "quiz", "score": 88});
+
+    let first = post("key-1", body.clone(), &id).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = post("key-1", body.clone(), &id).await.unwrap();
+    assert_eq!(again.status(), 201, "a repeat answers as the first did");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    let (_, detail) = get(&format!("{api}/students/{id}")).await;
+    assert_eq!(
+        detail["grades"].as_array().unwrap().len(),
+        1,
+        "written once"
+    );
+
+    // The same key with another body is refused, and writes nothing.
+    let other = post(
+        "key-1",
+        json!({"title": "Twice", "type": "quiz", "score": 10}),
+        &id,
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.status(), 409);
+    let other: Value = other.json().await.unwrap();
+    let (code, message) = error_of(&other);
+    assert_eq!(code, "ALREADY_EXISTS");
+    assert!(message.contains("request_id"), "{message}");
+    // A malformed key is the client's fault, named.
+    let bad = post("has space", body.clone(), &id).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad: Value = bad.json().await.unwrap();
+    assert!(error_of(&bad).1.starts_with("Idempotency-Key:"), "{bad}");
+    let (_, detail) = get(&format!("{api}/students/{id}")).await;
+    assert_eq!(detail["grades"].as_array().unwrap().len(), 1);
+
+    // An HTML form submitted twice (its request id made when it was shown)
+    // adds one grade.
+    let form = [
+        ("title", "From the form"),
+        ("type", "test"),
+        ("score", "70"),
+        ("request_id", "form-once"),
+    ];
+    for _ in 0..2 {
+        let response = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("{}/students/{id}/grades", gradebook.http()))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_redirection(), "{}", response.status());
+    }
+    let (_, detail) = get(&format!("{api}/students/{id}")).await;
+    let titles: Vec<&str> = detail["grades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["title"].as_str())
+        .collect();
+    assert_eq!(titles, ["Once", "From the form"]);
+    // The form shown carries a fresh request id.
+    let page = reqwest::get(format!("{}/students/{id}", gradebook.http()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"name="request_id""#),
+        "forms carry a request id"
+    );
+}
