@@ -15,6 +15,41 @@ use gradebook::model::log::{Level, LogFilter, LogRecord};
 use nix::sys::signal::Signal;
 use support::{Mesh, PATIENCE, eventually};
 
+/// A registry and two log instances, both listed healthy.
+struct TwoLogs {
+    log_a: support::Daemon,
+    log_b: support::Daemon,
+    instances: Vec<gradebook::model::registry::Instance>,
+    _registry: support::Daemon,
+    _mesh: Mesh,
+}
+
+impl TwoLogs {
+    async fn start() -> TwoLogs {
+        let mesh = Mesh::new();
+        let registry = mesh.registry(&[]).await;
+        let log_a = mesh
+            .log(&registry, "log-a", &["--ship-logs", "false"])
+            .await;
+        let log_b = mesh
+            .log(&registry, "log-b", &["--ship-logs", "false"])
+            .await;
+        let registry_api = RegistryApi::connect(&registry.url()).unwrap();
+        let instances = eventually("both log instances are healthy", PATIENCE, || async {
+            let listed = registry_api.list(Some("log"), false).await.ok()?;
+            (listed.len() == 2).then_some(listed)
+        })
+        .await;
+        TwoLogs {
+            log_a,
+            log_b,
+            instances,
+            _registry: registry,
+            _mesh: mesh,
+        }
+    }
+}
+
 fn record(n: usize) -> LogRecord {
     LogRecord {
         timestamp: SystemTime::now(),
@@ -57,20 +92,13 @@ async fn everything(logs: &LogApi) -> (Vec<LogRecord>, usize) {
 
 #[tokio::test]
 async fn writes_survive_the_kill_of_a_log_instance_and_queries_merge_every_instance() {
-    let mesh = Mesh::new();
-    let registry = mesh.registry(&[]).await;
-    let mut log_a = mesh
-        .log(&registry, "log-a", &["--ship-logs", "false"])
-        .await;
-    let log_b = mesh
-        .log(&registry, "log-b", &["--ship-logs", "false"])
-        .await;
-    let registry_api = RegistryApi::connect(&registry.url()).unwrap();
-    let instances = eventually("both log instances are healthy", PATIENCE, || async {
-        let listed = registry_api.list(Some("log"), false).await.ok()?;
-        (listed.len() == 2).then_some(listed)
-    })
-    .await;
+    let TwoLogs {
+        mut log_a,
+        log_b,
+        instances,
+        _registry,
+        _mesh,
+    } = TwoLogs::start().await;
     let logs = LogApi::at_instances(&instances, Duration::from_secs(2));
 
     // Writes, one record a batch; instance A is killed a third of the way in.
@@ -128,20 +156,13 @@ async fn writes_survive_the_kill_of_a_log_instance_and_queries_merge_every_insta
 
 #[tokio::test]
 async fn a_log_instance_that_does_not_answer_is_named_and_tails_follow_every_instance() {
-    let mesh = Mesh::new();
-    let registry = mesh.registry(&[]).await;
-    let log_a = mesh
-        .log(&registry, "log-a", &["--ship-logs", "false"])
-        .await;
-    let _log_b = mesh
-        .log(&registry, "log-b", &["--ship-logs", "false"])
-        .await;
-    let registry_api = RegistryApi::connect(&registry.url()).unwrap();
-    let instances = eventually("both log instances are healthy", PATIENCE, || async {
-        let listed = registry_api.list(Some("log"), false).await.ok()?;
-        (listed.len() == 2).then_some(listed)
-    })
-    .await;
+    let TwoLogs {
+        log_a,
+        log_b: _log_b,
+        instances,
+        _registry,
+        _mesh,
+    } = TwoLogs::start().await;
     let logs = LogApi::at_instances(&instances, Duration::from_millis(500));
     let mut tail = logs.tail(&only_loadgen(), 0).await.expect("tail both");
     for n in 0..20 {

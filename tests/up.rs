@@ -37,20 +37,12 @@ fn children_running(pid: u32, word: &str) -> Vec<u32> {
     found
 }
 
-#[tokio::test]
-async fn up_starts_supervises_and_stops_the_whole_gradebook() {
-    let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let listen = |i: usize| format!("127.0.0.1:{}", ports[i]);
+/// Starts `gradebook up` with `args` and data under `dir`; returns the
+/// process and the line it prints once ready.
+fn start_up(args: &[&str], dir: &std::path::Path) -> (std::process::Child, String) {
     let mut up = Command::new(binary())
-        .args(["up", "--data-dir", &dir.path().display().to_string()])
-        .args(["--registry-listen", &listen(0), "--log-listen", &listen(1)])
-        .args([
-            "--grading-listen",
-            &listen(2),
-            "--portal-listen",
-            &listen(3),
-        ])
+        .args(["up", "--data-dir", &dir.display().to_string()])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -63,8 +55,29 @@ async fn up_starts_supervises_and_stops_the_whole_gradebook() {
         }
     });
     let ready = line_rx
-        .recv_timeout(Duration::from_secs(60))
+        .recv_timeout(Duration::from_secs(90))
         .expect("up prints a line when ready");
+    (up, ready)
+}
+
+#[tokio::test]
+async fn up_starts_supervises_and_stops_the_whole_gradebook() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let listen = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let (mut up, ready) = start_up(
+        &[
+            "--registry-listen",
+            &listen(0),
+            "--log-listen",
+            &listen(1),
+            "--grading-listen",
+            &listen(2),
+            "--portal-listen",
+            &listen(3),
+        ],
+        dir.path(),
+    );
     let portal = format!("http://{}", listen(3));
     assert_eq!(
         ready,
@@ -143,43 +156,27 @@ async fn scaled_up_survives_the_kill_of_its_registry_without_a_failed_request() 
     };
     let database = server.database().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut up = Command::new(binary())
-        .args(["up", "--data-dir", &dir.path().display().to_string()])
-        .args([
+    let (mut up, ready) = start_up(
+        &[
             "--scale",
             "grading=3",
             "--scale",
             "log=2",
             "--scale",
             "portal=2",
-        ])
-        .args(["--database-url", &database])
-        .args([
+            "--database-url",
+            &database,
             "--registry-listen",
             "127.0.0.1:0",
             "--log-listen",
             "127.0.0.1:0",
-        ])
-        .args([
             "--grading-listen",
             "127.0.0.1:0",
             "--portal-listen",
             "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = up.stdout.take().unwrap();
-    let (line_tx, line_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = line_tx.send(line);
-        }
-    });
-    let ready = line_rx
-        .recv_timeout(Duration::from_secs(90))
-        .expect("up prints a line when ready");
+        ],
+        dir.path(),
+    );
     let portals: Vec<String> = ready
         .trim_start_matches("Gradebook is ready: ")
         .trim_end_matches(" (Ctrl-C stops it)")

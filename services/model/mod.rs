@@ -6,9 +6,11 @@
 //!
 //! - [`registry`]: instances, health, record versions and catalog changes.
 //! - [`log`]: log records, levels and filters.
+//! - [`page_token`]: opaque page tokens for every paged listing.
 
 pub mod grading;
 pub mod log;
+pub mod page_token;
 pub mod registry;
 pub mod time;
 

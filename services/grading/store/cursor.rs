@@ -1,9 +1,8 @@
 //! Page tokens of the student listing: a [`StudentCursor`] is the sort key
 //! of the last student of a page, and encodes to an opaque hex token.
 
-use std::fmt::Write as _;
-
 use crate::model::grading::{InvalidField, Student, canonical_id};
+use crate::model::page_token;
 
 /// The longest page token [`StudentCursor::decode`] accepts, in characters.
 const MAX_TOKEN_CHARS: usize = 4096;
@@ -42,32 +41,14 @@ impl StudentCursor {
             "{TOKEN_VERSION}{TOKEN_SEPARATOR}{}{TOKEN_SEPARATOR}{}{TOKEN_SEPARATOR}{}",
             self.last_name, self.first_name, self.id
         );
-        let mut token = String::with_capacity(joined.len() * 2);
-        for byte in joined.bytes() {
-            // Writing to a String cannot fail.
-            let _ = write!(token, "{byte:02x}");
-        }
-        token
+        page_token::encode(&joined)
     }
 
     /// Reads a page token made by [`StudentCursor::encode`]; any other
     /// string is an error about the field `page_token`.
     pub fn decode(token: &str) -> Result<Self, InvalidField> {
-        let invalid = || InvalidField::new("page_token", "not a token from a previous page");
-        if token.len() > MAX_TOKEN_CHARS || !token.len().is_multiple_of(2) {
-            return Err(invalid());
-        }
-        let bytes = token
-            .as_bytes()
-            .chunks(2)
-            .map(|pair| {
-                std::str::from_utf8(pair)
-                    .ok()
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-            })
-            .collect::<Option<Vec<u8>>>()
-            .ok_or_else(invalid)?;
-        let joined = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let invalid = page_token::invalid;
+        let joined = page_token::decode(token, MAX_TOKEN_CHARS)?;
         let mut parts = joined.split(TOKEN_SEPARATOR);
         let (Some(TOKEN_VERSION), Some(last_name), Some(first_name), Some(id), None) = (
             parts.next(),

@@ -6,10 +6,9 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use crate::mesh::api::{CallError, Retry, request, unary};
+use crate::mesh::api::{CallError, Retry, request, stream, unary};
 use crate::mesh::channel::MeshChannel;
 use crate::mesh::discovery::DependencyView;
 use crate::model::grading::{Change, Grade, GradeType, Student, StudentDetail};
@@ -224,20 +223,6 @@ impl GradingApi {
             student_id: student_id.to_owned(),
         };
         let call = client.watch_grades(request(message, self.timeout, Retry::Safe));
-        let events = crate::mesh::client::deadline(self.timeout, call)
-            .await
-            .map_err(|status| CallError::Status {
-                service: SERVICE,
-                status,
-            })?
-            .into_inner();
-        let changes = events.map(|event| match event {
-            Ok(event) => Change::try_from(event).map_err(Self::malformed),
-            Err(status) => Err(CallError::Status {
-                service: SERVICE,
-                status,
-            }),
-        });
-        Ok(changes.boxed())
+        stream(SERVICE, self.timeout, call, Change::try_from).await
     }
 }

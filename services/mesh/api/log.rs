@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::mesh::api::log_paging::{InstanceCursor, InstancePage, MergedCursor, merge};
-use crate::mesh::api::{CallError, Retry, request, unary};
+use crate::mesh::api::{CallError, Retry, request, stream, unary};
 use crate::mesh::channel::{ChannelSettings, MeshChannel};
 use crate::mesh::client::endpoint_of;
 use crate::mesh::discovery::{DependencyView, DiscoveryError};
@@ -275,14 +275,7 @@ impl LogApi {
             async move {
                 let mut client = client?;
                 let call = client.tail(request(message, timeout, Retry::Safe));
-                let records = crate::mesh::client::deadline(timeout, call)
-                    .await
-                    .map_err(|status| CallError::Status {
-                        service: SERVICE,
-                        status,
-                    })?
-                    .into_inner();
-                Ok::<_, CallError>(records)
+                stream(SERVICE, timeout, call, LogRecord::from_stored_pb).await
             }
             .map(move |result| (id.clone(), result))
         });
@@ -290,16 +283,7 @@ impl LogApi {
         let mut last_error = None;
         for (id, opened) in futures::future::join_all(opens).await {
             match opened {
-                Ok(records) => streams.push(records.map(|record| {
-                    match record {
-                        Ok(record) => LogRecord::from_stored_pb(record)
-                            .map_err(|e| CallError::malformed(SERVICE, e)),
-                        Err(status) => Err(CallError::Status {
-                            service: SERVICE,
-                            status,
-                        }),
-                    }
-                })),
+                Ok(records) => streams.push(records),
                 Err(error) => {
                     tracing::warn!(instance = %id, error = %error, "cannot follow a log instance");
                     last_error = Some(error);

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::model::InvalidField;
 use crate::model::log::LogRecord;
+use crate::model::{InvalidField, page_token};
 
 /// The longest page token accepted, in characters.
 const MAX_TOKEN_CHARS: usize = 16 * 1024;
@@ -57,25 +57,14 @@ impl MergedCursor {
                 }
             }
         }
-        text.bytes().fold(String::new(), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
+        page_token::encode(&text)
     }
 
     /// Reads a token made by [`Self::encode`]; any other string is an
     /// error about `page_token`.
     pub fn decode(token: &str) -> Result<Self, InvalidField> {
-        let invalid = || InvalidField::new("page_token", "not a token from a previous page");
-        if token.len() > MAX_TOKEN_CHARS || !token.len().is_multiple_of(2) {
-            return Err(invalid());
-        }
-        let bytes = (0..token.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()
-            .ok_or_else(invalid)?;
-        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let invalid = page_token::invalid;
+        let text = page_token::decode(token, MAX_TOKEN_CHARS)?;
         let mut parts = text.split(';');
         if parts.next() != Some(TOKEN_VERSION) {
             return Err(invalid());

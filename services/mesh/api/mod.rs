@@ -18,6 +18,9 @@ pub mod registry;
 use std::future::Future;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
 pub use grading::GradingApi;
 pub use log::LogApi;
 pub use registry::RegistryApi;
@@ -84,6 +87,32 @@ pub fn request<T>(message: T, timeout: Duration, retry: Retry) -> tonic::Request
         request.extensions_mut().insert(RetryOnTimeout);
     }
     request
+}
+
+/// Opens a streaming call, within `timeout` (only the opening has a
+/// deadline), and converts each message with `convert`; a message that does
+/// not convert, or the stream's failure, is an error item.
+pub async fn stream<M, T, E>(
+    service: &'static str,
+    timeout: Duration,
+    call: impl Future<Output = Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>>,
+    convert: impl Fn(M) -> Result<T, E> + Send + 'static,
+) -> Result<BoxStream<'static, Result<T, CallError>>, CallError>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    E: std::fmt::Display,
+{
+    let messages = crate::mesh::client::deadline(timeout, call)
+        .await
+        .map_err(|status| CallError::Status { service, status })?
+        .into_inner();
+    Ok(messages
+        .map(move |message| match message {
+            Ok(message) => convert(message).map_err(|e| CallError::malformed(service, e)),
+            Err(status) => Err(CallError::Status { service, status }),
+        })
+        .boxed())
 }
 
 /// Awaits a unary call, ending it with DEADLINE_EXCEEDED at `timeout` even

@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use tonic::transport::Channel;
 
-use crate::mesh::api::{CallError, Retry, request, unary};
+use crate::mesh::api::{CallError, Retry, request, stream, unary};
 use crate::mesh::client::{lazy_channel, registry_client};
 use crate::mesh::config::{ConfigError, REGISTRY_CALL_TIMEOUT};
 use crate::model::registry::{Instance, WatchUpdate};
@@ -70,23 +69,6 @@ impl RegistryApi {
     ) -> Result<BoxStream<'static, Result<WatchUpdate, CallError>>, CallError> {
         let mut client = registry_client(self.channel.clone());
         let call = client.watch(pb::WatchRequest { services });
-        let events = crate::mesh::client::deadline(self.timeout, call)
-            .await
-            .map_err(|status| CallError::Status {
-                service: SERVICE,
-                status,
-            })?
-            .into_inner();
-        Ok(events
-            .map(|event| match event {
-                Ok(event) => {
-                    WatchUpdate::try_from(event).map_err(|e| CallError::malformed(SERVICE, e))
-                }
-                Err(status) => Err(CallError::Status {
-                    service: SERVICE,
-                    status,
-                }),
-            })
-            .boxed())
+        stream(SERVICE, self.timeout, call, WatchUpdate::try_from).await
     }
 }
