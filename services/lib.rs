@@ -11,7 +11,8 @@
 //!   balanced channels to dependencies, and log shipping.
 //! - [`registry`]: the registry daemon: the catalog of instances, health
 //!   monitoring and the watch fan-out.
-//! - [`grading`]: the grading daemon: students, grades and averages in SQLite.
+//! - [`grading`]: the grading daemon: students, grades and averages in
+//!   SQLite, or in PostgreSQL shared by several instances.
 //! - [`portal`]: the teachers' web app and HTTP/JSON gateway onto grading.
 //! - [`log`]: the log daemon: durable storage, queries and tails of log records.
 //! - [`cli`]: the `gradebook` command line: one subcommand per daemon and tool.

@@ -20,8 +20,8 @@ pub const LISTEN_PID: &str = "LISTEN_PID";
 pub const FIRST_FD: RawFd = 3;
 
 /// The socket passed by a supervisor, if any: only when `LISTEN_FDS` is 1
-/// and `LISTEN_PID`, if set, names this process. The variables are removed,
-/// so that processes started later do not think they got it too.
+/// and `LISTEN_PID`, if set, names this process. (The daemons start no
+/// processes of their own, so the variables are left as they are.)
 fn inherited() -> anyhow::Result<Option<std::net::TcpListener>> {
     let Ok(count) = std::env::var(LISTEN_FDS) else {
         return Ok(None);
@@ -30,11 +30,6 @@ fn inherited() -> anyhow::Result<Option<std::net::TcpListener>> {
         && pid.parse::<u32>().ok() != Some(std::process::id())
     {
         return Ok(None);
-    }
-    // SAFETY: this runs at start, before any other thread reads the environment.
-    unsafe {
-        std::env::remove_var(LISTEN_FDS);
-        std::env::remove_var(LISTEN_PID);
     }
     if count.trim() != "1" {
         anyhow::bail!("{LISTEN_FDS}={count:?}: exactly one passed socket is supported");

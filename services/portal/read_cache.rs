@@ -35,7 +35,7 @@ use crate::mesh::api::grading::GradeInput;
 use crate::mesh::api::{CallError, GradingApi};
 use crate::mesh::backoff::Backoff;
 use crate::mesh::shutdown::Shutdown;
-use crate::model::grading::{Change, Grade, Student, StudentDetail};
+use crate::model::grading::{Change, Grade, Student, StudentDetail, canonical_id};
 
 /// Students kept at most; past it the cache starts over.
 pub const MAX_ENTRIES: usize = 10_000;
@@ -184,6 +184,12 @@ pub async fn run_watch(grading: GradingApi, cache: Arc<ReadCache>, shutdown: Shu
     cache.set_live(false);
 }
 
+/// The cache's key of a student id: its canonical form (the one change
+/// events carry), whatever form of the UUID the request used.
+fn cache_key(id: &str) -> String {
+    canonical_id("id", id).unwrap_or_else(|_| id.to_owned())
+}
+
 /// Grading as the portal's handlers call it: students read through the
 /// cache, writes invalidating it before they answer.
 #[derive(Debug, Clone)]
@@ -214,13 +220,14 @@ impl CachedGrading {
 
     /// One student with every grade, from the cache when it holds it.
     pub async fn get_student(&self, id: &str) -> Result<StudentDetail, CallError> {
-        if let Some(hit) = self.cache.get(id) {
+        let key = cache_key(id);
+        if let Some(hit) = self.cache.get(&key) {
             return Ok(StudentDetail::clone(&hit));
         }
-        let ticket = self.cache.begin(id);
+        let ticket = self.cache.begin(&key);
         let detail = self.grading.get_student(id).await?;
         if let Some(ticket) = ticket {
-            self.cache.fill(ticket, &detail.student.id, detail.clone());
+            self.cache.fill(ticket, &key, detail.clone());
         }
         Ok(detail)
     }
@@ -252,7 +259,7 @@ impl CachedGrading {
             .grading
             .update_student(id, first_name, last_name, request_id)
             .await;
-        self.cache.invalidate(id);
+        self.cache.invalidate(&cache_key(id));
         result
     }
 
@@ -263,7 +270,7 @@ impl CachedGrading {
         request_id: Option<&str>,
     ) -> Result<(), CallError> {
         let result = self.grading.delete_student(id, request_id).await;
-        self.cache.invalidate(id);
+        self.cache.invalidate(&cache_key(id));
         result
     }
 
@@ -275,7 +282,7 @@ impl CachedGrading {
         request_id: Option<&str>,
     ) -> Result<Grade, CallError> {
         let result = self.grading.add_grade(student_id, grade, request_id).await;
-        self.cache.invalidate(student_id);
+        self.cache.invalidate(&cache_key(student_id));
         result
     }
 
@@ -291,7 +298,7 @@ impl CachedGrading {
             .grading
             .update_grade(student_id, grade_id, grade, request_id)
             .await;
-        self.cache.invalidate(student_id);
+        self.cache.invalidate(&cache_key(student_id));
         result
     }
 
@@ -306,7 +313,7 @@ impl CachedGrading {
             .grading
             .delete_grade(student_id, grade_id, request_id)
             .await;
-        self.cache.invalidate(student_id);
+        self.cache.invalidate(&cache_key(student_id));
         result
     }
 
