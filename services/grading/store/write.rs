@@ -95,6 +95,17 @@ impl Write {
         })
     }
 
+    /// The student whose row the write locks, if any (not a new student's).
+    pub fn locked_student(&self) -> Option<&str> {
+        match self {
+            Write::CreateStudent(_) => None,
+            Write::UpdateStudent { id, .. } | Write::DeleteStudent { id } => Some(id),
+            Write::AddGrade { student_id, .. }
+            | Write::UpdateGrade { student_id, .. }
+            | Write::DeleteGrade { student_id, .. } => Some(student_id),
+        }
+    }
+
     /// What kind of change the write makes.
     pub fn kind(&self) -> ChangeKind {
         match self {

@@ -296,30 +296,38 @@ impl PostgresStore {
                 }
             }
         }
-        // One writer at a time from here to the commit: outbox order is
-        // commit order.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-            .await
-            .map_err(pg("taking the write lock"))?;
-        let mut results = Vec::with_capacity(batch.len());
-        let mut changed = false;
-        for (item, write) in batch.iter().zip(writes) {
-            let write = match write {
-                Ok(write) => write,
-                Err(e) => {
-                    results.push(Err(e));
+        // Items in the order of the students they lock (the same order in
+        // every batch of every instance, so row locks never deadlock); one
+        // student's items keep their order.
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|a, b| {
+            let key = |i: &usize| writes[*i].as_ref().ok().and_then(Write::locked_student);
+            key(a).cmp(&key(b))
+        });
+        let mut writes: Vec<Option<Result<Write, StoreError>>> =
+            writes.into_iter().map(Some).collect();
+        let mut results: Vec<Option<Result<WriteAnswer, StoreError>>> =
+            (0..batch.len()).map(|_| None).collect();
+        let mut changes = Vec::new();
+        for index in order {
+            let item = &batch[index];
+            let write = match writes[index].take() {
+                Some(Ok(write)) => write,
+                Some(Err(e)) => {
+                    results[index] = Some(Err(e));
                     continue;
                 }
+                None => continue,
             };
             let savepoint = tx.savepoint("item").await.map_err(pg("starting a write"))?;
             match self
                 .write_item(&savepoint, &write, item.request.as_ref())
                 .await
             {
-                Ok((answer, appended)) => {
+                Ok((answer, change)) => {
                     savepoint.commit().await.map_err(pg("finishing a write"))?;
-                    changed |= appended;
-                    results.push(Ok(answer));
+                    changes.extend(change);
+                    results[index] = Some(Ok(answer));
                 }
                 Err(StoreError::Unavailable(e)) => return Err(StoreError::Unavailable(e)),
                 Err(e) => {
@@ -327,9 +335,36 @@ impl PostgresStore {
                         .rollback()
                         .await
                         .map_err(pg("undoing a failed write"))?;
-                    results.push(Err(e));
+                    results[index] = Some(Err(e));
                 }
             }
+        }
+        let results: Vec<Result<WriteAnswer, StoreError>> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Database("a write was skipped".into()))))
+            .collect();
+        let changed = !changes.is_empty();
+        if changed {
+            // One writer at a time from here to the commit, for as short as
+            // it takes to append to the outbox and commit: outbox order is
+            // commit order.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+                .await
+                .map_err(pg("taking the write lock"))?;
+            let student_ids: Vec<&str> = changes
+                .iter()
+                .map(|c: &Change| c.student.id.as_str())
+                .collect();
+            let payloads: Vec<Vec<u8>> = changes.iter().map(Change::encode).collect();
+            let now = micros_from_time(SystemTime::now());
+            tx.execute(
+                "INSERT INTO changes (student_id, payload, created_at)
+                 SELECT s, p, $3 FROM UNNEST($1::text[], $2::bytea[]) WITH ORDINALITY AS t(s, p, n)
+                 ORDER BY n",
+                &[&student_ids, &payloads, &now],
+            )
+            .await
+            .map_err(pg("recording changes"))?;
         }
         if !claimed.is_empty() {
             // Claims of items that failed: released, as if never made.
@@ -350,14 +385,14 @@ impl PostgresStore {
     }
 
     /// One write in its savepoint: a repeated request id's stored answer, or
-    /// the write applied, its answer kept under the id and its change
-    /// appended to the outbox (`true`).
+    /// the write applied, its answer kept under the id, and its change (for
+    /// the outbox, appended by the batch just before commit).
     async fn write_item(
         &self,
         tx: &Tx<'_>,
         write: &Write,
         key: Option<&RequestKey>,
-    ) -> Result<(WriteAnswer, bool), StoreError> {
+    ) -> Result<(WriteAnswer, Option<Change>), StoreError> {
         if let Some(key) = key {
             let row = tx
                 .query_opt(
@@ -379,7 +414,7 @@ impl PostgresStore {
                         }),
                     )?
                 {
-                    return Ok((answer, false));
+                    return Ok((answer, None));
                 }
             }
         }
@@ -396,23 +431,7 @@ impl PostgresStore {
             .map_err(pg("keeping a request id"))?;
         }
         let change = write.change(&answer);
-        let appended = tx
-            .prepare_cached(
-                "INSERT INTO changes (student_id, payload, created_at) VALUES ($1, $2, $3)",
-            )
-            .await
-            .map_err(pg("recording a change"))?;
-        tx.execute(
-            &appended,
-            &[
-                &change.student.id,
-                &change.encode(),
-                &micros_from_time(SystemTime::now()),
-            ],
-        )
-        .await
-        .map_err(pg("recording a change"))?;
-        Ok((answer, true))
+        Ok((answer, Some(change)))
     }
 
     /// Applies one write (ids canonical); returns its answer.
