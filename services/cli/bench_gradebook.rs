@@ -260,20 +260,26 @@ impl BenchMesh {
 
     /// The id of a demo student, asked of the first grading instance.
     async fn student(&self) -> anyhow::Result<String> {
+        self.students()
+            .await?
+            .into_iter()
+            .next()
+            .context("no demo student")
+    }
+
+    /// The ids of the students (the demo class), asked of the first grading instance.
+    async fn students(&self) -> anyhow::Result<Vec<String>> {
         let (address, _) = self.grading.first().context("no grading instance")?;
         let mut client = GradingClient::new(lazy_channel("grading", &format!("http://{address}"))?);
         let students = client
             .list_students(pb::ListStudentsRequest {
-                page_size: 1,
+                page_size: 100,
                 page_token: String::new(),
             })
             .await?
             .into_inner()
             .students;
-        students
-            .first()
-            .map(|s| s.id.clone())
-            .context("no demo student")
+        Ok(students.into_iter().map(|s| s.id).collect())
     }
 
     async fn reads(&self, path: &str, duration: Duration) -> anyhow::Result<HttpLoad> {
@@ -284,13 +290,20 @@ impl BenchMesh {
         .await
     }
 
-    /// POSTs grades through the portal from [`WRITERS`] connections.
-    async fn writes(&self, student: &str, duration: Duration) -> anyhow::Result<HttpLoad> {
-        let path = format!("/api/students/{student}/grades");
+    /// POSTs grades through the portal from [`WRITERS`] connections, each
+    /// connection to one of `students` (a class's grades entered at once).
+    async fn writes(&self, students: &[String], duration: Duration) -> anyhow::Result<HttpLoad> {
+        let paths: Vec<String> = students
+            .iter()
+            .map(|id| format!("/api/students/{id}/grades"))
+            .collect();
+        if paths.is_empty() {
+            bail!("no student to add grades to");
+        }
         let run = uuid::Uuid::now_v7().simple().to_string();
         http_load(&self.portal, WRITERS, duration, move |connection, n| {
             Request::Post {
-                path: path.clone(),
+                path: paths[connection % paths.len()].clone(),
                 idempotency_key: format!("bench-{run}-{connection}-{n}"),
                 body: format!(r#"{{"title":"Bench {connection}-{n}","type":"quiz","score":75}}"#),
             }
@@ -504,10 +517,11 @@ async fn postgres_writes(
         &[],
     )
     .await?;
-    let id = mesh.student().await?;
-    let writes = mesh.writes(&id, args.duration).await?;
+    let students = mesh.students().await?;
+    let writes = mesh.writes(&students, args.duration).await?;
     println!(
-        "  POST /api/students/{{id}}/grades (durable AddGrade, grading x3 on PostgreSQL, {WRITERS} connections): {:.0} writes/s, p50 {} p99 {} ({} writes, {} failed)",
+        "  POST /api/students/{{id}}/grades (durable AddGrade, grading x3 on PostgreSQL, {WRITERS} connections over {} students): {:.0} writes/s, p50 {} p99 {} ({} writes, {} failed)",
+        students.len(),
         writes.rate,
         ms(percentile(&writes.latencies, 50.0)),
         ms(percentile(&writes.latencies, 99.0)),
