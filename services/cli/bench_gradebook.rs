@@ -341,6 +341,13 @@ impl BenchDatabase {
         })
     }
 
+    /// This build's mesh with three grading instances on a fresh database,
+    /// data under `data`.
+    async fn mesh(&self, data: &Path) -> anyhow::Result<BenchMesh> {
+        let url = self.fresh().await?;
+        BenchMesh::start(&std::env::current_exe()?, 3, Some(&url), data, &[]).await
+    }
+
     /// A fresh database's URL (the given one, emptied by nobody: use a
     /// fresh database per run when giving one).
     async fn fresh(&self) -> anyhow::Result<String> {
@@ -435,15 +442,7 @@ async fn postgres_reads_and_faults(
     database: &BenchDatabase,
     data: &Path,
 ) -> anyhow::Result<()> {
-    let url = database.fresh().await?;
-    let mesh = BenchMesh::start(
-        &std::env::current_exe()?,
-        3,
-        Some(&url),
-        &data.join("pg"),
-        &[],
-    )
-    .await?;
+    let mesh = database.mesh(&data.join("pg")).await?;
     let id = mesh.student().await?;
     let path = format!("/api/students/{id}");
     mesh.reads(&path, args.duration)
@@ -508,15 +507,7 @@ async fn postgres_writes(
     database: &BenchDatabase,
     data: &Path,
 ) -> anyhow::Result<()> {
-    let url = database.fresh().await?;
-    let mesh = BenchMesh::start(
-        &std::env::current_exe()?,
-        3,
-        Some(&url),
-        &data.join("pg-writes"),
-        &[],
-    )
-    .await?;
+    let mesh = database.mesh(&data.join("pg-writes")).await?;
     let students = mesh.students().await?;
     let writes = mesh.writes(&students, args.duration).await?;
     println!(
