@@ -179,13 +179,17 @@ async fn a_log_instance_that_does_not_answer_is_named_and_tails_follow_every_ins
     }
 
     log_a.signal(Signal::SIGSTOP);
-    let page = logs.query(&only_loadgen(), 100).await.expect("B answers");
     let a_id = instances
         .iter()
         .find(|i| i.address == log_a.address())
         .map(|i| i.instance_id.clone())
         .unwrap();
-    assert_eq!(page.unanswered, vec![a_id], "A is named");
+    // The stop takes effect asynchronously: poll until a query names A.
+    let page = eventually("a query names the stopped instance", PATIENCE, || async {
+        let page = logs.query(&only_loadgen(), 100).await.expect("B answers");
+        (page.unanswered == [a_id.clone()]).then_some(page)
+    })
+    .await;
     assert!(!page.records.is_empty(), "B's records are there");
     log_a.signal(Signal::SIGCONT);
     let page = logs.query(&only_loadgen(), 100).await.expect("both answer");
