@@ -59,6 +59,22 @@ async fn add_grade(http: &reqwest::Client, portal: &str, student: &str, title: &
     grade["id"].as_str().expect("an id").to_owned()
 }
 
+/// Adds a grade straight to a grading instance (past every portal); returns its id.
+async fn add_grade_straight(grading: &Daemon, student: &str, title: &str) -> String {
+    GradingClient::new(grading.channel())
+        .add_grade(pb::AddGradeRequest {
+            student_id: student.into(),
+            title: title.into(),
+            r#type: pb::GradeType::Quiz as i32,
+            score: 90.0,
+            request_id: String::new(),
+        })
+        .await
+        .expect("AddGrade")
+        .into_inner()
+        .id
+}
+
 #[tokio::test]
 async fn cached_reads_stay_true_with_three_grading_instances_and_two_portals() {
     let Some(server) = postgres::server() else {
@@ -136,18 +152,7 @@ async fn cached_reads_stay_true_with_three_grading_instances_and_two_portals() {
 
     // A write through one portal, and one straight to grading, show in both.
     let through_a = add_grade(&http, &urls[0], &students[0], "through a").await;
-    let straight = GradingClient::new(gradings[2].channel())
-        .add_grade(pb::AddGradeRequest {
-            student_id: students[1].clone(),
-            title: "straight to grading".into(),
-            r#type: pb::GradeType::Quiz as i32,
-            score: 90.0,
-            request_id: String::new(),
-        })
-        .await
-        .expect("AddGrade")
-        .into_inner()
-        .id;
+    let straight = add_grade_straight(&gradings[2], &students[1], "straight to grading").await;
     for url in &urls {
         for (student, id) in [(&students[0], &through_a), (&students[1], &straight)] {
             eventually("the write shows in every portal", PATIENCE, || async {
@@ -165,18 +170,7 @@ async fn cached_reads_stay_true_with_three_grading_instances_and_two_portals() {
     for victim in 0..2 {
         gradings[victim].kill9();
         let survivor = &gradings[2];
-        let id = GradingClient::new(survivor.channel())
-            .add_grade(pb::AddGradeRequest {
-                student_id: students[2].clone(),
-                title: format!("after kill {victim}"),
-                r#type: pb::GradeType::Exam as i32,
-                score: 50.0,
-                request_id: String::new(),
-            })
-            .await
-            .expect("AddGrade")
-            .into_inner()
-            .id;
+        let id = add_grade_straight(survivor, &students[2], &format!("after kill {victim}")).await;
         for url in &urls {
             eventually("a write after the kill shows", PATIENCE, || async {
                 grade_ids(&http, url, &students[2])
