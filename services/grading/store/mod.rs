@@ -168,6 +168,10 @@ pub trait GradeStore: Send + Sync + 'static {
     async fn prune(&self, now: SystemTime) -> Result<u64, StoreError>;
 
     /// A receiver of every change committed from now on, in commit order.
+    /// It may also get a few changes committed just before the call (a
+    /// PostgreSQL store publishes what its feed reads from the outbox,
+    /// which can lag the caller's own commits), so consumers apply changes
+    /// idempotently, as the watch snapshot-then-changes protocol does.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Change>>;
 
     /// Adds a student, with a new id.
