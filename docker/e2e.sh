@@ -16,7 +16,11 @@ cd "$(dirname "$0")/.."
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-gradebook-e2e}
 passed=0
 
-cleanup() { docker compose down -v --remove-orphans >/dev/null 2>&1 || true; }
+# The mesh's certificates, copied out of the `certs` volume once it is up:
+# the host's curl and grpcurl speak (mutual) TLS like the daemons.
+certs=$(mktemp -d)
+tls=(-cacert "$certs/ca.crt" -cert "$certs/admin.crt" -key "$certs/admin.key")
+cleanup() { docker compose down -v --remove-orphans >/dev/null 2>&1 || true; rm -rf "$certs"; }
 fail() {
     echo "FAILED: $*"
     docker compose ps -a || true
@@ -48,7 +52,8 @@ services=(postgres registry log-1 log-2 grading-1 grading-2 portal)
 daemons=(registry log-1 log-2 grading-1 grading-2 portal)
 healthy_count() { docker compose ps --format '{{.Service}} {{.Health}}' | grep -c ' healthy$' || true; }
 all_healthy() { [ "$(healthy_count)" = "${#services[@]}" ]; }
-api() { curl -sf --max-time 5 "http://127.0.0.1:8080/api$1"; }
+portal=https://localhost:8080
+api() { curl -sf --max-time 5 --cacert "$certs/ca.crt" "$portal/api$1"; }
 
 # Reads the student's page through the portal once; counts it in `reads`,
 # and in `failed` (with its HTTP status, 000 for no answer, printed) unless
@@ -58,7 +63,7 @@ failed=0
 read_once() {
     local body status
     reads=$((reads + 1))
-    body=$(curl -s --max-time 5 -w '\n%{http_code}' "http://127.0.0.1:8080/api/students/$student") || true
+    body=$(curl -s --max-time 5 --cacert "$certs/ca.crt" -w '\n%{http_code}' "$portal/api/students/$student") || true
     status=${body##*$'\n'}
     if [ "$status" != 200 ] || ! grep "$grade" <<<"$body" >/dev/null; then
         failed=$((failed + 1))
@@ -75,6 +80,14 @@ done_step
 step "docker compose up -d; wait until every container is healthy"
 docker compose up -d --no-build >/dev/null 2>&1 || fail "compose up"
 until_true 180 all_healthy || fail "not every container became healthy"
+docker compose cp certs:/data/certs/. "$certs" >/dev/null 2>&1 || fail "copy the certificates out"
+done_step
+
+step "mutual TLS: the portal answers HTTPS only; plaintext gRPC and a client without a certificate are refused"
+curl -sf --max-time 5 --cacert "$certs/ca.crt" "$portal/readyz" >/dev/null || fail "HTTPS to the portal"
+! curl -sf --max-time 5 "http://127.0.0.1:8080/readyz" >/dev/null 2>&1 || fail "the portal answered plain HTTP beyond loopback"
+! grpcurl -plaintext -max-time 3 127.0.0.1:50051 list >/dev/null 2>&1 || fail "the registry answered plaintext"
+! grpcurl -cacert "$certs/ca.crt" -max-time 3 127.0.0.1:50051 list >/dev/null 2>&1 || fail "the registry answered a client without a certificate"
 done_step
 
 step "containers run as non-root users and log to stdout"
@@ -89,11 +102,11 @@ docker logs "$id" 2>&1 | grep "ready to accept connections" >/dev/null || fail "
 done_step
 
 step "grpcurl from the host: list the registry's services, check every daemon's health"
-grpcurl -plaintext 127.0.0.1:50051 list | grep -x gradebook.registry.v1.Registry >/dev/null || fail "registry reflection"
+grpcurl "${tls[@]}" localhost:50051 list | grep -x gradebook.registry.v1.Registry >/dev/null || fail "registry reflection"
 for port in 50051 50052 50062 50053 50063 8080; do
-    grpcurl -plaintext "127.0.0.1:$port" grpc.health.v1.Health/Check | grep SERVING >/dev/null || fail "health of :$port"
+    grpcurl "${tls[@]}" "localhost:$port" grpc.health.v1.Health/Check | grep SERVING >/dev/null || fail "health of :$port"
 done
-listed=$(grpcurl -plaintext -d '{"include_unhealthy": true}' 127.0.0.1:50051 gradebook.registry.v1.Registry/List)
+listed=$(grpcurl "${tls[@]}" -d '{"include_unhealthy": true}' localhost:50051 gradebook.registry.v1.Registry/List)
 for address in registry:50051 log-1:50052 log-2:50052 grading-1:50053 grading-2:50053 portal:8080; do
     grep "\"address\": \"$address\"" <<<"$listed" >/dev/null || fail "$address is not advertised: $listed"
 done
@@ -116,7 +129,7 @@ grades=()
 add_grade() {
     grade=$(curl -sf --max-time 5 -X POST -H 'content-type: application/json' \
         -d "{\"title\":\"$1\",\"type\":\"quiz\",\"score\":88}" \
-        "http://127.0.0.1:8080/api/students/$student/grades" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') \
+        --cacert "$certs/ca.crt" "$portal/api/students/$student/grades" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') \
         || fail "add the grade \"$1\""
     grades+=("$grade")
 }

@@ -8,7 +8,7 @@ binary=${1:?usage: make-rootfs.sh BINARY ROOTFS}
 rootfs=${2:?usage: make-rootfs.sh BINARY ROOTFS}
 
 rm -rf "$rootfs"
-mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/data/grading" "$rootfs/data/log"
+mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/data/grading" "$rootfs/data/log" "$rootfs/data/certs"
 install -m 0755 "$binary" "$rootfs/usr/local/bin/gradebook"
 command -v strip >/dev/null && strip "$rootfs/usr/local/bin/gradebook"
 
@@ -30,3 +30,5 @@ echo "hosts: files dns" > "$rootfs/etc/nsswitch.conf"
 chmod 1777 "$rootfs/tmp"
 # Named volumes start as a copy of these, so the daemons can write them.
 chown -R 10001:10001 "$rootfs/data"
+# The certificates' directory: its owner only.
+chmod 0700 "$rootfs/data/certs"

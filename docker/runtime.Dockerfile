@@ -5,6 +5,6 @@ COPY rootfs/ /
 COPY --chown=10001:10001 rootfs/data /data
 USER 10001:10001
 WORKDIR /data
-ENV GRADEBOOK_LOG_LEVEL=info,h2=warn,hyper=warn,tower=warn GRADEBOOK_LOG_TO_STDOUT=true
+ENV GRADEBOOK_LOG_LEVEL=info,h2=warn,hyper=warn,tower=warn GRADEBOOK_LOG_TO_STDOUT=true GRADEBOOK_CERTS=/data/certs
 ENTRYPOINT ["/usr/local/bin/gradebook"]
 CMD ["--help"]

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use support::{Mesh, PATIENCE, binary, eventually};
@@ -10,6 +11,15 @@ use support::{Mesh, PATIENCE, binary, eventually};
 fn gradebook(args: &[&str]) -> Output {
     Command::new(binary())
         .args(args)
+        .output()
+        .expect("run gradebook")
+}
+
+/// Runs a tool that finds the test's certificates through `GRADEBOOK_CERTS`.
+fn tool(certs: &Path, args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env("GRADEBOOK_CERTS", certs)
         .output()
         .expect("run gradebook")
 }
@@ -42,6 +52,7 @@ async fn services_health_check_and_logs() {
     let mesh = Mesh::new();
     let registry = mesh.registry(&[]).await;
     let log = mesh.log(&registry, "log", &[]).await;
+    let certs = &registry.certs;
     support::wait_health(
         &registry,
         "log",
@@ -49,7 +60,7 @@ async fn services_health_check_and_logs() {
     )
     .await;
 
-    let table = stdout(&gradebook(&["services", "--registry", &registry.url()]));
+    let table = stdout(&tool(certs, &["services", "--registry", &registry.url()]));
     let header = table.lines().next().unwrap();
     for column in ["SERVICE", "INSTANCE", "ADDRESS", "VERSION", "HEALTH"] {
         assert!(header.contains(column), "{table}");
@@ -61,12 +72,10 @@ async fn services_health_check_and_logs() {
         "{table}"
     );
 
-    let json: serde_json::Value = serde_json::from_str(&stdout(&gradebook(&[
-        "services",
-        "--json",
-        "--registry",
-        &registry.url(),
-    ])))
+    let json: serde_json::Value = serde_json::from_str(&stdout(&tool(
+        certs,
+        &["services", "--json", "--registry", &registry.url()],
+    )))
     .unwrap();
     let services: Vec<_> = json
         .as_array()
@@ -80,28 +89,37 @@ async fn services_health_check_and_logs() {
     );
 
     assert!(
-        gradebook(&["health-check", &log.address()])
+        tool(certs, &["health-check", &log.address()])
             .status
             .success()
     );
     assert!(
-        gradebook(&[
-            "health-check",
-            &log.url(),
-            "--service",
-            "gradebook.log.v1.LogService"
-        ])
+        tool(
+            certs,
+            &[
+                "health-check",
+                &log.url(),
+                "--service",
+                "gradebook.log.v1.LogService"
+            ]
+        )
         .status
         .success()
     );
-    let unknown = gradebook(&["health-check", &log.address(), "--service", "nope"]);
+    let unknown = tool(
+        certs,
+        &["health-check", &log.address(), "--service", "nope"],
+    );
     assert_eq!(unknown.status.code(), Some(1));
-    let dead = gradebook(&[
-        "health-check",
-        &format!("127.0.0.1:{}", support::free_port()),
-        "--timeout",
-        "300ms",
-    ]);
+    let dead = tool(
+        certs,
+        &[
+            "health-check",
+            &format!("127.0.0.1:{}", support::free_port()),
+            "--timeout",
+            "300ms",
+        ],
+    );
     assert_eq!(dead.status.code(), Some(1));
 
     // The registry ships its records; `gradebook logs` finds them through the registry.
@@ -109,15 +127,18 @@ async fn services_health_check_and_logs() {
         "gradebook logs shows registry records",
         PATIENCE,
         || async {
-            let out = stdout(&gradebook(&[
-                "logs",
-                "--registry",
-                &registry.url(),
-                "--service",
-                "registry",
-                "--grep",
-                "catalog changed",
-            ]));
+            let out = stdout(&tool(
+                certs,
+                &[
+                    "logs",
+                    "--registry",
+                    &registry.url(),
+                    "--service",
+                    "registry",
+                    "--grep",
+                    "catalog changed",
+                ],
+            ));
             (!out.is_empty()).then_some(out)
         },
     )
@@ -128,16 +149,19 @@ async fn services_health_check_and_logs() {
             .all(|l| l.contains("registry") && l.contains("catalog changed")),
         "{lines}"
     );
-    let json_lines = stdout(&gradebook(&[
-        "logs",
-        "--json",
-        "--registry",
-        &registry.url(),
-        "--level",
-        "info",
-        "-n",
-        "5",
-    ]));
+    let json_lines = stdout(&tool(
+        certs,
+        &[
+            "logs",
+            "--json",
+            "--registry",
+            &registry.url(),
+            "--level",
+            "info",
+            "-n",
+            "5",
+        ],
+    ));
     for line in json_lines.lines() {
         let record: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(record["sequence"].as_u64().unwrap() > 0);

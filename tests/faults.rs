@@ -79,7 +79,7 @@ impl Cluster {
     }
 
     fn registry_api(&self) -> RegistryApi {
-        RegistryApi::connect(&self.registry.url()).expect("registry URL")
+        RegistryApi::connect(&self.registry.url(), &self.registry.tls()).expect("registry URL")
     }
 
     /// Waits until the registry lists `count` healthy instances of `service`.
@@ -248,7 +248,7 @@ async fn kill_9_of_a_log_instance_loses_nothing_and_the_other_takes_the_records(
         .list(Some("log"), false)
         .await
         .unwrap();
-    let logs = LogApi::at_instances(&survivor, Duration::from_secs(2));
+    let logs = LogApi::at_instances(&survivor, Duration::from_secs(2), &cluster.registry.tls());
     let filter = LogFilter {
         service: Some("registry".into()),
         since: Some(killed_at),

@@ -13,7 +13,7 @@ use gradebook::model::grading::{GradeType, IdempotentRequest, NewGrade, NewStude
 use gradebook::pb::grading::v1 as pb;
 use gradebook::pb::grading::v1::grading_client::GradingClient;
 use support::postgres::PgServer;
-use support::{Daemon, Mesh, PATIENCE, binary, eventually, free_port, health_status};
+use support::{Daemon, Mesh, PATIENCE, binary, eventually, free_port};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -150,7 +150,7 @@ async fn a_daemon_started_before_its_database_serves_once_it_is_reachable() {
     args.extend(database_args(&mesh, "late", &url));
     let grading = Daemon::start("grading", port, args, mesh.dir.path());
     eventually("grading answers NOT_SERVING", PATIENCE, || async {
-        (health_status(&grading.url()).await == Some(2)).then_some(())
+        (grading.health_status().await == Some(2)).then_some(())
     })
     .await;
     let refused = client(&grading)

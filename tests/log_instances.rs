@@ -34,7 +34,11 @@ impl TwoLogs {
         let log_b = mesh
             .log(&registry, "log-b", &["--ship-logs", "false"])
             .await;
-        let registry_api = RegistryApi::connect(&registry.url()).unwrap();
+        let registry_api = RegistryApi::connect(
+            &registry.url(),
+            &support::tls_as(&registry.certs, "loadgen"),
+        )
+        .unwrap();
         let instances = eventually("both log instances are healthy", PATIENCE, || async {
             let listed = registry_api.list(Some("log"), false).await.ok()?;
             (listed.len() == 2).then_some(listed)
@@ -96,10 +100,14 @@ async fn writes_survive_the_kill_of_a_log_instance_and_queries_merge_every_insta
         mut log_a,
         log_b,
         instances,
-        _registry,
+        _registry: registry,
         _mesh,
     } = TwoLogs::start().await;
-    let logs = LogApi::at_instances(&instances, Duration::from_secs(2));
+    let logs = LogApi::at_instances(
+        &instances,
+        Duration::from_secs(2),
+        &support::tls_as(&registry.certs, "loadgen"),
+    );
 
     // Writes, one record a batch; instance A is killed a third of the way in.
     let mut acknowledged = BTreeSet::new();
@@ -135,6 +143,7 @@ async fn writes_survive_the_kill_of_a_log_instance_and_queries_merge_every_insta
             .cloned()
             .collect::<Vec<_>>(),
         Duration::from_secs(2),
+        &support::tls_as(&registry.certs, "loadgen"),
     )
     .query(&only_loadgen(), 1000)
     .await
@@ -160,10 +169,14 @@ async fn a_log_instance_that_does_not_answer_is_named_and_tails_follow_every_ins
         log_a,
         log_b: _log_b,
         instances,
-        _registry,
+        _registry: registry,
         _mesh,
     } = TwoLogs::start().await;
-    let logs = LogApi::at_instances(&instances, Duration::from_millis(500));
+    let logs = LogApi::at_instances(
+        &instances,
+        Duration::from_millis(500),
+        &support::tls_as(&registry.certs, "loadgen"),
+    );
     let mut tail = logs.tail(&only_loadgen(), 0).await.expect("tail both");
     for n in 0..20 {
         logs.write(&[record(n)]).await.expect("write");

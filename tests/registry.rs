@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use gradebook::pb::registry::v1 as pb;
 use nix::sys::signal::Signal;
-use support::{Mesh, PATIENCE, Watcher, eventually, list, registry_client, wait_health};
+use support::{
+    HealthServer, Mesh, PATIENCE, Watcher, eventually, list, registry_client, registry_client_as,
+    wait_health,
+};
 use tonic::Code;
 
 fn registration(service: &str, id: &str, address: &str) -> pb::RegisterRequest {
@@ -26,10 +29,12 @@ fn registration(service: &str, id: &str, address: &str) -> pb::RegisterRequest {
 async fn register_list_and_deregister() {
     let mesh = Mesh::new();
     let registry = mesh.registry(&[]).await;
-    let mut client = registry_client(&registry);
-    // The registry's own address serves grpc.health.v1, so it checks SERVING.
+    // The test plays a `reports` service: its certificate registers, and
+    // its health server answers the registry's probes.
+    let reports = HealthServer::start(&registry.certs, "reports").await;
+    let mut client = registry_client_as(&registry, "reports");
     let response = client
-        .register(registration("reports", "reports-1", &registry.address()))
+        .register(registration("reports", "reports-1", &reports.address))
         .await
         .unwrap()
         .into_inner();
@@ -53,7 +58,7 @@ async fn register_list_and_deregister() {
 
     // Registering again is idempotent: same record version, one instance.
     let again = client
-        .register(registration("reports", "reports-1", &registry.address()))
+        .register(registration("reports", "reports-1", &reports.address))
         .await
         .unwrap()
         .into_inner()
@@ -64,7 +69,7 @@ async fn register_list_and_deregister() {
 
     // A generated id when none is given.
     let generated = client
-        .register(registration("reports", "", &registry.address()))
+        .register(registration("reports", "", &reports.address))
         .await
         .unwrap()
         .into_inner()
@@ -105,7 +110,7 @@ async fn register_list_and_deregister() {
 async fn unhealthy_instances_are_listed_only_on_request() {
     let mesh = Mesh::new();
     let registry = mesh.registry(&[]).await;
-    let mut client = registry_client(&registry);
+    let mut client = registry_client_as(&registry, "ghost");
     // Nothing listens on this port: connection refused.
     let dead = format!("127.0.0.1:{}", support::free_port());
     client
@@ -130,9 +135,11 @@ async fn unhealthy_instances_are_listed_only_on_request() {
 async fn watch_sends_a_snapshot_then_changes_in_order() {
     let mesh = Mesh::new();
     let registry = mesh.registry(&[]).await;
-    let mut client = registry_client(&registry);
-    client
-        .register(registration("alpha", "alpha-1", &registry.address()))
+    let alpha = HealthServer::start(&registry.certs, "alpha").await;
+    let beta = HealthServer::start(&registry.certs, "beta").await;
+    let gamma = HealthServer::start(&registry.certs, "gamma").await;
+    registry_client_as(&registry, "alpha")
+        .register(registration("alpha", "alpha-1", &alpha.address))
         .await
         .unwrap();
     wait_health(&registry, "alpha", pb::HealthStatus::Serving).await;
@@ -142,13 +149,14 @@ async fn watch_sends_a_snapshot_then_changes_in_order() {
     let ids: Vec<_> = snapshot.iter().map(|i| i.instance_id.as_str()).collect();
     assert_eq!(ids, ["alpha-1"]);
 
+    let mut client = registry_client_as(&registry, "beta");
     client
-        .register(registration("beta", "beta-1", &registry.address()))
+        .register(registration("beta", "beta-1", &beta.address))
         .await
         .unwrap();
     // A service nobody watches here: must not show up.
-    client
-        .register(registration("gamma", "gamma-1", &registry.address()))
+    registry_client_as(&registry, "gamma")
+        .register(registration("gamma", "gamma-1", &gamma.address))
         .await
         .unwrap();
     let (kind, added) = watcher.change(PATIENCE).await;
@@ -164,7 +172,7 @@ async fn watch_sends_a_snapshot_then_changes_in_order() {
     );
     assert_eq!(serving.health, pb::HealthStatus::Serving as i32);
 
-    let mut updated = registration("beta", "beta-1", &registry.address());
+    let mut updated = registration("beta", "beta-1", &beta.address);
     updated.version = "2.0.0".into();
     client.register(updated).await.unwrap();
     let (kind, after_update) = watcher.change(PATIENCE).await;
@@ -209,7 +217,7 @@ async fn registry_node(registry: &support::Daemon) -> String {
 async fn a_reconnecting_watcher_gets_a_fresh_snapshot() {
     let mesh = Mesh::new();
     let registry = mesh.registry(&[]).await;
-    let mut client = registry_client(&registry);
+    let mut client = registry_client_as(&registry, "delta");
     let mut watcher = Watcher::open(&registry, &["delta"]).await;
     assert!(watcher.snapshot().await.is_empty());
     drop(watcher);
@@ -503,7 +511,7 @@ async fn bad_input_gets_invalid_argument_naming_the_field() {
     // Nothing of the rejected requests was stored, and the registry is fine.
     assert!(list(&registry, "ok").await.is_empty());
     eventually("registry still serving", PATIENCE, || async {
-        (support::health_status(&registry.url()).await == Some(1)).then_some(())
+        (registry.health_status().await == Some(1)).then_some(())
     })
     .await;
 }

@@ -86,6 +86,23 @@ async fn up_starts_supervises_and_stops_the_whole_gradebook() {
     assert!(portal.starts_with("http://127.0.0.1:"), "{portal}");
     assert!(!portal.ends_with(":0"), "the real port: {portal}");
 
+    // `up` made the mesh's authority and a certificate per daemon and for
+    // the tools, with private keys readable by their owner only.
+    let certs = dir.path().join("certs");
+    let mode = |path: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&certs), 0o700);
+    for name in ["ca", "registry", "log", "grading", "portal", "admin"] {
+        assert_eq!(
+            mode(&certs.join(format!("{name}.key"))),
+            0o600,
+            "{name}.key"
+        );
+        assert!(certs.join(format!("{name}.crt")).exists(), "{name}.crt");
+    }
+
     let students: serde_json::Value = reqwest::get(format!("{portal}/api/students"))
         .await
         .unwrap()
@@ -192,7 +209,11 @@ async fn scaled_up_survives_the_kill_of_its_registry_without_a_failed_request() 
     }
     let registry = children_running(pid, "registry")[0];
     let registry_url = format!("http://{}", argument_of(registry, "--listen").unwrap());
-    let registry_api = gradebook::mesh::api::RegistryApi::connect(&registry_url).unwrap();
+    let registry_api = gradebook::mesh::api::RegistryApi::connect(
+        &registry_url,
+        &support::admin_tls(&dir.path().join("certs")),
+    )
+    .unwrap();
     eventually(
         "every instance is registered and healthy",
         PATIENCE,

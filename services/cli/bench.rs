@@ -17,6 +17,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::cli::parse_duration;
+use crate::mesh::Tls;
 use crate::mesh::client::{lazy_channel, registry_client};
 use crate::model::registry::HEALTH_SERVICE_METADATA;
 use crate::pb::registry::v1 as pb;
@@ -102,6 +103,8 @@ pub(crate) fn spawn_daemon_from(
     let child = Command::new(binary)
         .args(args)
         .env("GRADEBOOK_LOG_LEVEL", "warn")
+        // The benchmarks measure plaintext unless they say otherwise.
+        .env("GRADEBOOK_INSECURE", "true")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -111,7 +114,7 @@ pub(crate) fn spawn_daemon_from(
 }
 
 pub(crate) async fn wait_serving(url: &str) -> anyhow::Result<()> {
-    if !crate::cli::health_check::wait_serving(url, Duration::from_secs(15)).await {
+    if !crate::cli::health_check::wait_serving(url, &Tls::Off, Duration::from_secs(15)).await {
         bail!("{url} did not become SERVING");
     }
     Ok(())
@@ -233,7 +236,7 @@ async fn start_watchers(url: &str, count: usize, services: &[&str]) -> anyhow::R
     let arrivals: Arrivals = Arc::default();
     // Watch streams are spread over a few HTTP/2 connections.
     let channels: Vec<Channel> = (0..(count / 100).max(1))
-        .map(|_| lazy_channel("--registry", url))
+        .map(|_| lazy_channel("--registry", url, "registry", &Tls::Off))
         .collect::<Result<_, _>>()?;
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(count.max(1));
     for i in 0..count {
@@ -335,7 +338,7 @@ async fn fanout(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
     let service = "bench-provider";
     let arrivals = start_watchers(url, args.watchers, &[service, crate::log::SERVICE_NAME]).await?;
     let health = health_server(&["bench".into()]).await?;
-    let mut client = registry_client(lazy_channel("--registry", url)?);
+    let mut client = registry_client(lazy_channel("--registry", url, "registry", &Tls::Off)?);
     let (mut lasts, mut all) = (Vec::new(), Vec::new());
     for round in 0..args.rounds {
         let id = format!("provider-{round}");
@@ -480,7 +483,7 @@ fn print_rate(what: &str, rate: f64, latencies: &[Duration], cpu: Duration) {
 
 fn clients(url: &str, connections: usize) -> anyhow::Result<Arc<Vec<RegistryClient<Channel>>>> {
     let clients = (0..connections.max(1))
-        .map(|_| lazy_channel("--registry", url).map(registry_client))
+        .map(|_| lazy_channel("--registry", url, "registry", &Tls::Off).map(registry_client))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Arc::new(clients))
 }

@@ -28,6 +28,7 @@ use crate::cli::bench::{
 };
 use crate::cli::http_get::HttpConnection;
 use crate::cli::scratch_postgres::{Durability, ScratchPostgres};
+use crate::mesh::Tls;
 use crate::mesh::client::lazy_channel;
 use crate::pb::grading::v1 as pb;
 use crate::pb::grading::v1::grading_client::GradingClient;
@@ -270,7 +271,12 @@ impl BenchMesh {
     /// The ids of the students (the demo class), asked of the first grading instance.
     async fn students(&self) -> anyhow::Result<Vec<String>> {
         let (address, _) = self.grading.first().context("no grading instance")?;
-        let mut client = GradingClient::new(lazy_channel("grading", &format!("http://{address}"))?);
+        let mut client = GradingClient::new(lazy_channel(
+            "grading",
+            &format!("http://{address}"),
+            "grading",
+            &Tls::Off,
+        )?);
         let students = client
             .list_students(pb::ListStudentsRequest {
                 page_size: 100,
@@ -527,7 +533,14 @@ async fn sqlite_writes(args: &BenchArgs, mesh: &BenchMesh) -> anyhow::Result<()>
     let id = mesh.student().await?;
     let (address, _) = mesh.grading.first().context("no grading instance")?;
     let channels: Vec<_> = (0..4)
-        .map(|_| lazy_channel("grading", &format!("http://{address}")))
+        .map(|_| {
+            lazy_channel(
+                "grading",
+                &format!("http://{address}"),
+                "grading",
+                &Tls::Off,
+            )
+        })
         .collect::<Result<_, _>>()?;
     let channels = Arc::new(channels);
     let add_grade = move |worker: usize, _n: u64| {

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::cli::{RegistryArg, parse_duration};
+use crate::cli::{RegistryArg, TlsArgs, parse_duration};
 use crate::mesh::config::{
     DEFAULT_GRADING_LISTEN, DEFAULT_LOG_LISTEN, DEFAULT_PORTAL_LISTEN, DEFAULT_REGISTRY_LISTEN,
     DEFAULT_REGISTRY_URL, generate_instance_id,
 };
 use crate::mesh::shutdown::cancel_on_signal;
 use crate::mesh::telemetry::{self, DEFAULT_FILTER};
+use crate::mesh::tls::accept::DEFAULT_MAX_CONNECTIONS;
 use crate::mesh::{MeshConfig, Shutdown};
 use crate::registry::{self, RegistryConfig};
 
@@ -37,6 +38,11 @@ pub struct DaemonArgs {
     /// What to log, as a tracing filter (`info`, `debug`, `gradebook=debug,info`).
     #[arg(long, env = "GRADEBOOK_LOG_LEVEL", default_value = DEFAULT_FILTER)]
     pub log_level: String,
+    /// The most connections served at once (more wait in the listen backlog).
+    #[arg(long, env = "GRADEBOOK_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl DaemonArgs {
@@ -51,6 +57,7 @@ impl DaemonArgs {
         config.registry_url = registry_url.to_owned();
         config.drain_grace = self.drain_grace;
         config.ship_logs = self.ship_logs;
+        config.max_connections = self.max_connections;
         config
     }
 }
@@ -158,10 +165,11 @@ fn shutdown_on_signal() -> Shutdown {
 /// Runs the registry daemon until SIGTERM or SIGINT.
 pub async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
     // `registry::run` points the registry's own mesh membership at itself.
-    let mesh = args
+    let mut mesh = args
         .daemon
         .mesh_config(registry::SERVICE_NAME, DEFAULT_REGISTRY_URL);
     telemetry::init_daemon(&args.daemon.log_level, &mesh.service, &mesh.instance_id);
+    mesh.tls = args.daemon.tls.load(&mesh.service)?;
     let config = RegistryConfig {
         mesh,
         check_interval: args.check_interval,
@@ -178,10 +186,11 @@ pub async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
 
 /// Runs the log daemon until SIGTERM or SIGINT.
 pub async fn log(args: LogArgs) -> anyhow::Result<()> {
-    let mesh = args
+    let mut mesh = args
         .daemon
         .mesh_config(crate::log::SERVICE_NAME, &args.registry.registry);
     telemetry::init_daemon(&args.daemon.log_level, &mesh.service, &mesh.instance_id);
+    mesh.tls = args.daemon.tls.load(&mesh.service)?;
     let config = crate::log::LogConfig {
         mesh,
         data_dir: args.data_dir,
@@ -197,12 +206,13 @@ pub async fn log(args: LogArgs) -> anyhow::Result<()> {
 
 /// Runs the grading daemon until SIGTERM or SIGINT.
 pub async fn grading(args: GradingArgs) -> anyhow::Result<()> {
-    let mesh = args
+    let mut mesh = args
         .daemon
         .mesh_config(crate::grading::SERVICE_NAME, &args.registry.registry);
     telemetry::init_daemon(&args.daemon.log_level, &mesh.service, &mesh.instance_id);
     let database =
         crate::grading::DatabaseConfig::new(args.database_url.as_deref(), &args.data_dir)?;
+    mesh.tls = args.daemon.tls.load(&mesh.service)?;
     let config = crate::grading::GradingConfig {
         mesh,
         database,
@@ -215,10 +225,11 @@ pub async fn grading(args: GradingArgs) -> anyhow::Result<()> {
 
 /// Runs the portal until SIGTERM or SIGINT.
 pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
-    let mesh = args
+    let mut mesh = args
         .daemon
         .mesh_config(crate::portal::SERVICE_NAME, &args.registry.registry);
     telemetry::init_daemon(&args.daemon.log_level, &mesh.service, &mesh.instance_id);
+    mesh.tls = args.daemon.tls.load(&mesh.service)?;
     let config = crate::portal::PortalConfig {
         mesh,
         call_timeout: args.call_timeout,

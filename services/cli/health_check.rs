@@ -8,9 +8,12 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::cli::parse_duration;
-use crate::mesh::client::{deadline, request};
+use crate::cli::{TlsArgs, parse_duration};
+use crate::mesh::Tls;
+use crate::mesh::client::{deadline, error_chain, request};
 use crate::mesh::config::parse_url;
+use crate::mesh::tls::MeshConnector;
+use crate::mesh::tls::identity::ADMIN;
 
 /// `gradebook health-check`.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,6 +26,11 @@ pub struct HealthCheckArgs {
     /// How long to wait for an answer.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub timeout: Duration,
+    /// The identity the server must prove (any of the mesh's when absent).
+    #[arg(long, value_name = "SERVICE")]
+    pub identity: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Runs `gradebook health-check`: prints the status, exits 0 when SERVING,
@@ -50,15 +58,20 @@ async fn check(args: &HealthCheckArgs) -> Result<ServingStatus, String> {
     } else {
         format!("http://{}", args.address)
     };
-    check_service(&url, &args.service, args.timeout).await
+    let tls = args.tls.load(ADMIN).map_err(|e| e.to_string())?;
+    let connector = match &args.identity {
+        Some(service) => tls.connector(service),
+        None => tls.connector_to_anyone(),
+    };
+    check_service(&url, &args.service, connector, args.timeout).await
 }
 
 /// Polls the server at `url` until it answers SERVING; returns whether it
 /// did within `patience`.
-pub async fn wait_serving(url: &str, patience: Duration) -> bool {
+pub async fn wait_serving(url: &str, tls: &Tls, patience: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + patience;
     while tokio::time::Instant::now() < deadline {
-        if status_of(url, Duration::from_millis(500)).await == Ok(ServingStatus::Serving) {
+        if status_of(url, tls, Duration::from_millis(500)).await == Ok(ServingStatus::Serving) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -67,22 +80,23 @@ pub async fn wait_serving(url: &str, patience: Duration) -> bool {
 }
 
 /// The overall health of the server at `url`, within `timeout`.
-pub async fn status_of(url: &str, timeout: Duration) -> Result<ServingStatus, String> {
-    check_service(url, "", timeout).await
+pub async fn status_of(url: &str, tls: &Tls, timeout: Duration) -> Result<ServingStatus, String> {
+    check_service(url, "", tls.connector_to_anyone(), timeout).await
 }
 
 async fn check_service(
     url: &str,
     service: &str,
+    connector: MeshConnector,
     timeout: Duration,
 ) -> Result<ServingStatus, String> {
     let url = url.to_owned();
     let endpoint = parse_url("ADDR", &url).map_err(|e| e.to_string())?;
     let endpoint = endpoint.connect_timeout(timeout);
-    let channel = tokio::time::timeout(timeout, endpoint.connect())
+    let channel = tokio::time::timeout(timeout, endpoint.connect_with_connector(connector))
         .await
         .map_err(|_| format!("{url}: no connection within {timeout:?}"))?
-        .map_err(|e| format!("{url}: cannot connect: {e}"))?;
+        .map_err(|e| format!("{url}: cannot connect: {}", error_chain(&e)))?;
     let mut client = HealthClient::new(channel);
     let message = HealthCheckRequest {
         service: service.to_owned(),

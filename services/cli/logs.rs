@@ -6,9 +6,10 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 
-use crate::cli::RegistryArg;
+use crate::cli::{RegistryArg, TlsArgs};
 use crate::mesh::api::{LogApi, RegistryApi};
 use crate::mesh::config::{LOG_SERVICE, REGISTRY_CALL_TIMEOUT};
+use crate::mesh::tls::identity::ADMIN;
 use crate::model::log::{Level, LogFilter, LogRecord};
 
 /// `gradebook logs`.
@@ -16,6 +17,8 @@ use crate::model::log::{Level, LogFilter, LogRecord};
 pub struct LogsArgs {
     #[command(flatten)]
     pub registry: RegistryArg,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Keep running and print new records as they are written.
     #[arg(short, long)]
     pub follow: bool,
@@ -84,7 +87,8 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
     if args.limit == 0 || args.limit > 1000 {
         bail!("--limit must be from 1 to 1000");
     }
-    let registry = RegistryApi::connect(&args.registry.registry)?;
+    let tls = args.tls.load(ADMIN)?;
+    let registry = RegistryApi::connect(&args.registry.registry, &tls)?;
     let instances = registry
         .list(Some(LOG_SERVICE), false)
         .await
@@ -95,7 +99,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
             args.registry.registry
         );
     }
-    let logs = LogApi::at_instances(&instances, REGISTRY_CALL_TIMEOUT);
+    let logs = LogApi::at_instances(&instances, REGISTRY_CALL_TIMEOUT, &tls);
     let filter = LogFilter {
         service: args.service.clone(),
         min_level: args.level,

@@ -9,6 +9,7 @@
 //! - [`services`]: `gradebook services`, the registry's table and watch.
 //! - [`logs`]: `gradebook logs`, query and follow the log service.
 //! - [`health_check`]: `gradebook health-check`, for containers and scripts.
+//! - [`certs`]: `gradebook certs`, the local certificate authority by hand.
 //! - [`listen`]: daemons' listening sockets, bound or passed down by `up`.
 //! - [`scratch_postgres`]: a throwaway PostgreSQL for the benchmark and the tests.
 //! - [`http_get`]: a minimal HTTP/1.1 client for `up` and `bench`.
@@ -17,6 +18,7 @@
 
 pub mod bench;
 pub mod bench_gradebook;
+pub mod certs;
 pub mod daemons;
 pub mod health_check;
 pub mod http_get;
@@ -26,12 +28,15 @@ pub mod scratch_postgres;
 pub mod services;
 pub mod up;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::mesh::config::DEFAULT_REGISTRY_URL;
+use crate::mesh::Tls;
+use crate::mesh::config::{DEFAULT_CERTS_DIR, DEFAULT_REGISTRY_URL};
+use crate::mesh::tls::Identity;
 
 /// Gradebook Mesh: a gRPC service mesh that runs a teachers' gradebook.
 #[derive(Debug, Parser)]
@@ -61,6 +66,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Check a gRPC server's health; exit 0 only when it is SERVING.
     HealthCheck(health_check::HealthCheckArgs),
+    /// Create the mesh's certificate authority and issue certificates.
+    Certs(certs::CertsArgs),
     /// Measure the registry: fan-out latency, throughput, monitoring cost.
     Bench(bench::BenchArgs),
 }
@@ -72,6 +79,38 @@ pub struct RegistryArg {
     #[arg(long, env = "GRADEBOOK_REGISTRY", default_value = DEFAULT_REGISTRY_URL)]
     pub registry: String,
 }
+
+/// How a daemon or a tool secures its connections (shared by every
+/// subcommand that talks to the mesh).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// The mesh's certificate directory: `ca.crt`, and `SERVICE.crt` and
+    /// `SERVICE.key` per identity (`gradebook up` creates it under its data
+    /// directory; `gradebook certs` makes one by hand).
+    #[arg(long, env = "GRADEBOOK_CERTS", default_value = DEFAULT_CERTS_DIR)]
+    pub certs: PathBuf,
+    /// Turn TLS off: plaintext everywhere, for local debugging with
+    /// `grpcurl -plaintext`. Never on a network others can reach.
+    #[arg(long, env = "GRADEBOOK_INSECURE")]
+    pub insecure: bool,
+}
+
+impl TlsArgs {
+    /// The connections' security for `identity`: its certificate from
+    /// `--certs`, or plaintext with a loud warning under `--insecure`.
+    pub fn load(&self, identity: &str) -> anyhow::Result<Tls> {
+        if self.insecure {
+            eprintln!("{INSECURE_WARNING}");
+            tracing::warn!("{INSECURE_WARNING}");
+            return Ok(Tls::Off);
+        }
+        let identity = Identity::new(identity)?;
+        Ok(Tls::load(&self.certs, identity)?)
+    }
+}
+
+/// What `--insecure` prints at start.
+pub const INSECURE_WARNING: &str = "WARNING: --insecure: TLS is OFF. Every connection is plaintext and unauthenticated: anyone who can reach these ports can read the traffic and act as any service. Use it only for local debugging.";
 
 /// Parses a duration such as `500ms`, `2s` or `1m`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -91,6 +130,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Logs(args) => logs::run(args).await,
         Command::HealthCheck(args) => return health_check::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Certs(args) => certs::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

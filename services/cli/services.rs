@@ -7,8 +7,9 @@ use anyhow::Context;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::cli::RegistryArg;
+use crate::cli::{RegistryArg, TlsArgs};
 use crate::mesh::api::RegistryApi;
+use crate::mesh::tls::identity::ADMIN;
 use crate::model::registry::{Change, Instance, WatchUpdate};
 
 /// `gradebook services`.
@@ -16,6 +17,8 @@ use crate::model::registry::{Change, Instance, WatchUpdate};
 pub struct ServicesArgs {
     #[command(flatten)]
     pub registry: RegistryArg,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Only this service.
     #[arg(long)]
     pub service: Option<String>,
@@ -89,7 +92,8 @@ pub fn table(instances: &[Instance]) -> String {
 
 /// Runs `gradebook services`.
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
-    let registry = RegistryApi::connect(&args.registry.registry)?;
+    let tls = args.tls.load(ADMIN)?;
+    let registry = RegistryApi::connect(&args.registry.registry, &tls)?;
     if !args.watch {
         let instances = registry
             .list(args.service.as_deref(), true)

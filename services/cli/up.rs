@@ -9,11 +9,16 @@
 //! ([`crate::cli::listen`]): the first instance of a service on its
 //! `--*-listen` address, further ones on free ports of the same host. A
 //! restarted child keeps its socket, so its address never changes.
+//!
+//! Unless `--insecure`, `up` is also the mesh's certificate authority: at
+//! first start it creates one under `DATA_DIR/certs` and issues every
+//! daemon and the tools (`admin`) a certificate; while running it renews
+//! them before they expire, and the daemons load the renewed files.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
@@ -24,12 +29,16 @@ use tokio::task::JoinSet;
 use crate::cli::health_check::wait_serving;
 use crate::cli::http_get::HttpConnection;
 use crate::cli::listen::{address_of, bind_for_child, pass_listener};
+use crate::cli::{INSECURE_WARNING, parse_duration};
+use crate::mesh::Tls;
 use crate::mesh::backoff::Backoff;
 use crate::mesh::config::{
     DEFAULT_GRADING_LISTEN, DEFAULT_LOG_LISTEN, DEFAULT_PORTAL_LISTEN, DEFAULT_REGISTRY_LISTEN,
 };
 use crate::mesh::shutdown::cancel_on_signal;
 use crate::mesh::telemetry;
+use crate::mesh::tls::Identity;
+use crate::mesh::tls::authority::{self, Renewal};
 use crate::mesh::{Shutdown, config::url_of};
 
 /// `gradebook up`.
@@ -61,6 +70,20 @@ pub struct UpArgs {
     /// grading instance; embedded SQLite under `--data-dir` when absent.
     #[arg(long, env = "GRADEBOOK_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Turn TLS off for every daemon (plaintext, for local debugging).
+    #[arg(long, env = "GRADEBOOK_INSECURE")]
+    pub insecure: bool,
+    /// How long the certificates `up` issues are valid; each is renewed
+    /// after two thirds of it, and the daemons load the new one on their own.
+    #[arg(long, env = "GRADEBOOK_CERT_LIFETIME", value_parser = parse_duration, default_value = "24h")]
+    pub cert_lifetime: Duration,
+}
+
+impl UpArgs {
+    /// Where `up` keeps the mesh's certificates.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.data_dir.join("certs")
+    }
 }
 
 /// How long a daemon may take to become SERVING at start.
@@ -311,6 +334,11 @@ fn plan(args: &UpArgs) -> anyhow::Result<Vec<ChildSpec>> {
                 format!("-{index}")
             };
             let mut child_args = vec!["--listen".to_owned(), address.to_string()];
+            if args.insecure {
+                child_args.push("--insecure".to_owned());
+            } else {
+                child_args.extend(["--certs".to_owned(), args.certs_dir().display().to_string()]);
+            }
             if kind != Kind::Registry {
                 child_args.extend(["--registry".to_owned(), registry_url.clone()]);
             }
@@ -360,6 +388,53 @@ async fn portal_ready(address: SocketAddr, shutdown: &Shutdown) -> bool {
     false
 }
 
+/// Every identity `up` issues a certificate to: its daemons and the tools.
+fn identities() -> Vec<Identity> {
+    let mut identities: Vec<Identity> = Kind::START_ORDER
+        .iter()
+        .filter_map(|kind| Identity::new(kind.name()).ok())
+        .collect();
+    identities.push(Identity::admin());
+    identities
+}
+
+/// Creates the authority and certificates in `certs` where missing, and
+/// renews those past two thirds of their life.
+async fn renew_certificates(certs: &Path, lifetime: Duration) -> anyhow::Result<()> {
+    let dir = certs.to_owned();
+    let done = tokio::task::spawn_blocking(move || {
+        authority::ensure(&dir, &identities(), lifetime, SystemTime::now())
+    })
+    .await??;
+    for (identity, renewal) in done {
+        match renewal {
+            Renewal::Kept => {}
+            Renewal::Issued => {
+                tracing::info!(%identity, dir = %certs.display(), "issued a certificate")
+            }
+            Renewal::Renewed => {
+                tracing::info!(%identity, dir = %certs.display(), "renewed a certificate")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Renews certificates before they expire, until `shutdown`: checks every
+/// tenth of their lifetime (at most every ten minutes).
+async fn renew_periodically(certs: PathBuf, lifetime: Duration, shutdown: Shutdown) {
+    let period = (lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(error) = renew_certificates(&certs, lifetime).await {
+            tracing::warn!(%error, "could not renew the certificates; will try again");
+        }
+    }
+}
+
 /// The running supervisors of one kind of daemon, stopped together.
 struct Tier {
     kind: Kind,
@@ -374,6 +449,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10), 0.2)?;
+    let tls = if args.insecure {
+        eprintln!("{INSECURE_WARNING}");
+        Tls::Off
+    } else {
+        let certs = args.certs_dir();
+        renew_certificates(&certs, args.cert_lifetime).await?;
+        tokio::spawn(renew_periodically(
+            certs.clone(),
+            args.cert_lifetime,
+            shutdown.clone(),
+        ));
+        Tls::load(&certs, Identity::admin())?
+    };
     let children = plan(&args)?;
     let portals: Vec<SocketAddr> = children
         .iter()
@@ -406,7 +494,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             supervisors,
         });
         for (name, address) in starting {
-            if !wait_serving(&url_of(&address.to_string()), START_PATIENCE).await {
+            if !wait_serving(&url_of(&address.to_string()), &tls, START_PATIENCE).await {
                 tracing::warn!(daemon = %name, "not SERVING yet; starting the rest anyway");
             }
         }

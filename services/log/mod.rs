@@ -66,7 +66,7 @@ pub async fn run(
             source: std::io::Error::other(e.to_string()),
         })??;
     tracing::info!(records = store.len(), bytes = store.disk_bytes(), dir = %config.data_dir.display(), "log store opened");
-    let server = service::LogServer::new(store, shutdown.clone());
+    let server = service::LogServer::new(store, shutdown.clone()).with_tls(config.mesh.tls.clone());
     let background = server.spawn_background(RETENTION_INTERVAL);
     let mesh = Mesh::start(config.mesh, &shutdown).map_err(ServeError::from)?;
     let served = MeshServer::new(mesh)

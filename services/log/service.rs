@@ -34,6 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::log::store::{LogStore, StoreError};
+use crate::mesh::Tls;
+use crate::mesh::tls::Caller;
 use crate::model::log::{InvalidRecord, LogFilter, LogRecord, MAX_BATCH_RECORDS};
 use crate::pb::log::v1 as pb;
 use crate::pb::log::v1::log_service_server::{LogService, LogServiceServer};
@@ -82,6 +84,8 @@ pub struct LogServer {
     shutdown: CancellationToken,
     /// The writer task, until [`LogServer::spawn_background`] takes it.
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// How requests are secured: a writer may write only its own records.
+    tls: Tls,
 }
 
 impl LogServer {
@@ -113,6 +117,7 @@ impl LogServer {
             published,
             shutdown,
             writer: Mutex::new(Some(writer)),
+            tls: Tls::Off,
         }
     }
 
@@ -170,11 +175,28 @@ impl LogServer {
 
     /// Validates one written batch, hands it to the writer and waits until
     /// it is durable. Returns how many records were stored.
-    async fn store_batch(&self, batch: pb::WriteRequest) -> Result<u64, Status> {
+    /// Checks connections' callers against `tls` (off until set): with TLS
+    /// on, a writer may write only records of its own service.
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    async fn store_batch(&self, batch: pb::WriteRequest, writer: &Caller) -> Result<u64, Status> {
         let records = LogRecord::batch_from_pb(batch.records, SystemTime::now())
             .map_err(invalid_record_status)?;
         if records.is_empty() {
             return Ok(0);
+        }
+        if let Some((index, forged)) = records
+            .iter()
+            .enumerate()
+            .find(|(_, record)| !writer.acts_for(&record.service))
+        {
+            return Err(Status::permission_denied(format!(
+                "records[{index}].service: {writer} may write only its own service's records, not {:?}'s; nothing of this batch was stored",
+                forged.service
+            )));
         }
         let (reply, answer) = oneshot::channel();
         self.appends
@@ -379,6 +401,7 @@ impl LogService for LogServer {
         &self,
         request: Request<Streaming<pb::WriteRequest>>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let writer = Caller::of(&request, &self.tls);
         let mut stream = request.into_inner();
         let mut accepted = 0;
         loop {
@@ -394,7 +417,7 @@ impl LogService for LogServer {
             let Some(batch) = message else {
                 break;
             };
-            accepted += self.store_batch(batch).await?;
+            accepted += self.store_batch(batch, &writer).await?;
         }
         Ok(Response::new(pb::WriteResponse { accepted }))
     }
@@ -830,7 +853,7 @@ mod tests {
         let store = LogStore::open(dir.path(), Retention::default()).unwrap();
         let server = LogServer::with_tail_buffer(store, CancellationToken::new(), 2);
         server
-            .store_batch(batch(vec![record("a", "backlog")]))
+            .store_batch(batch(vec![record("a", "backlog")]), &Caller::Unverified)
             .await
             .unwrap();
         let mut tail = server
@@ -845,7 +868,13 @@ mod tests {
         // overflow a buffer of two commits.
         for i in 0..5 {
             let records = vec![record("a", &format!("{i}")), record("b", "x")];
-            assert_eq!(server.store_batch(batch(records)).await.unwrap(), 2);
+            assert_eq!(
+                server
+                    .store_batch(batch(records), &Caller::Unverified)
+                    .await
+                    .unwrap(),
+                2
+            );
         }
         let first = tail.next().await.unwrap().unwrap();
         assert_eq!(first.message, "backlog");
@@ -868,7 +897,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let server = LogServer::new(store, shutdown.clone());
         server
-            .store_batch(batch(vec![record("a", "before")]))
+            .store_batch(batch(vec![record("a", "before")]), &Caller::Unverified)
             .await
             .unwrap();
         let mut tail = server
@@ -877,7 +906,7 @@ mod tests {
             .unwrap()
             .into_inner();
         server
-            .store_batch(batch(vec![record("a", "after")]))
+            .store_batch(batch(vec![record("a", "after")]), &Caller::Unverified)
             .await
             .unwrap();
         let live = tail.next().await.unwrap().unwrap();
@@ -888,7 +917,7 @@ mod tests {
         // Once the background task ends, the writer has stopped too.
         background.await.unwrap();
         let e = server
-            .store_batch(batch(vec![record("a", "late")]))
+            .store_batch(batch(vec![record("a", "late")]), &Caller::Unverified)
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::Unavailable);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::mesh::config::{CONNECT_TIMEOUT, ConfigError, parse_url, url_of};
+use crate::mesh::tls::Tls;
 use crate::pb::registry::v1::registry_client::RegistryClient;
 
 /// The largest message the SDK's clients accept.
@@ -28,10 +29,21 @@ pub fn endpoint_of(address: &str) -> Result<Endpoint, ConfigError> {
     Ok(tune(parse_url("address", &url_of(address))?))
 }
 
-/// A lazily connecting channel to a URL such as `http://127.0.0.1:50051`:
-/// it (re)connects on use, so a peer that is down now can be up later.
-pub fn lazy_channel(setting: &'static str, url: &str) -> Result<Channel, ConfigError> {
-    Ok(tune(parse_url(setting, url)?).connect_lazy())
+/// A lazily connecting channel to the instance of `service` at a URL such
+/// as `http://127.0.0.1:50051` (the setting `setting`), secured by `tls`: it
+/// (re)connects on use, so a peer that is down now can be up later.
+pub fn lazy_channel(
+    setting: &'static str,
+    url: &str,
+    service: &str,
+    tls: &Tls,
+) -> Result<Channel, ConfigError> {
+    Ok(tune(parse_url(setting, url)?).connect_with_connector_lazy(tls.connector(service)))
+}
+
+/// A lazily connecting channel to the instance of `service` at `host:port`.
+pub fn lazy_channel_to(address: &str, service: &str, tls: &Tls) -> Result<Channel, ConfigError> {
+    Ok(endpoint_of(address)?.connect_with_connector_lazy(tls.connector(service)))
 }
 
 /// A registry client on `channel`, accepting large snapshots.
@@ -58,4 +70,17 @@ pub async fn deadline<T>(
             "no answer within {timeout:?}"
         ))),
     }
+}
+
+/// An error with its chain of causes, for messages that must say why a
+/// connection failed (a refused certificate is several causes deep).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }

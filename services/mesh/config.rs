@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use crate::mesh::backoff::Backoff;
 use crate::mesh::channel::ChannelSettings;
+use crate::mesh::tls::Tls;
+use crate::mesh::tls::accept::DEFAULT_MAX_CONNECTIONS;
 use crate::model::registry::{validate_address, validate_instance_id, validate_service_name};
 
 /// Where the registry listens by default.
@@ -22,6 +24,9 @@ pub const DEFAULT_GRADING_LISTEN: &str = "127.0.0.1:50053";
 pub const DEFAULT_PORTAL_LISTEN: &str = "127.0.0.1:8080";
 /// The registry every daemon registers with by default.
 pub const DEFAULT_REGISTRY_URL: &str = "http://127.0.0.1:50051";
+/// Where the mesh's certificates are, unless told otherwise (`gradebook
+/// up`'s default data directory, `data`, plus `certs`).
+pub const DEFAULT_CERTS_DIR: &str = "data/certs";
 /// How long in-flight calls may drain at shutdown before the server stops anyway.
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// Deadline of every call to the registry.
@@ -81,11 +86,16 @@ pub struct MeshConfig {
     pub backoff: Backoff,
     /// How the channels to dependencies call: deadlines, retries, ejection.
     pub channel: ChannelSettings,
+    /// How every connection, served or dialed, is secured.
+    pub tls: Tls,
+    /// The most connections the server holds open at once.
+    pub max_connections: usize,
 }
 
 impl MeshConfig {
     /// A configuration with defaults for the service `service`: a fresh
-    /// instance id, the default registry, log shipping on.
+    /// instance id, the default registry, log shipping on, TLS off (the
+    /// command line turns it on).
     pub fn new(service: impl Into<String>) -> Self {
         let service = service.into();
         MeshConfig {
@@ -100,6 +110,8 @@ impl MeshConfig {
             ship_logs: true,
             backoff: Backoff::default(),
             channel: ChannelSettings::default(),
+            tls: Tls::Off,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 

@@ -29,6 +29,7 @@ use crate::mesh::channel::{ChannelSettings, MeshChannel};
 use crate::mesh::client::registry_client;
 use crate::mesh::config::REGISTRY_CALL_TIMEOUT;
 use crate::mesh::shutdown::Shutdown;
+use crate::mesh::tls::Tls;
 use crate::model::registry::{ChangeKind, Health, Instance, WatchUpdate};
 use crate::pb::registry::v1 as pb;
 
@@ -176,9 +177,15 @@ impl Dependencies {
 pub struct DependencyView {
     state: watch::Receiver<Arc<Dependencies>>,
     channels: Arc<HashMap<String, MeshChannel>>,
+    tls: Tls,
 }
 
 impl DependencyView {
+    /// How this process connects: for clients that dial single instances.
+    pub fn tls(&self) -> &Tls {
+        &self.tls
+    }
+
     /// The current view.
     pub fn current(&self) -> Arc<Dependencies> {
         self.state.borrow().clone()
@@ -232,13 +239,16 @@ struct Feed {
 
 impl Feed {
     /// A feed for `services`, and its view with a channel per service.
-    fn new(services: Vec<String>, settings: ChannelSettings) -> (Self, DependencyView) {
+    fn new(services: Vec<String>, settings: ChannelSettings, tls: &Tls) -> (Self, DependencyView) {
         let (state, state_rx) = watch::channel(Arc::new(Dependencies::default()));
         let mut endpoints = HashMap::new();
         let mut channels = HashMap::new();
         for service in &services {
             let (tx, rx) = watch::channel(Arc::new(EndpointSet::new()));
-            channels.insert(service.clone(), MeshChannel::new(service, rx, settings));
+            channels.insert(
+                service.clone(),
+                MeshChannel::new(service, rx, settings, tls),
+            );
             endpoints.insert(service.clone(), tx);
         }
         let feed = Feed {
@@ -250,6 +260,7 @@ impl Feed {
         let view = DependencyView {
             state: state_rx,
             channels: Arc::new(channels),
+            tls: tls.clone(),
         };
         (feed, view)
     }
@@ -289,16 +300,18 @@ impl Feed {
     }
 }
 
-/// Starts watching `services` through the registry at `registry`; the
-/// returned view stays live until `shutdown`.
+/// Starts watching `services` through the registry at `registry`, with
+/// channels that connect as `tls` says; the returned view stays live until
+/// `shutdown`.
 pub fn spawn(
     registry: Channel,
     services: Vec<String>,
     settings: ChannelSettings,
+    tls: &Tls,
     backoff: Backoff,
     shutdown: &Shutdown,
 ) -> (DependencyView, JoinHandle<()>) {
-    let (feed, view) = Feed::new(services, settings);
+    let (feed, view) = Feed::new(services, settings, tls);
     let task = tokio::spawn(run_watch(registry, feed, backoff, shutdown.clone()));
     (view, task)
 }
@@ -555,6 +568,7 @@ mod tests {
         let (mut feed, view) = Feed::new(
             vec!["idle".to_string(), "busy".to_string()],
             ChannelSettings::default(),
+            &Tls::Off,
         );
         let apply_all = async {
             for i in 0..1_000 {

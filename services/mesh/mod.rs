@@ -13,6 +13,7 @@
 //! - [`logship`]: shipping this daemon's `tracing` records to the log service.
 //! - [`telemetry`]: setting up `tracing` for a daemon or a tool.
 //! - [`client`]: dialing peers with timeouts and calling with deadlines.
+//! - [`tls`]: mutual TLS: the local authority, identities, both sides of a connection.
 //! - [`backoff`]: validated exponential backoff.
 //!
 //! # Example
@@ -47,6 +48,7 @@ pub mod registration;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use channel::{ChannelSettings, MeshChannel};
@@ -54,3 +56,4 @@ pub use config::MeshConfig;
 pub use discovery::{DependencyView, DiscoveryError};
 pub use server::{Mesh, MeshServer, ServeError};
 pub use shutdown::Shutdown;
+pub use tls::Tls;

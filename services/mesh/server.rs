@@ -4,10 +4,13 @@
 //! serves them and registers the instance (reporting NOT_SERVING while an
 //! optional readiness signal says the daemon's backend is not ready). On
 //! shutdown it reports NOT_SERVING, deregisters, stops accepting, and drains
-//! in-flight calls within a bounded grace period. TLS and authentication
-//! will be added here, once, for every daemon.
+//! in-flight calls within a bounded grace period. Every connection goes
+//! through the mesh's acceptor ([`crate::mesh::tls::accept`]): mutual TLS
+//! unless `--insecure`, a bound on open connections, a handshake deadline,
+//! and the caller's identity on every request.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -16,7 +19,6 @@ use tonic::body::Body;
 use tonic::codegen::http::{self, HeaderValue};
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -25,8 +27,14 @@ use crate::mesh::config::{ConfigError, MeshConfig};
 use crate::mesh::discovery::{self, DependencyView};
 use crate::mesh::registration::RegistrationHandle;
 use crate::mesh::shutdown::Shutdown;
+use crate::mesh::tls::accept::{self, Accepting};
+use crate::mesh::tls::require::RequireIdentityLayer;
+use crate::mesh::tls::{ClientAuth, Tls, TlsError};
 use crate::mesh::{client, telemetry};
 use crate::model::registry::{HEALTH_SERVICE_METADATA, Health, Registration};
+
+/// The registry's service name, which its own certificate carries.
+const REGISTRY_SERVICE: &str = crate::mesh::api::registry::SERVICE;
 
 /// How long shutdown waits for the registry to see NOT_SERVING before it
 /// deregisters anyway.
@@ -47,6 +55,9 @@ pub enum ServeError {
     /// The server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A daemon's membership of the mesh: its configuration, a channel to the
@@ -76,14 +87,22 @@ impl Mesh {
     /// shipping. Registration happens once the server serves.
     pub fn start(config: MeshConfig, shutdown: &Shutdown) -> Result<Self, ConfigError> {
         config.validate()?;
-        let registry = client::lazy_channel("--registry", &config.registry_url)?;
+        let registry = client::lazy_channel(
+            "--registry",
+            &config.registry_url,
+            REGISTRY_SERVICE,
+            &config.tls,
+        )?;
         let (dependencies, watch_task) = discovery::spawn(
             registry.clone(),
             config.discovered_services(),
             config.channel,
+            &config.tls,
             config.backoff,
             shutdown,
         );
+        let mut background = vec![watch_task];
+        background.extend(config.tls.keep_fresh(shutdown));
         let shipping_stop = Shutdown::new();
         let shipping = if config.ship_logs
             && let Some(shipper) = telemetry::take_shipper()
@@ -101,7 +120,7 @@ impl Mesh {
             registry,
             dependencies,
             shutdown: shutdown.clone(),
-            background: vec![watch_task],
+            background,
             shipping_stop,
             shipping,
         })
@@ -115,6 +134,11 @@ impl Mesh {
     /// A channel to the registry (for daemons that show the catalog).
     pub fn registry_channel(&self) -> Channel {
         self.registry.clone()
+    }
+
+    /// How this daemon's connections are secured.
+    pub fn tls(&self) -> &Tls {
+        &self.config.tls
     }
 
     /// The configuration.
@@ -254,27 +278,32 @@ impl MeshServer {
         };
 
         let mut routes = routes.routes();
+        let browsers = http.is_some();
         if let Some(http) = http {
             routes = tonic::service::Routes::from(routes.into_axum_router().fallback_service(http));
         }
+        let accepting = accepting(&mesh.config.tls, browsers, local)?;
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
             .accept_http1(true)
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(RequireIdentityLayer {
+                enabled: mesh.config.tls.is_on(),
+            })
             .layer(crate::mesh::channel::deadline::PropagateLayer)
             .layer(tower::util::MapResponseLayer::new(
                 oversize_is_resource_exhausted as fn(http::Response<Body>) -> http::Response<Body>,
             ))
             .add_routes(routes)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                accept::incoming(listener, accepting, mesh.config.max_connections),
                 async {
                     let _ = drain_rx.await;
                 },
             );
         tokio::pin!(server);
-        tracing::info!(service = %mesh.config.service, instance = %mesh.config.instance_id, %local, advertised = %address, "serving");
+        tracing::info!(service = %mesh.config.service, instance = %mesh.config.instance_id, %local, advertised = %address, tls = mesh.config.tls.is_on(), "serving");
 
         let registration = RegistrationHandle::spawn(
             mesh.registry.clone(),
@@ -346,6 +375,19 @@ impl MeshServer {
         }
         result
     }
+}
+
+/// How the server accepts connections: plaintext when TLS is off;
+/// otherwise mutual TLS, except that a server for browsers (the portal)
+/// makes client certificates optional and, on loopback only, also serves
+/// plain HTTP.
+fn accepting(tls: &Tls, browsers: bool, local: SocketAddr) -> Result<Accepting, TlsError> {
+    let clients = if browsers {
+        ClientAuth::Optional
+    } else {
+        ClientAuth::Required
+    };
+    Accepting::new(tls, clients, browsers && local.ip().is_loopback())
 }
 
 /// Reports `status` for every one of `names`.

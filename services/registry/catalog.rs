@@ -23,6 +23,8 @@ pub enum Effect {
     Monitor {
         /// The instance.
         instance_id: String,
+        /// Its service: the identity it must prove when probed.
+        service: String,
         /// The address to probe.
         address: String,
         /// The grpc.health.v1 service name to ask about.
@@ -171,6 +173,7 @@ impl Catalog {
                     }),
                     Effect::Monitor {
                         instance_id,
+                        service: view.service.clone(),
                         address: registration.address,
                         health_service,
                     },
@@ -220,6 +223,7 @@ impl Catalog {
                 if address_changed {
                     effects.push(Effect::Monitor {
                         instance_id,
+                        service: old.service.clone(),
                         address: registration.address,
                         health_service,
                     });
@@ -227,6 +231,13 @@ impl Catalog {
                 (view, effects)
             }
         }
+    }
+
+    /// The service `instance_id` is registered as, if it is.
+    pub fn service_of(&self, instance_id: &str) -> Option<&str> {
+        self.entries
+            .get(instance_id)
+            .map(|entry| entry.instance.service.as_str())
     }
 
     /// Removes an instance; returns whether it was registered.

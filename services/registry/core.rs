@@ -10,11 +10,14 @@ use std::time::SystemTime;
 use tokio::sync::mpsc;
 
 use crate::mesh::Shutdown;
+use crate::mesh::Tls;
 use crate::mesh::config::generate_instance_id;
+use crate::mesh::tls::Caller;
 use crate::model::registry::{Instance, Registration, snapshot_event};
+use crate::registry::access::{self, Denied};
 use crate::registry::catalog::{Catalog, Effect};
 use crate::registry::health::ProbeOutcome;
-use crate::registry::monitor::{self, Epoch, ProbeSettings};
+use crate::registry::monitor::{self, Epoch, ProbeSettings, Target};
 use crate::registry::watchers::{WatchItem, Watchers};
 
 /// The running monitor of one instance.
@@ -38,6 +41,8 @@ struct State {
 pub struct Core {
     state: Mutex<State>,
     probe: ProbeSettings,
+    /// How probes connect: an instance must prove its service's identity.
+    tls: Tls,
     shutdown: Shutdown,
 }
 
@@ -47,6 +52,7 @@ impl Core {
         catalog: Catalog,
         watch_queue: usize,
         probe: ProbeSettings,
+        tls: Tls,
         shutdown: Shutdown,
     ) -> Arc<Self> {
         Arc::new(Core {
@@ -57,6 +63,7 @@ impl Core {
                 next_epoch: 0,
             }),
             probe,
+            tls,
             shutdown,
         })
     }
@@ -76,22 +83,39 @@ impl Core {
     }
 
     /// Registers (or updates) an instance.
-    pub fn register(self: &Arc<Self>, registration: Registration) -> Instance {
+    pub fn register(
+        self: &Arc<Self>,
+        registration: Registration,
+        caller: &Caller,
+    ) -> Result<Instance, Denied> {
         let mut state = self.lock();
+        let instance_id = registration.instance_id.as_deref();
+        let owner = instance_id.and_then(|id| state.catalog.service_of(id));
+        access::may_register(caller, &registration.service, instance_id, owner)?;
         let service = registration.service.clone();
         let (instance, effects) = state.catalog.register(registration, SystemTime::now(), || {
             generate_instance_id(&service)
         });
         self.execute(&mut state, effects);
-        instance
+        Ok(instance)
     }
 
-    /// Removes an instance; returns whether it was registered.
-    pub fn deregister(self: &Arc<Self>, instance_id: &str) -> bool {
+    /// Removes an instance if `caller` may; returns whether it was registered.
+    pub fn deregister(
+        self: &Arc<Self>,
+        instance_id: &str,
+        caller: &Caller,
+    ) -> Result<bool, Denied> {
         let mut state = self.lock();
+        access::may_deregister(caller, instance_id, state.catalog.service_of(instance_id))?;
         let (removed, effects) = state.catalog.deregister(instance_id, SystemTime::now());
         self.execute(&mut state, effects);
-        removed
+        Ok(removed)
+    }
+
+    /// How requests are secured (callers are read against it).
+    pub fn tls(&self) -> &Tls {
+        &self.tls
     }
 
     /// Lists instances (see [`Catalog::list`]).
@@ -153,6 +177,7 @@ impl Core {
                 }
                 Effect::Monitor {
                     instance_id,
+                    service,
                     address,
                     health_service,
                 } => {
@@ -162,11 +187,15 @@ impl Core {
                     state.next_epoch += 1;
                     let epoch = state.next_epoch;
                     let stop = self.shutdown.child_token();
+                    let connector = self.tls.connector(&service);
                     tokio::spawn(monitor::monitor(
                         self.clone(),
                         instance_id.clone(),
-                        address,
-                        health_service,
+                        Target {
+                            address,
+                            connector,
+                            health_service,
+                        },
                         epoch,
                         self.probe,
                         stop.clone(),

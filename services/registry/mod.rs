@@ -5,12 +5,14 @@
 //! # Layout
 //!
 //! - [`catalog`]: the catalog as a state machine (events in, effects out).
+//! - [`access`]: who may register and deregister which instance.
 //! - [`health`]: the per-instance health state machine.
 //! - [`core`]: the shell that runs the catalog and carries out its effects.
 //! - [`monitor`]: the health probe task of one instance.
 //! - [`watchers`]: the bounded watch fan-out.
 //! - [`service`]: the `Registry` gRPC service.
 
+pub mod access;
 pub mod catalog;
 pub mod core;
 pub mod health;
@@ -128,6 +130,7 @@ pub async fn run(
         Catalog::new(node_id, policy),
         config.watch_queue,
         probe,
+        config.mesh.tls.clone(),
         shutdown.clone(),
     );
     let evictions = tokio::spawn(evict_periodically(

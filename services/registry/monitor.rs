@@ -19,7 +19,8 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::mesh::Shutdown;
-use crate::mesh::client::endpoint_of;
+use crate::mesh::client::{endpoint_of, error_chain};
+use crate::mesh::tls::MeshConnector;
 use crate::registry::core::Core;
 use crate::registry::health::ProbeOutcome;
 
@@ -53,17 +54,33 @@ fn is_disconnect(status: &tonic::Status) -> bool {
     )
 }
 
-/// Probes `address` for `instance_id` until `stop`, reporting to `core`.
+/// What a monitor probes: where, how to connect (the connector checks the
+/// instance's identity), and which health service to ask about.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The instance's `host:port`.
+    pub address: String,
+    /// Connects as the registry, accepting only the instance's service.
+    pub connector: MeshConnector,
+    /// The grpc.health.v1 service name to ask about.
+    pub health_service: String,
+}
+
+/// Probes `target` for `instance_id` until `stop`, reporting to `core`.
 pub async fn monitor(
     core: Arc<Core>,
     instance_id: String,
-    address: String,
-    health_service: String,
+    target: Target,
     epoch: Epoch,
     settings: ProbeSettings,
     stop: Shutdown,
 ) {
     let report = |outcome| core.observe(&instance_id, epoch, outcome);
+    let Target {
+        address,
+        connector,
+        health_service,
+    } = target;
     let endpoint = match endpoint_of(&address) {
         Ok(endpoint) => endpoint
             .connect_timeout(settings.timeout)
@@ -86,7 +103,7 @@ pub async fn monitor(
     };
     loop {
         let connected = tokio::select! {
-            connected = endpoint.connect() => connected,
+            connected = endpoint.connect_with_connector(connector.clone()) => connected,
             _ = stop.cancelled() => return,
         };
         let channel = match connected {
@@ -187,15 +204,4 @@ pub async fn monitor(
             return;
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }

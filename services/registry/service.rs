@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::mesh::Shutdown;
+use crate::mesh::tls::Caller;
 use crate::model::registry::{Registration, validate_instance_id, validate_service_name};
 use crate::pb::registry::v1 as pb;
 use crate::pb::registry::v1::registry_server::{Registry, RegistryServer};
@@ -48,9 +49,13 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let caller = Caller::of(&request, self.core.tls());
         let registration = Registration::try_from(request.into_inner())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let instance = self.core.register(registration);
+        let instance = self
+            .core
+            .register(registration, &caller)
+            .map_err(|denied| Status::permission_denied(denied.to_string()))?;
         Ok(Response::new(pb::RegisterResponse {
             instance: Some(pb::Instance::from(&instance)),
             registry_node: self.core.node_id(),
@@ -61,10 +66,14 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::DeregisterRequest>,
     ) -> Result<Response<pb::DeregisterResponse>, Status> {
+        let caller = Caller::of(&request, self.core.tls());
         let instance_id = request.into_inner().instance_id;
         validate_instance_id("instance_id", &instance_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let removed = self.core.deregister(&instance_id);
+        let removed = self
+            .core
+            .deregister(&instance_id, &caller)
+            .map_err(|denied| Status::permission_denied(denied.to_string()))?;
         Ok(Response::new(pb::DeregisterResponse { removed }))
     }
 

@@ -1,6 +1,11 @@
 //! The integration harness: starts the real `gradebook` binary as separate
 //! processes on loopback ports, waits for readiness by polling with a
 //! deadline, kills them on drop, and polls eventually-true conditions.
+//!
+//! Daemons run with mutual TLS, as users run them: each test directory has
+//! its own certificate authority (`DIR/certs`, made on first use), the
+//! daemons find it through `GRADEBOOK_CERTS`, and the test's own clients
+//! connect as the `admin` identity.
 
 #![allow(dead_code)]
 
@@ -13,12 +18,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use gradebook::mesh::Tls;
+use gradebook::mesh::client::lazy_channel_to;
+use gradebook::mesh::tls::Identity;
+use gradebook::mesh::tls::authority;
 use gradebook::pb::log::v1::log_service_client::LogServiceClient;
 use gradebook::pb::registry::v1 as pb;
 use gradebook::pb::registry::v1::registry_client::RegistryClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -56,6 +65,84 @@ where
     }
 }
 
+/// The certificate directory of a test directory, made (an authority and
+/// a certificate for every daemon and for `admin`) on first use.
+pub fn certs(dir: &Path) -> PathBuf {
+    let certs = dir.join("certs");
+    let identities: Vec<Identity> = ["registry", "log", "grading", "portal", "admin"]
+        .iter()
+        .map(|name| Identity::new(name).expect("a service name"))
+        .collect();
+    authority::ensure(
+        &certs,
+        &identities,
+        authority::DEFAULT_CERT_LIFETIME,
+        std::time::SystemTime::now(),
+    )
+    .expect("test certificates");
+    certs
+}
+
+/// The `admin` identity's TLS, with the certificates in `certs`.
+pub fn admin_tls(certs: &Path) -> Tls {
+    Tls::load(certs, Identity::admin()).expect("the admin certificate")
+}
+
+/// TLS as `identity`, issued a certificate in `certs` on first use: for a
+/// test that plays a service (registers it, writes its log records).
+pub fn tls_as(certs: &Path, identity: &str) -> Tls {
+    let identity = Identity::new(identity).expect("a service name");
+    if !authority::cert_path(certs, identity.service()).exists() {
+        authority::issue(certs, &identity, authority::DEFAULT_CERT_LIFETIME, &[])
+            .expect("issue a test certificate");
+    }
+    Tls::load(certs, identity).expect("a test certificate")
+}
+
+/// A grpc.health.v1 server in the test process, serving mutual TLS with a
+/// certificate of `service`: the stand-in for an instance of a service the
+/// test registers. It answers SERVING until `reporter` says otherwise, and
+/// stops when dropped.
+pub struct HealthServer {
+    pub address: String,
+    pub reporter: tonic_health::server::HealthReporter,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HealthServer {
+    pub async fn start(certs: &Path, service: &str) -> HealthServer {
+        use gradebook::mesh::tls::ClientAuth;
+        use gradebook::mesh::tls::accept::{self, Accepting};
+        let tls = tls_as(certs, service);
+        let accepting = Accepting::new(&tls, ClientAuth::Required, false).expect("TLS");
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(accept::incoming(listener, accepting, 64))
+                .await;
+        });
+        HealthServer {
+            address,
+            reporter,
+            task,
+        }
+    }
+}
+
+impl Drop for HealthServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A daemon process that is killed when dropped.
 pub struct Daemon {
     pub name: &'static str,
@@ -63,6 +150,8 @@ pub struct Daemon {
     args: Vec<String>,
     child: Option<Child>,
     pub log_file: PathBuf,
+    /// The certificates it (and the test's clients) use.
+    pub certs: PathBuf,
 }
 
 impl Daemon {
@@ -74,6 +163,7 @@ impl Daemon {
             args,
             child: None,
             log_file: dir.join(format!("{name}-{port}.stderr")),
+            certs: certs(dir),
         };
         daemon.spawn();
         daemon
@@ -88,6 +178,7 @@ impl Daemon {
         let child = Command::new(binary())
             .args(&self.args)
             .env("GRADEBOOK_LOG_LEVEL", "info,gradebook=debug")
+            .env("GRADEBOOK_CERTS", &self.certs)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -150,22 +241,36 @@ impl Daemon {
         std::fs::read_to_string(&self.log_file).unwrap_or_default()
     }
 
-    /// A lazily connecting channel to the daemon.
+    /// How the test's clients connect to it: as `admin`.
+    pub fn tls(&self) -> Tls {
+        admin_tls(&self.certs)
+    }
+
+    /// A lazily connecting channel to the daemon, as `admin`.
     pub fn channel(&self) -> Channel {
-        Endpoint::from_shared(self.url())
-            .expect("url")
-            .connect_timeout(Duration::from_secs(1))
-            .connect_lazy()
+        lazy_channel_to(&self.address(), self.name, &self.tls()).expect("an address")
+    }
+
+    /// A lazily connecting channel to the daemon, as `identity`.
+    pub fn channel_as(&self, identity: &str) -> Channel {
+        lazy_channel_to(&self.address(), self.name, &tls_as(&self.certs, identity))
+            .expect("an address")
+    }
+
+    /// Its grpc.health.v1 status ("" service), if it answers.
+    pub async fn health_status(&self) -> Option<i32> {
+        health_status(self.channel()).await
     }
 
     /// Waits until its health service answers SERVING.
     pub async fn wait_serving(&self) {
-        let url = self.url();
         let name = self.name;
-        eventually(&format!("{name} at {url} is SERVING"), PATIENCE, || {
-            let url = url.clone();
-            async move { (health_status(&url).await == Some(1)).then_some(()) }
-        })
+        let address = self.address();
+        eventually(
+            &format!("{name} at {address} is SERVING"),
+            PATIENCE,
+            || async { (self.health_status().await == Some(1)).then_some(()) },
+        )
         .await;
     }
 }
@@ -183,15 +288,8 @@ impl Drop for Daemon {
     }
 }
 
-/// The grpc.health.v1 status of the server at `url` ("" service), if it answers.
-pub async fn health_status(url: &str) -> Option<i32> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .ok()?
-        .connect_timeout(Duration::from_millis(500));
-    let channel = tokio::time::timeout(Duration::from_secs(1), endpoint.connect())
-        .await
-        .ok()?
-        .ok()?;
+/// The grpc.health.v1 status ("" service) of the server on `channel`, if it answers.
+pub async fn health_status(channel: Channel) -> Option<i32> {
     let response = tokio::time::timeout(
         Duration::from_secs(1),
         HealthClient::new(channel).check(HealthCheckRequest {
@@ -270,9 +368,19 @@ pub fn registry_client(registry: &Daemon) -> RegistryClient<Channel> {
     RegistryClient::new(registry.channel())
 }
 
+/// A registry client on the daemon, as `identity`.
+pub fn registry_client_as(registry: &Daemon, identity: &str) -> RegistryClient<Channel> {
+    RegistryClient::new(registry.channel_as(identity))
+}
+
 /// A log client on the daemon.
 pub fn log_client(log: &Daemon) -> LogServiceClient<Channel> {
     LogServiceClient::new(log.channel())
+}
+
+/// A log client on the daemon, as `identity` (which may write its records).
+pub fn log_client_as(log: &Daemon, identity: &str) -> LogServiceClient<Channel> {
+    LogServiceClient::new(log.channel_as(identity))
 }
 
 /// The instances of `service` the registry lists (all healths).

@@ -17,8 +17,9 @@ use tonic::transport::Channel;
 use crate::mesh::api::log_paging::{InstanceCursor, InstancePage, MergedCursor, merge};
 use crate::mesh::api::{CallError, Retry, request, stream, unary};
 use crate::mesh::channel::{ChannelSettings, MeshChannel};
-use crate::mesh::client::endpoint_of;
+use crate::mesh::client::lazy_channel_to;
 use crate::mesh::discovery::{DependencyView, DiscoveryError};
+use crate::mesh::tls::Tls;
 use crate::model::log::{LogFilter, LogRecord};
 use crate::model::registry::Instance;
 use crate::pb::log::v1 as pb;
@@ -58,12 +59,14 @@ pub struct LogApi {
     timeout: Duration,
     /// Connections to single instances, for fan-out, by address.
     connections: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Tls,
 }
 
 impl LogApi {
     /// Calls the log service found through `dependencies`.
     pub fn new(dependencies: DependencyView, timeout: Duration) -> Self {
         LogApi {
+            tls: dependencies.tls().clone(),
             source: Source::View(dependencies),
             timeout,
             connections: Arc::default(),
@@ -71,15 +74,16 @@ impl LogApi {
     }
 
     /// Calls the log service at the given instances (for tools that listed
-    /// them from the registry).
-    pub fn at_instances(instances: &[Instance], timeout: Duration) -> Self {
+    /// them from the registry), connecting as `tls` says.
+    pub fn at_instances(instances: &[Instance], timeout: Duration, tls: &Tls) -> Self {
         let set: BTreeMap<String, String> = instances
             .iter()
             .map(|i| (i.instance_id.clone(), i.address.clone()))
             .collect();
         let (_, endpoints) = watch::channel(Arc::new(set));
-        let channel = MeshChannel::new(SERVICE, endpoints, ChannelSettings::default());
+        let channel = MeshChannel::new(SERVICE, endpoints, ChannelSettings::default(), tls);
         LogApi {
+            tls: tls.clone(),
             source: Source::Fixed(channel),
             timeout,
             connections: Arc::default(),
@@ -132,9 +136,8 @@ impl LogApi {
         let channel = match connections.get(address) {
             Some(channel) => channel.clone(),
             None => {
-                let channel = endpoint_of(address)
-                    .map_err(|e| CallError::malformed(SERVICE, e))?
-                    .connect_lazy();
+                let channel = lazy_channel_to(address, SERVICE, &self.tls)
+                    .map_err(|e| CallError::malformed(SERVICE, e))?;
                 connections.insert(address.to_owned(), channel.clone());
                 channel
             }

@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 use crate::mesh::api::{CallError, Retry, request, stream, unary};
 use crate::mesh::client::{lazy_channel, registry_client};
 use crate::mesh::config::{ConfigError, REGISTRY_CALL_TIMEOUT};
+use crate::mesh::tls::Tls;
 use crate::model::registry::{Instance, WatchUpdate};
 use crate::pb::registry::v1 as pb;
 
@@ -25,11 +26,11 @@ pub struct RegistryApi {
 }
 
 impl RegistryApi {
-    /// Calls the registry at `url` (connecting on first use), each call
-    /// within the registry call deadline.
-    pub fn connect(url: &str) -> Result<Self, ConfigError> {
+    /// Calls the registry at `url` (connecting on first use, as `tls`
+    /// says), each call within the registry call deadline.
+    pub fn connect(url: &str, tls: &Tls) -> Result<Self, ConfigError> {
         Ok(Self::new(
-            lazy_channel("--registry", url)?,
+            lazy_channel("--registry", url, SERVICE, tls)?,
             REGISTRY_CALL_TIMEOUT,
         ))
     }

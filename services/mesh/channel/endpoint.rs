@@ -1,6 +1,7 @@
 //! One endpoint of a service: the connection to one instance, made in this
-//! one place (where TLS will plug in), and the per-endpoint layers around it:
-//! outlier ejection and the peak-EWMA load the balancer compares.
+//! one place (with the channel's connector, which does the TLS), and the
+//! per-endpoint layers around it: outlier ejection and the peak-EWMA load
+//! the balancer compares.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,6 +18,7 @@ use crate::mesh::channel::eject::{Ejecting, EjectionBudget, EjectionSettings};
 use crate::mesh::channel::outcome::{AttemptTimedOut, BoxError};
 use crate::mesh::client::endpoint_of;
 use crate::mesh::config::ConfigError;
+use crate::mesh::tls::MeshConnector;
 
 /// The round-trip time assumed for an endpoint before it has answered (as linkerd2-proxy).
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
@@ -31,13 +33,15 @@ pub struct AttemptDeadline(pub Instant);
 /// The balancer's view of one endpoint: load-measured, ejectable, connected.
 pub type BalancedEndpoint = PeakEwma<Ejecting<Connection>, CompleteOnResponse>;
 
-/// Builds the endpoint for the instance at `address` (`host:port`).
+/// Builds the endpoint for the instance at `address` (`host:port`),
+/// dialed with `connector`.
 pub fn balanced_endpoint(
     address: &str,
+    connector: MeshConnector,
     ejection: EjectionSettings,
     budget: Arc<EjectionBudget>,
 ) -> Result<BalancedEndpoint, ConfigError> {
-    let connection = Connection::lazy(address)?;
+    let connection = Connection::lazy(address, connector)?;
     Ok(PeakEwma::new(
         Ejecting::new(connection, ejection, budget),
         DEFAULT_RTT,
@@ -54,10 +58,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection to `address` that connects on first use.
-    pub fn lazy(address: &str) -> Result<Self, ConfigError> {
+    /// A connection to `address` that connects (with `connector`) on first use.
+    pub fn lazy(address: &str, connector: MeshConnector) -> Result<Self, ConfigError> {
         Ok(Connection {
-            channel: endpoint_of(address)?.connect_lazy(),
+            channel: endpoint_of(address)?.connect_with_connector_lazy(connector),
         })
     }
 }

@@ -55,6 +55,7 @@ use crate::mesh::channel::endpoint::{AttemptDeadline, balanced_endpoint};
 use crate::mesh::channel::outcome::{AttemptTimedOut, BoxError};
 use crate::mesh::channel::retry::{CallDeadline, RetryOnTimeout, RetryPolicy};
 use crate::mesh::client::MAX_MESSAGE_BYTES;
+use crate::mesh::tls::Tls;
 
 /// The deadline of a call whose caller set none.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -115,18 +116,21 @@ impl std::fmt::Debug for MeshChannel {
 
 impl MeshChannel {
     /// A channel to `service` over the endpoint sets published on
-    /// `endpoints`. Must be called inside a tokio runtime (the balancer
-    /// runs on a task of its own, which ends when the last clone is dropped).
+    /// `endpoints`, connecting as `tls` says. Must be called inside a tokio
+    /// runtime (the balancer runs on a task of its own, which ends when the
+    /// last clone is dropped).
     pub fn new(
         service: &str,
         endpoints: watch::Receiver<Arc<EndpointSet>>,
         settings: ChannelSettings,
+        tls: &Tls,
     ) -> Self {
         let ejection_budget = Arc::new(EjectionBudget::default());
         let budget = ejection_budget.clone();
         let ejection = settings.ejection;
+        let connector = tls.connector(service);
         let discover = WatchDiscover::new(endpoints.clone(), move |address: &str| {
-            balanced_endpoint(address, ejection, budget.clone()).ok()
+            balanced_endpoint(address, connector.clone(), ejection, budget.clone()).ok()
         });
         let balancer = Buffer::new(Balance::new(discover), settings.buffer.max(1));
         let attempts = Attempt {

@@ -1,0 +1,200 @@
+//! The attacks issue 8 found, replayed against real daemons with mutual TLS
+//! on (as every test harness daemon runs): each must be refused.
+
+mod support;
+
+use gradebook::mesh::Tls;
+use gradebook::mesh::client::lazy_channel_to;
+use gradebook::mesh::tls::{Identity, authority};
+use gradebook::pb::log::v1 as log_pb;
+use gradebook::pb::log::v1::log_service_client::LogServiceClient;
+use gradebook::pb::registry::v1 as pb;
+use gradebook::pb::registry::v1::registry_client::RegistryClient;
+use support::{
+    HealthServer, Mesh, PATIENCE, eventually, list, registry_client, registry_client_as,
+};
+use tonic::Code;
+
+fn registration(service: &str, id: &str, address: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        service: service.into(),
+        instance_id: id.into(),
+        address: address.into(),
+        version: "6.6.6".into(),
+        metadata: Default::default(),
+        requires: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn registrations_are_bound_to_the_callers_identity() {
+    let mesh = Mesh::new();
+    let registry = mesh.registry(&[]).await;
+    let grading = mesh.grading(&registry, "grading", &[]).await;
+    let real = support::wait_health(&registry, "grading", pb::HealthStatus::Serving).await;
+
+    // A fake grading instance, registered by anyone but grading, is refused.
+    let attacker = HealthServer::start(&registry.certs, "attacker").await;
+    for identity in ["attacker", "log", "admin"] {
+        let status = registry_client_as(&registry, identity)
+            .register(registration("grading", "grading-fake", &attacker.address))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{identity}: {status:?}"
+        );
+        assert!(
+            status
+                .message()
+                .contains("only instances of its own service"),
+            "{status:?}"
+        );
+    }
+
+    // Taking over the real instance's id, even as one's own service, is refused.
+    let status = registry_client_as(&registry, "attacker")
+        .register(registration(
+            "attacker",
+            &real.instance_id,
+            &attacker.address,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains(&real.instance_id) && status.message().contains("take it over"),
+        "{status:?}"
+    );
+    // So is deregistering it.
+    let status = registry_client_as(&registry, "attacker")
+        .deregister(pb::DeregisterRequest {
+            instance_id: real.instance_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let still: Vec<_> = list(&registry, "grading").await;
+    assert_eq!(still.len(), 1, "the real instance is untouched");
+    assert_eq!(still[0].address, real.address);
+
+    // A registration of one's own service pointing at someone else's
+    // server (grading's) never becomes healthy: the probe wants the
+    // registering identity's certificate there.
+    registry_client_as(&registry, "attacker")
+        .register(registration("attacker", "attacker-1", &grading.address()))
+        .await
+        .unwrap();
+    let refused = support::wait_health(&registry, "attacker", pb::HealthStatus::Unreachable).await;
+    assert!(
+        refused.last_error.contains("attacker") && refused.last_error.contains("grading"),
+        "the probe names the identities: {}",
+        refused.last_error
+    );
+
+    // The operators may deregister anything.
+    let removed = registry_client(&registry)
+        .deregister(pb::DeregisterRequest {
+            instance_id: "attacker-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(removed.removed);
+}
+
+#[tokio::test]
+async fn log_records_are_stamped_with_their_writers_identity() {
+    let mesh = Mesh::new();
+    let registry = mesh.registry(&[]).await;
+    let log = mesh.log(&registry, "log", &["--ship-logs", "false"]).await;
+    let forged = log_pb::LogRecord {
+        timestamp: Some(prost_types::Timestamp {
+            seconds: 1_000_000_000,
+            nanos: 0,
+        }),
+        service: "grading".into(),
+        instance: "grading-1".into(),
+        level: log_pb::Level::Error as i32,
+        message: "backdated forgery".into(),
+        fields: Default::default(),
+        trace_id: String::new(),
+        sequence: 0,
+    };
+    let status = support::log_client_as(&log, "portal")
+        .write(futures::stream::iter([log_pb::WriteRequest {
+            records: vec![forged.clone()],
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("records[0].service"),
+        "{status:?}"
+    );
+    // grading itself may.
+    let accepted = support::log_client_as(&log, "grading")
+        .write(futures::stream::iter([log_pb::WriteRequest {
+            records: vec![forged],
+        }]))
+        .await
+        .unwrap()
+        .into_inner()
+        .accepted;
+    assert_eq!(accepted, 1);
+}
+
+/// A call that never reached a service: the connection was refused at the
+/// handshake, so the status comes from the transport (it has a source;
+/// a service's answer has none). tonic names it UNAVAILABLE, CANCELLED,
+/// UNKNOWN or INTERNAL depending on when the server's TLS alert arrived.
+fn refused(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+#[tokio::test]
+async fn clients_without_a_certificate_from_the_mesh_authority_are_refused() {
+    let mesh = Mesh::new();
+    let registry = mesh.registry(&[]).await;
+    let log = mesh.log(&registry, "log", &["--ship-logs", "false"]).await;
+
+    // Plaintext: no handshake, no answer.
+    let plaintext = lazy_channel_to(&registry.address(), "registry", &Tls::Off).unwrap();
+    let status = RegistryClient::new(plaintext)
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap_err();
+    assert!(refused(&status), "{status:?}");
+
+    // A certificate from another authority, even one naming `admin`
+    // (the client trusts the mesh's authority, so only the server can
+    // refuse it).
+    let rogue = tempfile::tempdir().unwrap();
+    authority::ensure(
+        rogue.path(),
+        &[Identity::admin()],
+        authority::DEFAULT_CERT_LIFETIME,
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    std::fs::copy(registry.certs.join("ca.crt"), rogue.path().join("ca.crt")).unwrap();
+    let rogue_tls = Tls::load(rogue.path(), Identity::admin()).unwrap();
+    for (daemon, service) in [(&registry, "registry"), (&log, "log")] {
+        let channel = lazy_channel_to(&daemon.address(), service, &rogue_tls).unwrap();
+        let status = LogServiceClient::new(channel)
+            .query(log_pb::QueryRequest::default())
+            .await
+            .unwrap_err();
+        assert!(refused(&status), "{service}: {status:?}");
+    }
+
+    // The daemons still serve the mesh's own clients.
+    eventually("the registry answers its own clients", PATIENCE, || async {
+        registry_client(&registry)
+            .list(pb::ListRequest::default())
+            .await
+            .ok()
+    })
+    .await;
+}
