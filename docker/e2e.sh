@@ -53,7 +53,8 @@ daemons=(registry log-1 log-2 grading-1 grading-2 portal)
 healthy_count() { docker compose ps --format '{{.Service}} {{.Health}}' | grep -c ' healthy$' || true; }
 all_healthy() { [ "$(healthy_count)" = "${#services[@]}" ]; }
 portal=https://localhost:8080
-api() { curl -sf --max-time 5 --cacert "$certs/ca.crt" "$portal/api$1"; }
+token=
+api() { curl -sf --max-time 5 --cacert "$certs/ca.crt" -H "Authorization: Bearer $token" "$portal/api$1"; }
 
 # Reads the student's page through the portal once; counts it in `reads`,
 # and in `failed` (with its HTTP status, 000 for no answer, printed) unless
@@ -63,7 +64,7 @@ failed=0
 read_once() {
     local body status
     reads=$((reads + 1))
-    body=$(curl -s --max-time 5 --cacert "$certs/ca.crt" -w '\n%{http_code}' "$portal/api/students/$student") || true
+    body=$(curl -s --max-time 5 --cacert "$certs/ca.crt" -H "Authorization: Bearer $token" -w '\n%{http_code}' "$portal/api/students/$student") || true
     status=${body##*$'\n'}
     if [ "$status" != 200 ] || ! grep "$grade" <<<"$body" >/dev/null; then
         failed=$((failed + 1))
@@ -81,6 +82,15 @@ step "docker compose up -d; wait until every container is healthy"
 docker compose up -d --no-build >/dev/null 2>&1 || fail "compose up"
 until_true 180 all_healthy || fail "not every container became healthy"
 docker compose cp certs:/data/certs/. "$certs" >/dev/null 2>&1 || fail "copy the certificates out"
+done_step
+
+step "the portal made a first admin and printed its password once; an API token signs in"
+docker compose logs --no-color portal | grep -c "created \"admin\" (admin) with the password" | grep -x 1 >/dev/null \
+    || fail "the first admin's password is not printed exactly once"
+[ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$certs/ca.crt" "$portal/api/students")" = 401 ] \
+    || fail "an anonymous API call is not 401"
+token=$(docker compose exec -T portal /usr/local/bin/gradebook users token admin --data-dir /data) || fail "users token"
+api /students >/dev/null || fail "the token does not sign in"
 done_step
 
 step "mutual TLS: the portal answers HTTPS only; plaintext gRPC and a client without a certificate are refused"
@@ -127,7 +137,7 @@ grades=()
 # Adds a grade titled $1 through the portal; it becomes `grade`, the one
 # read_once looks for, and joins `grades`.
 add_grade() {
-    grade=$(curl -sf --max-time 5 -X POST -H 'content-type: application/json' \
+    grade=$(curl -sf --max-time 5 -X POST -H 'content-type: application/json' -H "Authorization: Bearer $token" \
         -d "{\"title\":\"$1\",\"type\":\"quiz\",\"score\":88}" \
         --cacert "$certs/ca.crt" "$portal/api/students/$student/grades" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') \
         || fail "add the grade \"$1\""

@@ -8,7 +8,7 @@ binary=${1:?usage: make-rootfs.sh BINARY ROOTFS}
 rootfs=${2:?usage: make-rootfs.sh BINARY ROOTFS}
 
 rm -rf "$rootfs"
-mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/data/grading" "$rootfs/data/log" "$rootfs/data/certs"
+mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/data/grading" "$rootfs/data/log" "$rootfs/data/certs" "$rootfs/data/portal"
 install -m 0755 "$binary" "$rootfs/usr/local/bin/gradebook"
 command -v strip >/dev/null && strip "$rootfs/usr/local/bin/gradebook"
 

@@ -1,6 +1,7 @@
 //! The web app in a real headless browser (Debian's chromium, driven through
-//! chromedriver over WebDriver): open the students, open one, submit the
-//! add-grade form, and see the new grade and the new average.
+//! chromedriver over WebDriver): sign in, open the students, open one,
+//! submit the add-grade form, see the new grade and the new average, and
+//! sign out.
 
 mod support;
 
@@ -8,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
-use support::{Mesh, PATIENCE, eventually, free_port};
+use support::{Mesh, PATIENCE, TEST_PASSWORD, TEST_USER, eventually, free_port};
 
 /// chromedriver, killed on drop.
 struct Driver(Child);
@@ -58,10 +59,17 @@ async fn a_teacher_adds_a_grade_in_the_browser() {
     let gradebook = mesh.gradebook().await;
     let (_driver, browser) = browser().await;
 
+    // Signed out, /students leads to the sign-in page, and back after it.
     browser
         .goto(&format!("{}/students", gradebook.http()))
         .await
         .expect("open /students");
+    assert!(
+        browser.current_url().await.unwrap().path() == "/login",
+        "signed out, the sign-in page"
+    );
+    sign_in(&browser).await;
+    assert_eq!(browser.current_url().await.unwrap().path(), "/students");
     let first = browser
         .find(Locator::Css("table tbody a"))
         .await
@@ -156,5 +164,54 @@ async fn a_teacher_adds_a_grade_in_the_browser() {
         .await
         .unwrap();
     assert_eq!(shown, format!("{mean:.1}"));
+
+    // Signing out ends the session: the pages ask for a sign-in again.
+    browser
+        .find(Locator::Css("form[action='/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .expect("sign out");
+    eventually("signed out", PATIENCE, || {
+        let browser = browser.clone();
+        async move { (browser.current_url().await.ok()?.path() == "/login").then_some(()) }
+    })
+    .await;
+    browser
+        .goto(&format!("{}/students", gradebook.http()))
+        .await
+        .unwrap();
+    assert_eq!(browser.current_url().await.unwrap().path(), "/login");
     browser.close().await.ok();
+}
+
+/// Fills in and submits the sign-in form as the test user.
+async fn sign_in(browser: &fantoccini::Client) {
+    browser
+        .find(Locator::Id("name"))
+        .await
+        .unwrap()
+        .send_keys(TEST_USER)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(TEST_PASSWORD)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("form[action='/login'] button[type='submit']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .expect("sign in");
+    eventually("signed in", PATIENCE, || {
+        let browser = browser.clone();
+        async move { (browser.current_url().await.ok()?.path() != "/login").then_some(()) }
+    })
+    .await;
 }

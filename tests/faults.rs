@@ -14,7 +14,7 @@ use gradebook::mesh::api::{LogApi, RegistryApi};
 use gradebook::model::log::LogFilter;
 use nix::sys::signal::Signal;
 use support::load::{Load, Report};
-use support::{Daemon, Mesh, PATIENCE, eventually, postgres};
+use support::{Daemon, Mesh, PATIENCE, TEST_PASSWORD, TEST_USER, eventually, postgres};
 
 /// Clients sending load.
 const CLIENTS: usize = 8;
@@ -35,6 +35,8 @@ struct Cluster {
     logs: Vec<Daemon>,
     gradings: Vec<Daemon>,
     portal: Daemon,
+    /// A teacher's API token for the portal.
+    token: String,
     mesh: Mesh,
 }
 
@@ -49,8 +51,11 @@ impl Cluster {
         for i in 1..=2 {
             logs.push(mesh.log(&registry, &format!("log-{i}"), &[]).await);
         }
+        let portal = mesh.portal(&registry, &[]).await;
+        let token = mesh.add_user(TEST_USER, "teacher", TEST_PASSWORD);
         let mut cluster = Cluster {
-            portal: mesh.portal(&registry, &[]).await,
+            portal,
+            token,
             mesh,
             database,
             registry,
@@ -99,10 +104,15 @@ impl Cluster {
     /// The demo students' ids.
     async fn students(&self) -> Vec<String> {
         let url = format!("{}/api/students", self.http());
+        let http = support::signed_in_builder(&self.token)
+            .build()
+            .expect("an HTTP client");
         eventually("the portal lists the students", PATIENCE, || {
             let url = url.clone();
+            let http = http.clone();
             async move {
-                let page: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+                let page: serde_json::Value =
+                    http.get(&url).send().await.ok()?.json().await.ok()?;
                 let ids: Vec<String> = page["students"]
                     .as_array()?
                     .iter()
@@ -115,7 +125,13 @@ impl Cluster {
     }
 
     async fn load(&self) -> Load {
-        Load::start(&self.http(), self.students().await, CLIENTS, WRITE_EVERY)
+        Load::start(
+            &self.http(),
+            &self.token,
+            self.students().await,
+            CLIENTS,
+            WRITE_EVERY,
+        )
     }
 }
 
@@ -130,7 +146,7 @@ async fn assert_nothing_lost(cluster: &Cluster, report: &Report, fault: &str) {
         &failures[..failures.len().min(10)]
     );
     assert!(!report.acknowledged.is_empty(), "{fault}: writes were made");
-    report.check_writes(&cluster.http()).await;
+    report.check_writes(&cluster.http(), &cluster.token).await;
     println!(
         "{fault}: {} requests, 0 failed, {} writes acknowledged and stored once",
         report.answers.len(),

@@ -9,14 +9,19 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{Mesh, PATIENCE, eventually};
 
-async fn get(url: &str) -> (StatusCode, Value) {
-    let response = reqwest::get(url).await.expect("GET");
+async fn get(http: &reqwest::Client, url: &str) -> (StatusCode, Value) {
+    let response = http.get(url).send().await.expect("GET");
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn send(method: reqwest::Method, url: &str, body: Value) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
+async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let response = http
         .request(method, url)
         .json(&body)
         .send()
@@ -37,9 +42,10 @@ fn error_of(body: &Value) -> (&str, &str) {
 async fn the_json_api_creates_reads_updates_and_deletes() {
     let mesh = Mesh::new();
     let gradebook = mesh.gradebook().await;
+    let signed_in = gradebook.client();
     let api = format!("{}/api", gradebook.http());
 
-    let (status, demo) = get(&format!("{api}/students")).await;
+    let (status, demo) = get(&signed_in, &format!("{api}/students")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         demo["students"].as_array().unwrap().len() >= 5,
@@ -47,6 +53,7 @@ async fn the_json_api_creates_reads_updates_and_deletes() {
     );
 
     let (status, student) = send(
+        &signed_in,
         reqwest::Method::POST,
         &format!("{api}/students"),
         json!({"first_name": "Ada", "last_name": "Lovelace"}),
@@ -58,6 +65,7 @@ async fn the_json_api_creates_reads_updates_and_deletes() {
 
     let grades = format!("{api}/students/{id}/grades");
     let (status, first) = send(
+        &signed_in,
         reqwest::Method::POST,
         &grades,
         json!({"title": "Loops quiz", "type": "quiz", "score": 80}),
@@ -78,6 +86,7 @@ async fn the_json_api_creates_reads_updates_and_deletes() {
             .is_some_and(|t| t.ends_with('Z'))
     );
     let (status, _) = send(
+        &signed_in,
         reqwest::Method::POST,
         &grades,
         json!({"title": "Final", "type": "exam", "score": 95}),
@@ -85,7 +94,7 @@ async fn the_json_api_creates_reads_updates_and_deletes() {
     .await;
     assert_eq!(status, StatusCode::CREATED);
 
-    let (status, detail) = get(&format!("{api}/students/{id}")).await;
+    let (status, detail) = get(&signed_in, &format!("{api}/students/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(detail["first_name"], "Ada");
     assert_eq!(detail["grades"].as_array().unwrap().len(), 2);
@@ -93,6 +102,7 @@ async fn the_json_api_creates_reads_updates_and_deletes() {
 
     let grade_url = format!("{grades}/{}", first["id"].as_str().unwrap());
     let (status, updated) = send(
+        &signed_in,
         reqwest::Method::PUT,
         &grade_url,
         json!({"title": "Loops quiz", "type": "test", "score": 85}),
@@ -100,10 +110,11 @@ async fn the_json_api_creates_reads_updates_and_deletes() {
     .await;
     assert_eq!(status, StatusCode::OK, "{updated}");
     assert_eq!(updated["type"], "test");
-    let (_, detail) = get(&format!("{api}/students/{id}")).await;
+    let (_, detail) = get(&signed_in, &format!("{api}/students/{id}")).await;
     assert_eq!(detail["average"].as_f64(), Some(90.0));
 
     let (status, renamed) = send(
+        &signed_in,
         reqwest::Method::PUT,
         &format!("{api}/students/{id}"),
         json!({"first_name": "Augusta Ada", "last_name": "King"}),
@@ -112,26 +123,23 @@ async fn the_json_api_creates_reads_updates_and_deletes() {
     assert_eq!(status, StatusCode::OK, "{renamed}");
     assert_eq!(renamed["last_name"], "King");
 
-    let deleted = reqwest::Client::new()
-        .delete(&grade_url)
-        .send()
-        .await
-        .unwrap();
+    let deleted = gradebook.client().delete(&grade_url).send().await.unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let (_, detail) = get(&format!("{api}/students/{id}")).await;
+    let (_, detail) = get(&signed_in, &format!("{api}/students/{id}")).await;
     assert_eq!(detail["grades"].as_array().unwrap().len(), 1);
 
-    let deleted = reqwest::Client::new()
+    let deleted = gradebook
+        .client()
         .delete(format!("{api}/students/{id}"))
         .send()
         .await
         .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let (status, body) = get(&format!("{api}/students/{id}")).await;
+    let (status, body) = get(&signed_in, &format!("{api}/students/{id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_of(&body).0, "NOT_FOUND");
 
-    let (status, services) = get(&format!("{api}/services")).await;
+    let (status, services) = get(&signed_in, &format!("{api}/services")).await;
     assert_eq!(status, StatusCode::OK);
     let names: Vec<&str> = services["instances"]
         .as_array()
@@ -151,8 +159,10 @@ async fn the_json_api_creates_reads_updates_and_deletes() {
 async fn bad_input_gets_4xx_with_a_json_error_naming_the_field() {
     let mesh = Mesh::new();
     let gradebook = mesh.gradebook().await;
+    let signed_in = gradebook.client();
     let api = format!("{}/api", gradebook.http());
     let (_, student) = send(
+        &signed_in,
         reqwest::Method::POST,
         &format!("{api}/students"),
         json!({"first_name": "Alan", "last_name": "Turing"}),
@@ -182,7 +192,7 @@ async fn bad_input_gets_4xx_with_a_json_error_naming_the_field() {
         (json!({"title": "Quiz", "type": "quiz"}), "score"),
     ];
     for (body, field) in cases {
-        let (status, error) = send(reqwest::Method::POST, &grades, body.clone()).await;
+        let (status, error) = send(&signed_in, reqwest::Method::POST, &grades, body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {error}");
         let (code, message) = error_of(&error);
         assert_eq!(code, "INVALID_ARGUMENT");
@@ -192,6 +202,7 @@ async fn bad_input_gets_4xx_with_a_json_error_naming_the_field() {
         );
     }
     let (status, error) = send(
+        &signed_in,
         reqwest::Method::POST,
         &format!("{api}/students"),
         json!({"first_name": " ", "last_name": "X"}),
@@ -200,7 +211,8 @@ async fn bad_input_gets_4xx_with_a_json_error_naming_the_field() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_of(&error).1.starts_with("first_name"), "{error}");
 
-    let malformed = reqwest::Client::new()
+    let malformed = gradebook
+        .client()
         .post(&grades)
         .header("content-type", "application/json")
         .body("{\"title\": ")
@@ -212,7 +224,8 @@ async fn bad_input_gets_4xx_with_a_json_error_naming_the_field() {
     assert_eq!(error_of(&body).0, "INVALID_ARGUMENT");
     assert!(!error_of(&body).1.is_empty());
 
-    let huge = reqwest::Client::new()
+    let huge = gradebook
+        .client()
         .post(&grades)
         .header("content-type", "application/json")
         .body(format!("{{\"title\": \"{}\"}}", "x".repeat(200_000)))
@@ -221,18 +234,18 @@ async fn bad_input_gets_4xx_with_a_json_error_naming_the_field() {
         .unwrap();
     assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
-    let (status, error) = get(&format!("{api}/students/not-an-id")).await;
+    let (status, error) = get(&signed_in, &format!("{api}/students/not-an-id")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_of(&error).1.starts_with("id"), "{error}");
-    let (status, _) = get(&format!(
-        "{api}/students/{}",
-        "0190a8b0-0000-7000-8000-000000000000"
-    ))
+    let (status, _) = get(
+        &signed_in,
+        &format!("{api}/students/{}", "0190a8b0-0000-7000-8000-000000000000"),
+    )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Nothing of the rejected grades was stored.
-    let (_, detail) = get(&format!("{api}/students/{id}")).await;
+    let (_, detail) = get(&signed_in, &format!("{api}/students/{id}")).await;
     assert!(detail["grades"].as_array().unwrap().is_empty(), "{detail}");
 }
 
@@ -240,8 +253,10 @@ async fn bad_input_gets_4xx_with_a_json_error_naming_the_field() {
 async fn an_acknowledged_grade_survives_kill_9_of_grading() {
     let mesh = Mesh::new();
     let mut gradebook = mesh.gradebook().await;
+    let signed_in = gradebook.client();
     let api = format!("{}/api", gradebook.http());
     let (_, student) = send(
+        &signed_in,
         reqwest::Method::POST,
         &format!("{api}/students"),
         json!({"first_name": "Grace", "last_name": "Hopper"}),
@@ -249,6 +264,7 @@ async fn an_acknowledged_grade_survives_kill_9_of_grading() {
     .await;
     let id = student["id"].as_str().unwrap().to_owned();
     let (status, grade) = send(
+        &signed_in,
         reqwest::Method::POST,
         &format!("{api}/students/{id}/grades"),
         json!({"title": "Compilers", "type": "exam", "score": 99}),
@@ -260,8 +276,9 @@ async fn an_acknowledged_grade_survives_kill_9_of_grading() {
     gradebook.grading.wait_serving().await;
     let detail = eventually("the grade is served again after kill -9", PATIENCE, || {
         let url = format!("{api}/students/{id}");
+        let signed_in = signed_in.clone();
         async move {
-            let (status, detail) = get(&url).await;
+            let (status, detail) = get(&signed_in, &url).await;
             (status == StatusCode::OK).then_some(detail)
         }
     })
@@ -279,8 +296,9 @@ async fn an_acknowledged_grade_survives_kill_9_of_grading() {
 async fn with_grading_down_the_portal_answers_503_quickly_and_recovers() {
     let mesh = Mesh::new();
     let mut gradebook = mesh.gradebook().await;
+    let signed_in = gradebook.client();
     let api = format!("{}/api", gradebook.http());
-    let (_, page) = get(&format!("{api}/students")).await;
+    let (_, page) = get(&signed_in, &format!("{api}/students")).await;
     let id = page["students"][0]["id"].as_str().unwrap().to_owned();
     let url = format!("{api}/students/{id}");
 
@@ -288,9 +306,10 @@ async fn with_grading_down_the_portal_answers_503_quickly_and_recovers() {
     // Every answer while grading is down comes within the call deadline (2 s).
     let (status, body) = eventually("the portal answers 503", PATIENCE, || {
         let url = url.clone();
+        let signed_in = signed_in.clone();
         async move {
             let started = Instant::now();
-            let (status, body) = get(&url).await;
+            let (status, body) = get(&signed_in, &url).await;
             assert!(
                 started.elapsed() < Duration::from_millis(2500),
                 "answer took {:?}",
@@ -302,16 +321,22 @@ async fn with_grading_down_the_portal_answers_503_quickly_and_recovers() {
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_of(&body).0, "UNAVAILABLE");
-    let page = reqwest::get(format!("{}/students", gradebook.http()))
+    let page = signed_in
+        .get(format!("{}/students", gradebook.http()))
+        .send()
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(page.text().await.unwrap().contains("unavailable"));
-    let ready = reqwest::get(format!("{}/readyz", gradebook.http()))
+    let ready = signed_in
+        .get(format!("{}/readyz", gradebook.http()))
+        .send()
         .await
         .unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let alive = reqwest::get(format!("{}/healthz", gradebook.http()))
+    let alive = signed_in
+        .get(format!("{}/healthz", gradebook.http()))
+        .send()
         .await
         .unwrap();
     assert_eq!(alive.status(), StatusCode::OK);
@@ -319,7 +344,8 @@ async fn with_grading_down_the_portal_answers_503_quickly_and_recovers() {
     gradebook.grading.restart();
     eventually("the portal recovers on its own", PATIENCE, || {
         let url = url.clone();
-        async move { (get(&url).await.0 == StatusCode::OK).then_some(()) }
+        let signed_in = signed_in.clone();
+        async move { (get(&signed_in, &url).await.0 == StatusCode::OK).then_some(()) }
     })
     .await;
 }
@@ -329,7 +355,8 @@ async fn the_html_pages_work_without_javascript() {
     let mesh = Mesh::new();
     let gradebook = mesh.gradebook().await;
     let http = gradebook.http();
-    let client = reqwest::Client::builder()
+    let client = gradebook
+        .client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -413,15 +440,17 @@ async fn changes_stream_to_the_browser_as_server_sent_events() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mesh = Mesh::new();
     let gradebook = mesh.gradebook().await;
+    let signed_in = gradebook.client();
     let api = format!("{}/api", gradebook.http());
-    let (_, page) = get(&format!("{api}/students")).await;
+    let (_, page) = get(&signed_in, &format!("{api}/students")).await;
     let id = page["students"][0]["id"].as_str().unwrap().to_owned();
 
     let mut events = tokio::net::TcpStream::connect(("127.0.0.1", gradebook.portal.port))
         .await
         .unwrap();
     let request = format!(
-        "GET /api/events?student_id={id} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /api/events?student_id={id} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\nAuthorization: Bearer {}\r\n\r\n",
+        gradebook.token
     );
     events.write_all(request.as_bytes()).await.unwrap();
     let mut received = String::new();
@@ -443,6 +472,7 @@ async fn changes_stream_to_the_browser_as_server_sent_events() {
     );
 
     let (status, grade) = send(
+        &signed_in,
         reqwest::Method::POST,
         &format!("{api}/students/{id}/grades"),
         json!({"title": "Live", "type": "quiz", "score": 70}),
@@ -465,8 +495,9 @@ async fn changes_stream_to_the_browser_as_server_sent_events() {
 async fn an_idempotency_key_makes_a_repeated_write_answer_the_same_and_write_once() {
     let mesh = Mesh::new();
     let gradebook = mesh.gradebook().await;
+    let signed_in = gradebook.client();
     let api = format!("{}/api", gradebook.http());
-    let http = reqwest::Client::new();
+    let http = gradebook.client();
     let post = |key: &str, body: Value, student: &str| {
         http.post(format!("{api}/students/{student}/grades"))
             .header("Idempotency-Key", key)
@@ -474,6 +505,7 @@ async fn an_idempotency_key_makes_a_repeated_write_answer_the_same_and_write_onc
             .send()
     };
     let (_, student) = send(
+        &signed_in,
         reqwest::Method::POST,
         &format!("{api}/students"),
         json!({"first_name": "Idem", "last_name": "Potent"}),
@@ -489,7 +521,7 @@ async fn an_idempotency_key_makes_a_repeated_write_answer_the_same_and_write_onc
     assert_eq!(again.status(), 201, "a repeat answers as the first did");
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["id"], first["id"]);
-    let (_, detail) = get(&format!("{api}/students/{id}")).await;
+    let (_, detail) = get(&signed_in, &format!("{api}/students/{id}")).await;
     assert_eq!(
         detail["grades"].as_array().unwrap().len(),
         1,
@@ -514,7 +546,7 @@ async fn an_idempotency_key_makes_a_repeated_write_answer_the_same_and_write_onc
     assert_eq!(bad.status(), 400);
     let bad: Value = bad.json().await.unwrap();
     assert!(error_of(&bad).1.starts_with("Idempotency-Key:"), "{bad}");
-    let (_, detail) = get(&format!("{api}/students/{id}")).await;
+    let (_, detail) = get(&signed_in, &format!("{api}/students/{id}")).await;
     assert_eq!(detail["grades"].as_array().unwrap().len(), 1);
 
     // An HTML form submitted twice (its request id made when it was shown)
@@ -526,7 +558,8 @@ async fn an_idempotency_key_makes_a_repeated_write_answer_the_same_and_write_onc
         ("request_id", "form-once"),
     ];
     for _ in 0..2 {
-        let response = reqwest::Client::builder()
+        let response = gradebook
+            .client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap()
@@ -537,7 +570,7 @@ async fn an_idempotency_key_makes_a_repeated_write_answer_the_same_and_write_onc
             .unwrap();
         assert!(response.status().is_redirection(), "{}", response.status());
     }
-    let (_, detail) = get(&format!("{api}/students/{id}")).await;
+    let (_, detail) = get(&signed_in, &format!("{api}/students/{id}")).await;
     let titles: Vec<&str> = detail["grades"]
         .as_array()
         .unwrap()
@@ -546,7 +579,9 @@ async fn an_idempotency_key_makes_a_repeated_write_answer_the_same_and_write_onc
         .collect();
     assert_eq!(titles, ["Once", "From the form"]);
     // The form shown carries a fresh request id.
-    let page = reqwest::get(format!("{}/students/{id}", gradebook.http()))
+    let page = signed_in
+        .get(format!("{}/students/{id}", gradebook.http()))
+        .send()
         .await
         .unwrap()
         .text()

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use gradebook::pb::grading::v1 as pb;
 use gradebook::pb::grading::v1::grading_client::GradingClient;
-use support::{Daemon, Mesh, PATIENCE, eventually, postgres};
+use support::{Daemon, Mesh, PATIENCE, TEST_PASSWORD, TEST_USER, eventually, postgres};
 
 /// The grade ids a portal shows for `student`.
 async fn grade_ids(http: &reqwest::Client, portal: &str, student: &str) -> BTreeSet<String> {
@@ -97,7 +97,10 @@ async fn cached_reads_stay_true_with_three_grading_instances_and_two_portals() {
         mesh.portal(&registry, &[]).await,
     ];
     let urls: Vec<String> = portals.iter().map(Daemon::url).collect();
-    let http = reqwest::Client::new();
+    let token = mesh.add_user(TEST_USER, "teacher", TEST_PASSWORD);
+    let http = support::signed_in_builder(&token)
+        .build()
+        .expect("an HTTP client");
     let students: Vec<String> = eventually("both portals list students", PATIENCE, || async {
         let mut lists = Vec::new();
         for url in &urls {

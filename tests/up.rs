@@ -39,7 +39,9 @@ fn children_running(pid: u32, word: &str) -> Vec<u32> {
 
 /// Starts `gradebook up` with `args` and data under `dir`; returns the
 /// process and the line it prints once ready.
-fn start_up(args: &[&str], dir: &std::path::Path) -> (std::process::Child, String) {
+/// Starts `gradebook up` with `args` and data under `dir`; returns the
+/// process, its ready line, and the line after it (how to sign in).
+fn start_up(args: &[&str], dir: &std::path::Path) -> (std::process::Child, String, String) {
     let mut up = Command::new(binary())
         .args(["up", "--data-dir", &dir.display().to_string()])
         .args(args)
@@ -57,7 +59,10 @@ fn start_up(args: &[&str], dir: &std::path::Path) -> (std::process::Child, Strin
     let ready = line_rx
         .recv_timeout(Duration::from_secs(90))
         .expect("up prints a line when ready");
-    (up, ready)
+    let sign_in = line_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("up says how to sign in");
+    (up, ready, sign_in)
 }
 
 #[tokio::test]
@@ -65,7 +70,7 @@ async fn up_starts_supervises_and_stops_the_whole_gradebook() {
     let dir = tempfile::tempdir().unwrap();
     // Port 0 everywhere: `up` binds the sockets itself and says where the
     // portal is.
-    let (mut up, ready) = start_up(
+    let (mut up, ready, sign_in) = start_up(
         &[
             "--registry-listen",
             "127.0.0.1:0",
@@ -103,7 +108,17 @@ async fn up_starts_supervises_and_stops_the_whole_gradebook() {
         assert!(certs.join(format!("{name}.crt")).exists(), "{name}.crt");
     }
 
-    let students: serde_json::Value = reqwest::get(format!("{portal}/api/students"))
+    // A first admin was made, its password shown once; a token signs in.
+    assert!(
+        sign_in.starts_with("Sign in as admin with the password "),
+        "{sign_in}"
+    );
+    let http = support::signed_in_builder(&support::api_token(dir.path(), "admin"))
+        .build()
+        .unwrap();
+    let students: serde_json::Value = http
+        .get(format!("{portal}/api/students"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -129,7 +144,8 @@ async fn up_starts_supervises_and_stops_the_whole_gradebook() {
     assert_ne!(restarted, killed);
     eventually("the portal serves again", PATIENCE, || {
         let url = format!("{portal}/api/students");
-        async move { (reqwest::get(&url).await.ok()?.status() == 200).then_some(()) }
+        let http = http.clone();
+        async move { (http.get(&url).send().await.ok()?.status() == 200).then_some(()) }
     })
     .await;
 
@@ -175,7 +191,7 @@ async fn scaled_up_survives_the_kill_of_its_registry_without_a_failed_request() 
     };
     let database = server.database().await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut up, ready) = start_up(
+    let (mut up, ready, _) = start_up(
         &[
             "--scale",
             "grading=3",
@@ -224,7 +240,11 @@ async fn scaled_up_survives_the_kill_of_its_registry_without_a_failed_request() 
     )
     .await;
 
-    let page: serde_json::Value = reqwest::get(format!("{}/api/students", portals[0]))
+    let token = support::api_token(dir.path(), "admin");
+    let http = support::signed_in_builder(&token).build().unwrap();
+    let page: serde_json::Value = http
+        .get(format!("{}/api/students", portals[0]))
+        .send()
         .await
         .unwrap()
         .json()
@@ -240,8 +260,8 @@ async fn scaled_up_survives_the_kill_of_its_registry_without_a_failed_request() 
     assert!(students.len() <= 6, "demo data seeded once: {page}");
     // Half the clients on each portal.
     let loads = [
-        support::load::Load::start(&portals[0], students.clone(), 4, 4),
-        support::load::Load::start(&portals[1], students.clone(), 4, 4),
+        support::load::Load::start(&portals[0], &token, students.clone(), 4, 4),
+        support::load::Load::start(&portals[1], &token, students.clone(), 4, 4),
     ];
     for load in &loads {
         load.run_for(100).await;
@@ -276,7 +296,7 @@ async fn scaled_up_survives_the_kill_of_its_registry_without_a_failed_request() 
         report.answers.len(),
         &failures[..failures.len().min(10)]
     );
-    report.check_writes(&portals[0]).await;
+    report.check_writes(&portals[0], &token).await;
 
     kill(Pid::from_raw(pid as i32), Signal::SIGINT).unwrap();
     let status = eventually("up exits", PATIENCE, || {

@@ -100,8 +100,18 @@ pub(crate) fn spawn_daemon_from(
     binary: &std::path::Path,
     args: &[String],
 ) -> anyhow::Result<Process> {
+    spawn_daemon_with(binary, args, &[])
+}
+
+/// [`spawn_daemon_from`] with extra environment variables.
+pub(crate) fn spawn_daemon_with(
+    binary: &std::path::Path,
+    args: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> anyhow::Result<Process> {
     let child = Command::new(binary)
         .args(args)
+        .envs(env.iter().copied())
         .env("GRADEBOOK_LOG_LEVEL", "warn")
         // The benchmarks measure plaintext unless they say otherwise.
         .env("GRADEBOOK_INSECURE", "true")

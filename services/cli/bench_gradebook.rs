@@ -24,7 +24,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::cli::bench::{
-    BenchArgs, Process, free_port, measure, ms, percentile, spawn_daemon_from, wait_serving,
+    BenchArgs, Process, free_port, measure, ms, percentile, spawn_daemon_from, spawn_daemon_with,
+    wait_serving,
 };
 use crate::cli::http_get::HttpConnection;
 use crate::cli::scratch_postgres::{Durability, ScratchPostgres};
@@ -87,11 +88,22 @@ impl HttpLoad {
     }
 }
 
+/// An admin account in the accounts database at `dir`, and a personal API
+/// token for it, for the benchmark's requests.
+fn bench_token(dir: &Path) -> anyhow::Result<String> {
+    use crate::portal::accounts::store::SecretKind;
+    use crate::portal::accounts::{AccountStore, Role, secret};
+    let store = AccountStore::open(dir)?;
+    store.add_user("bench", Role::Admin, &secret::new_password()?)?;
+    Ok(store.new_secret("bench", SecretKind::Token, std::time::SystemTime::now())?)
+}
+
 /// Sends `request(connection, n)` over `connections` keep-alive connections
 /// for `duration`; a failed request counts and the connection is opened
 /// again, so the load goes on through faults.
 async fn http_load<F>(
     address: &str,
+    token: &str,
     connections: usize,
     duration: Duration,
     request: F,
@@ -105,7 +117,8 @@ where
     let start = Instant::now();
     let mut tasks = Vec::new();
     for connection_index in 0..connections {
-        let mut connection = HttpConnection::open(address).await?;
+        let mut connection = HttpConnection::open(address).await?.with_token(token);
+        let token = token.to_owned();
         let request = request.clone();
         let failed = failed.clone();
         let writes = writes.clone();
@@ -140,7 +153,7 @@ where
                     Err(_) => {
                         failed.fetch_add(1, Ordering::Relaxed);
                         match HttpConnection::open(&address).await {
-                            Ok(fresh) => connection = fresh,
+                            Ok(fresh) => connection = fresh.with_token(&token),
                             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                         }
                     }
@@ -170,6 +183,8 @@ where
 /// `binary`; killed when dropped.
 struct BenchMesh {
     portal: String,
+    /// An admin's API token for the portal.
+    token: String,
     grading: Vec<(String, Process)>,
     _others: Vec<Process>,
 }
@@ -226,7 +241,15 @@ impl BenchMesh {
         let mut args = vec!["portal".to_owned()];
         args.extend(common(&portal));
         args.extend(portal_flags.iter().map(|f| f.to_string()));
-        others.push(spawn_daemon_from(binary, &args)?);
+        // The accounts, made here; the portal finds them through the
+        // environment (a baseline build without accounts ignores it).
+        let accounts = data.join("portal");
+        let token = bench_token(&accounts)?;
+        others.push(spawn_daemon_with(
+            binary,
+            &args,
+            &[("GRADEBOOK_DATA_DIR", accounts.as_os_str())],
+        )?);
         wait_serving(&format!("http://{portal}")).await?;
         // Ready once the portal sees a healthy grading instance.
         let mut connection = HttpConnection::open(&portal).await?;
@@ -239,6 +262,7 @@ impl BenchMesh {
         }
         let mesh = BenchMesh {
             portal,
+            token,
             grading,
             _others: others,
         };
@@ -290,9 +314,13 @@ impl BenchMesh {
 
     async fn reads(&self, path: &str, duration: Duration) -> anyhow::Result<HttpLoad> {
         let path = path.to_owned();
-        http_load(&self.portal, CONNECTIONS, duration, move |_, _| {
-            Request::Get(path.clone())
-        })
+        http_load(
+            &self.portal,
+            &self.token,
+            CONNECTIONS,
+            duration,
+            move |_, _| Request::Get(path.clone()),
+        )
         .await
     }
 
@@ -307,13 +335,17 @@ impl BenchMesh {
             bail!("no student to add grades to");
         }
         let run = uuid::Uuid::now_v7().simple().to_string();
-        http_load(&self.portal, WRITERS, duration, move |connection, n| {
-            Request::Post {
+        http_load(
+            &self.portal,
+            &self.token,
+            WRITERS,
+            duration,
+            move |connection, n| Request::Post {
                 path: paths[connection % paths.len()].clone(),
                 idempotency_key: format!("bench-{run}-{connection}-{n}"),
                 body: format!(r#"{{"title":"Bench {connection}-{n}","type":"quiz","score":75}}"#),
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -462,10 +494,11 @@ async fn postgres_reads_and_faults(
     // write drops the student from the portal's cache).
     let load = {
         let portal = mesh.portal.clone();
+        let token = mesh.token.clone();
         let path = path.clone();
         let run = uuid::Uuid::now_v7().simple().to_string();
         tokio::spawn(async move {
-            http_load(&portal, CONNECTIONS, total, move |connection, n| {
+            http_load(&portal, &token, CONNECTIONS, total, move |connection, n| {
                 if n % 4 == 3 {
                     Request::Post {
                         path: format!("{path}/grades"),

@@ -148,6 +148,10 @@ pub struct PortalArgs {
     /// (`false`: every read goes to grading).
     #[arg(long, env = "GRADEBOOK_READ_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub read_cache: bool,
+    /// Where the accounts database lives (shared by portals on one machine
+    /// and by `gradebook users`).
+    #[arg(long, env = "GRADEBOOK_DATA_DIR", default_value = "data/portal")]
+    pub data_dir: PathBuf,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }
@@ -234,6 +238,7 @@ pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
         mesh,
         call_timeout: args.call_timeout,
         read_cache: args.read_cache,
+        data_dir: args.data_dir,
     };
     let listener = bind(args.listen).await?;
     crate::portal::run(config, listener, shutdown_on_signal()).await?;

@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 pub struct HttpConnection {
     stream: TcpStream,
     buffer: Vec<u8>,
+    /// The `Authorization` header line sent with every request, if any.
+    authorization: String,
 }
 
 impl HttpConnection {
@@ -21,12 +23,22 @@ impl HttpConnection {
         Ok(HttpConnection {
             stream,
             buffer: Vec::with_capacity(64 * 1024),
+            authorization: String::new(),
         })
+    }
+
+    /// Sends `token` as `Authorization: Bearer` with every request.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.authorization = format!("Authorization: Bearer {token}\r\n");
+        self
     }
 
     /// GETs `path`; returns the status code and body length.
     pub async fn get(&mut self, path: &str) -> anyhow::Result<(u16, usize)> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: bench\r\n{}\r\n",
+            self.authorization
+        );
         self.exchange(request.as_bytes()).await
     }
 
@@ -40,7 +52,8 @@ impl HttpConnection {
     ) -> anyhow::Result<(u16, usize)> {
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
-             Idempotency-Key: {idempotency_key}\r\nContent-Length: {}\r\n\r\n{body}",
+             Idempotency-Key: {idempotency_key}\r\n{}Content-Length: {}\r\n\r\n{body}",
+            self.authorization,
             body.len()
         );
         self.exchange(request.as_bytes()).await

@@ -10,6 +10,7 @@
 //! - [`logs`]: `gradebook logs`, query and follow the log service.
 //! - [`health_check`]: `gradebook health-check`, for containers and scripts.
 //! - [`certs`]: `gradebook certs`, the local certificate authority by hand.
+//! - [`users`]: `gradebook users`, the portal's accounts.
 //! - [`listen`]: daemons' listening sockets, bound or passed down by `up`.
 //! - [`scratch_postgres`]: a throwaway PostgreSQL for the benchmark and the tests.
 //! - [`http_get`]: a minimal HTTP/1.1 client for `up` and `bench`.
@@ -27,6 +28,7 @@ pub mod logs;
 pub mod scratch_postgres;
 pub mod services;
 pub mod up;
+pub mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +70,8 @@ pub enum Command {
     HealthCheck(health_check::HealthCheckArgs),
     /// Create the mesh's certificate authority and issue certificates.
     Certs(certs::CertsArgs),
+    /// Manage the portal's accounts: add, set a password, make an API token.
+    Users(users::UsersArgs),
     /// Measure the registry: fan-out latency, throughput, monitoring cost.
     Bench(bench::BenchArgs),
 }
@@ -131,6 +135,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::HealthCheck(args) => return health_check::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Certs(args) => certs::run(args),
+        Command::Users(args) => users::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

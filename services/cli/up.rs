@@ -343,7 +343,10 @@ fn plan(args: &UpArgs) -> anyhow::Result<Vec<ChildSpec>> {
                 child_args.extend(["--registry".to_owned(), registry_url.clone()]);
             }
             match kind {
-                Kind::Registry | Kind::Portal => {}
+                Kind::Registry => {}
+                Kind::Portal => {
+                    child_args.extend(["--data-dir".into(), data("portal".to_owned())]);
+                }
                 Kind::Log => {
                     child_args.extend(["--data-dir".into(), data(format!("log{suffix}"))]);
                 }
@@ -462,6 +465,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ));
         Tls::load(&certs, Identity::admin())?
     };
+    // The accounts: on an empty database, a first admin whose password is
+    // printed once, with the ready line.
+    let accounts_dir = crate::cli::users::accounts_dir(&args.data_dir);
+    let first_admin = tokio::task::spawn_blocking(move || {
+        crate::portal::accounts::AccountStore::open(&accounts_dir)?.bootstrap_admin()
+    })
+    .await??;
     let children = plan(&args)?;
     let portals: Vec<SocketAddr> = children
         .iter()
@@ -507,6 +517,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     if !ready.is_empty() {
         println!("Gradebook is ready: {} (Ctrl-C stops it)", ready.join(" "));
+        match &first_admin {
+            Some((name, password)) => println!(
+                "Sign in as {name} with the password {password} (shown this once; `gradebook users add NAME --role teacher --password-stdin` adds teachers)"
+            ),
+            None => println!(
+                "Sign in with your account (`gradebook users add NAME --role teacher --password-stdin` adds one)"
+            ),
+        }
     }
     shutdown.cancelled().await;
     tracing::info!("stopping the gradebook");

@@ -58,6 +58,9 @@ pub enum ServeError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The daemon's own setup failed (its local database, ...).
+    #[error("cannot start: {0}")]
+    Setup(String),
 }
 
 /// A daemon's membership of the mesh: its configuration, a channel to the

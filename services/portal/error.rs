@@ -49,6 +49,33 @@ impl PortalError {
         }
     }
 
+    /// A 401: nobody is signed in.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        PortalError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "UNAUTHENTICATED",
+            message: message.into(),
+        }
+    }
+
+    /// A 403: the signed-in user (or the request's origin) may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        PortalError {
+            status: StatusCode::FORBIDDEN,
+            code: "PERMISSION_DENIED",
+            message: message.into(),
+        }
+    }
+
+    /// A 429: too many tries; `Retry-After` says when to try again.
+    pub fn too_many(message: impl Into<String>) -> Self {
+        PortalError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "RESOURCE_EXHAUSTED",
+            message: message.into(),
+        }
+    }
+
     /// Whether the error is about the request (4xx) rather than the system.
     pub fn is_client_error(&self) -> bool {
         self.status.is_client_error()

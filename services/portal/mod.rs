@@ -4,12 +4,16 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: sign-in, sessions, tokens, roles, CSRF and security headers.
+//! - [`accounts`]: the accounts store, password hashing, failed-login limits.
 //! - [`pages`]: the server-rendered web app.
 //! - [`api`]: the JSON gateway under `/api`.
 //! - [`read_cache`]: students served from memory, kept fresh by `WatchGrades`.
 //! - [`error`]: the one error type, gRPC status to HTTP.
 
+pub mod accounts;
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod pages;
 pub mod read_cache;
@@ -29,6 +33,7 @@ use crate::mesh::api::{GradingApi, LogApi, RegistryApi};
 use crate::mesh::{DependencyView, Mesh, MeshConfig, MeshServer, ServeError, Shutdown};
 use crate::model::log::LogFilter;
 use crate::model::registry::Instance;
+use crate::portal::accounts::AccountStore;
 use crate::portal::error::PortalError;
 use crate::portal::read_cache::{CachedGrading, ReadCache};
 
@@ -48,6 +53,8 @@ pub struct PortalConfig {
     pub call_timeout: Duration,
     /// Serve students from the read cache (fed by `WatchGrades`).
     pub read_cache: bool,
+    /// Where the accounts database lives.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// What every handler shares.
@@ -59,6 +66,8 @@ pub struct AppState {
     registry: RegistryApi,
     dependencies: DependencyView,
     shutdown: Shutdown,
+    /// Accounts, sessions, tokens.
+    pub auth: Arc<auth::Auth>,
 }
 
 impl AppState {
@@ -107,8 +116,36 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/readyz", get(readyz))
         .merge(api::router())
         .merge(pages::router())
+        .merge(auth::login::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
+        .layer(axum::middleware::map_response(auth::headers::add))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Opens the accounts database in `dir`; on an empty one, creates the
+/// first admin and prints its password, once.
+async fn open_accounts(dir: &std::path::Path) -> Result<Arc<AccountStore>, ServeError> {
+    let dir = dir.to_owned();
+    let opened = tokio::task::spawn_blocking(move || {
+        let store = AccountStore::open(&dir)?;
+        let first = store.bootstrap_admin()?;
+        Ok::<_, accounts::AccountsError>((store, first))
+    })
+    .await
+    .map_err(|e| ServeError::Setup(e.to_string()))?
+    .map_err(|e| ServeError::Setup(e.to_string()))?;
+    let (store, first) = opened;
+    if let Some((name, password)) = first {
+        eprintln!(
+            "The portal has no accounts yet: created {name:?} (admin) with the password {password} (shown this once; change it with `gradebook users passwd {name}`)."
+        );
+        tracing::info!(account = %name, "created the first admin account");
+    }
+    Ok(Arc::new(store))
 }
 
 /// Runs the portal on `listener` until `shutdown`.
@@ -123,6 +160,7 @@ pub async fn run(
             mesh_config.requires.push(required.to_owned());
         }
     }
+    let accounts = open_accounts(&config.data_dir).await?;
     let mesh = Mesh::start(mesh_config, &shutdown)?;
     let dependencies = mesh.dependencies();
     let grading = GradingApi::new(dependencies.clone(), config.call_timeout);
@@ -140,6 +178,7 @@ pub async fn run(
         registry: RegistryApi::new(mesh.registry_channel(), config.call_timeout),
         dependencies,
         shutdown: shutdown.clone(),
+        auth: auth::Auth::new(accounts),
     };
     MeshServer::new(mesh)
         .with_http(router(state))

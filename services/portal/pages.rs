@@ -23,6 +23,7 @@ const STYLE: &str = "
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:0 1rem;color:#222}
 nav{display:flex;gap:1rem;padding:.8rem 0;border-bottom:1px solid #ddd;margin-bottom:1rem}
 nav a{font-weight:600}
+nav .signout{margin-left:auto}
 table{border-collapse:collapse;width:100%;margin:1rem 0}
 th,td{text-align:left;padding:.4rem;border-bottom:1px solid #eee}
 td.num,th.num{text-align:right}
@@ -35,8 +36,26 @@ input,select{font-size:1rem;padding:.3rem;max-width:100%}
 .table-wrap{overflow-x:auto}
 ";
 
-/// The page frame around every page.
+/// The page frame around every page of a signed-in user.
 fn layout(title: &str, body: Markup) -> Markup {
+    frame(
+        title,
+        html! {
+            nav {
+                a href="/students" { "Students" } a href="/services" { "Services" } a href="/logs" { "Logs" }
+                form.inline.signout method="post" action="/logout" { button type="submit" { "Sign out" } }
+            }
+        },
+        body,
+    )
+}
+
+/// The page frame without the navigation (the sign-in page).
+pub(crate) fn bare_layout(title: &str, body: Markup) -> Markup {
+    frame(title, html! {}, body)
+}
+
+fn frame(title: &str, nav: Markup, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -47,11 +66,29 @@ fn layout(title: &str, body: Markup) -> Markup {
                 style { (maud::PreEscaped(STYLE)) }
             }
             body {
-                nav { a href="/students" { "Students" } a href="/services" { "Services" } a href="/logs" { "Logs" } }
+                (nav)
                 main { (body) }
             }
         }
     }
+}
+
+/// The live-update script of a student's page (a file, since the Content
+/// Security Policy allows no inline script).
+const LIVE_JS: &str = "(function(){var s=document.currentScript;if(!window.EventSource||!s)return;new EventSource('/api/events?student_id='+encodeURIComponent(s.dataset.studentId)).addEventListener('change',function(){document.getElementById('live').hidden=false;});})();";
+
+async fn live_js() -> Response {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        LIVE_JS,
+    )
+        .into_response()
 }
 
 fn average_text(average: Option<f64>) -> String {
@@ -59,7 +96,7 @@ fn average_text(average: Option<f64>) -> String {
 }
 
 /// An error page with the right status.
-fn error_page(error: &PortalError) -> Response {
+pub(crate) fn error_page(error: &PortalError) -> Response {
     let page = layout(
         "Error",
         html! {
@@ -229,12 +266,7 @@ fn student_page(
             p { "Average: " strong id="average" { (average_text(s.average)) } }
             // Live updates where JavaScript runs; the page works without it.
             p.notice id="live" hidden { "This student's grades changed. " a href={ "/students/" (s.id) } { "Reload" } }
-            script {
-                (maud::PreEscaped(format!(
-                    "if(window.EventSource){{new EventSource('/api/events?student_id={}').addEventListener('change',function(){{document.getElementById('live').hidden=false;}});}}",
-                    s.id
-                )))
-            }
+            script src="/static/live.js" data-student-id=(s.id) {}
             div.table-wrap {
                 table id="grades" {
                     thead { tr { th { "Title" } th { "Type" } th.num { "Score" } th { "Added" } th { "" } } }
@@ -567,6 +599,7 @@ pub fn router() -> Router<AppState> {
             "/students/{id}/grades/{grade_id}/delete",
             post(delete_grade),
         )
+        .route("/static/live.js", get(live_js))
         .route("/services", get(services))
         .route("/logs", get(logs))
         .fallback(not_found)

@@ -62,8 +62,10 @@ impl Report {
     /// Reads every student's grades through the portal and checks that each
     /// acknowledged write is there exactly once (with the id it was
     /// acknowledged with), and no write is there twice.
-    pub async fn check_writes(&self, portal: &str) {
-        let http = reqwest::Client::new();
+    pub async fn check_writes(&self, portal: &str, token: &str) {
+        let http = super::signed_in_builder(token)
+            .build()
+            .expect("an HTTP client");
         let mut stored: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         let students: std::collections::BTreeSet<&String> =
             self.sent.iter().map(|(s, _)| s).collect();
@@ -107,17 +109,25 @@ pub struct Load {
 impl Load {
     /// Starts `clients` clients against the portal at `portal` (a base
     /// URL), over `students`; one request in `write_every` is a write.
-    pub fn start(portal: &str, students: Vec<String>, clients: usize, write_every: u64) -> Load {
+    /// Each client is signed in with the API token `token`.
+    pub fn start(
+        portal: &str,
+        token: &str,
+        students: Vec<String>,
+        clients: usize,
+        write_every: u64,
+    ) -> Load {
         let (stop, stopped) = watch::channel(false);
         let done = Arc::new(AtomicU64::new(0));
         let clients = (0..clients)
             .map(|client| {
                 let portal = portal.to_owned();
+                let token = token.to_owned();
                 let students = students.clone();
                 let stopped = stopped.clone();
                 let done = done.clone();
                 tokio::spawn(async move {
-                    let http = reqwest::Client::builder()
+                    let http = super::signed_in_builder(&token)
                         .timeout(Duration::from_secs(10))
                         .build()
                         .expect("an HTTP client");

@@ -479,14 +479,22 @@ impl Mesh {
             .await
     }
 
-    /// Starts a portal registered with `registry`; waits until it serves.
+    /// Starts a portal registered with `registry`, its accounts under the
+    /// test's directory; waits until it serves.
     pub async fn portal(&self, registry: &Daemon, extra: &[&str]) -> Daemon {
-        self.member(
-            "portal",
-            registry,
-            extra.iter().map(|s| s.to_string()).collect(),
-        )
-        .await
+        let mut args = vec![
+            "--data-dir".to_owned(),
+            self.dir.path().join("portal").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.member("portal", registry, args).await
+    }
+
+    /// Adds a portal account (see [`add_user`]) in the test's directory;
+    /// returns a personal API token for it.
+    pub fn add_user(&self, name: &str, role: &str, password: &str) -> String {
+        add_user(self.dir.path(), name, role, password);
+        api_token(self.dir.path(), name)
     }
 
     /// Registry, log, grading (with demo data) and portal, with the portal ready.
@@ -495,26 +503,99 @@ impl Mesh {
         let log = self.log(&registry, "log", &[]).await;
         let grading = self.grading(&registry, "grading", &[]).await;
         let portal = self.portal(&registry, &[]).await;
+        let token = self.add_user(TEST_USER, "admin", TEST_PASSWORD);
         let gradebook = Gradebook {
             registry,
             log,
             grading,
             portal,
+            token,
         };
         gradebook.wait_ready().await;
         gradebook
     }
 }
 
-/// The four daemons of a running gradebook.
+/// Adds a portal account with the real `gradebook users add`, the password
+/// through standard input, in `data_dir` as `gradebook up` takes it.
+pub fn add_user(data_dir: &Path, name: &str, role: &str, password: &str) {
+    use std::io::Write;
+    let mut add = Command::new(binary())
+        .args(["users", "add", name, "--role", role, "--password-stdin"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gradebook users add");
+    add.stdin
+        .take()
+        .expect("stdin")
+        .write_all(password.as_bytes())
+        .expect("write the password");
+    let added = add.wait_with_output().expect("users add");
+    assert!(
+        added.status.success(),
+        "users add: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+}
+
+/// A new personal API token for `name`, from the real `gradebook users token`.
+pub fn api_token(data_dir: &Path, name: &str) -> String {
+    let token = Command::new(binary())
+        .args(["users", "token", name, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("gradebook users token");
+    assert!(
+        token.status.success(),
+        "users token: {}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    String::from_utf8(token.stdout)
+        .expect("a token")
+        .trim()
+        .to_owned()
+}
+
+/// The account the tests sign in as (an admin).
+pub const TEST_USER: &str = "tester";
+/// Its password.
+pub const TEST_PASSWORD: &str = "correct horse battery";
+
+/// The four daemons of a running gradebook, and a personal API token of
+/// [`TEST_USER`].
 pub struct Gradebook {
     pub registry: Daemon,
     pub log: Daemon,
     pub grading: Daemon,
     pub portal: Daemon,
+    pub token: String,
+}
+
+/// An HTTP client builder that sends `token` as `Authorization: Bearer`.
+pub fn signed_in_builder(token: &str) -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("a header value"),
+    );
+    reqwest::Client::builder().default_headers(headers)
 }
 
 impl Gradebook {
+    /// An HTTP client signed in as [`TEST_USER`] (by API token).
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().expect("an HTTP client")
+    }
+
+    /// A builder of such clients.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        signed_in_builder(&self.token)
+    }
+
     /// The portal's base URL.
     pub fn http(&self) -> String {
         format!("http://127.0.0.1:{}", self.portal.port)

@@ -46,6 +46,8 @@ pub struct Peer {
     /// The identity its verified certificate names; `None` over plaintext
     /// or when it presented none.
     pub identity: Option<Identity>,
+    /// Whether the connection is TLS (a browser's HTTPS included).
+    pub encrypted: bool,
 }
 
 /// How a server treats the connections it accepts.
@@ -178,6 +180,7 @@ async fn accept_loop(
             let peer = Peer {
                 remote: Some(remote),
                 identity: None,
+                encrypted: false,
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, peer, &accepting)).await {
                 Ok(Ok((io, peer))) => {
@@ -221,6 +224,7 @@ async fn handshake(
         }
     }
     let tls = acceptor.accept(tcp).await?;
+    peer.encrypted = true;
     let (_, session) = tls.get_ref();
     if let Some(leaf) = session.peer_certificates().and_then(|chain| chain.first()) {
         // The chain was verified against the authority; an identity-less
