@@ -592,3 +592,115 @@ async fn an_idempotency_key_makes_a_repeated_write_answer_the_same_and_write_onc
         "forms carry a request id"
     );
 }
+
+#[tokio::test]
+async fn every_error_answer_speaks_the_requests_language() {
+    let mesh = Mesh::new();
+    let gradebook = mesh.gradebook().await;
+    let http = gradebook.http();
+    let client = gradebook.client();
+    let long = "a".repeat(10_000);
+    let big = "a".repeat(100_000);
+    let cases: Vec<(reqwest::Method, String, Option<String>, StatusCode)> = vec![
+        (
+            reqwest::Method::GET,
+            "/api/nothing".into(),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/api/students".into(),
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/students?page_size=abc".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/students".into(),
+            Some(big.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/api/students?q={long}"),
+            None,
+            StatusCode::URI_TOO_LONG,
+        ),
+        (
+            reqwest::Method::GET,
+            "/nowhere".into(),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/students".into(),
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            reqwest::Method::POST,
+            "/students".into(),
+            Some(big),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/students?q={long}"),
+            None,
+            StatusCode::URI_TOO_LONG,
+        ),
+        // An over-long log filter is the client's fault, not an outage.
+        (
+            reqwest::Method::GET,
+            format!("/logs?service={}", "b".repeat(1000)),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (method, path, body, expected) in cases {
+        let mut request = client.request(method.clone(), format!("{http}{path}"));
+        if let Some(body) = body {
+            let content_type = if path.starts_with("/api/") {
+                "application/json"
+            } else {
+                "application/x-www-form-urlencoded"
+            };
+            request = request.header("content-type", content_type).body(body);
+        }
+        let response = request.send().await.unwrap();
+        let what = format!("{method} {}", &path[..path.len().min(40)]);
+        assert_eq!(response.status(), expected, "{what}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if path.starts_with("/api/") {
+            assert!(
+                content_type.starts_with("application/json"),
+                "{what}: {content_type}"
+            );
+            let body: Value = response.json().await.unwrap();
+            assert!(
+                !error_of(&body).0.is_empty() && !error_of(&body).1.is_empty(),
+                "{what}: {body}"
+            );
+        } else {
+            assert!(
+                content_type.starts_with("text/html"),
+                "{what}: {content_type}"
+            );
+            let page = response.text().await.unwrap();
+            assert!(
+                page.contains(&expected.as_u16().to_string()),
+                "{what}: {page}"
+            );
+        }
+    }
+}

@@ -508,10 +508,39 @@ async fn bad_input_gets_invalid_argument_naming_the_field() {
         status.message()
     );
 
+    // Bytes that are not a RegisterRequest: INVALID_ARGUMENT, not INTERNAL.
+    let status = malformed_register(&registry).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
     // Nothing of the rejected requests was stored, and the registry is fine.
     assert!(list(&registry, "ok").await.is_empty());
     eventually("registry still serving", PATIENCE, || async {
         (registry.health_status().await == Some(1)).then_some(())
     })
     .await;
+}
+
+/// A message whose field 1 is a number where `RegisterRequest` has a string:
+/// valid protobuf bytes that do not decode as the request.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotARegisterRequest {
+    #[prost(uint64, tag = "1")]
+    service: u64,
+}
+
+/// Calls `Register` with a malformed request body.
+async fn malformed_register(registry: &support::Daemon) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(registry.channel());
+    grpc.ready().await.expect("connected");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/gradebook.registry.v1.Registry/Register",
+    );
+    let codec = tonic_prost::ProstCodec::<NotARegisterRequest, pb::RegisterResponse>::default();
+    grpc.unary(
+        tonic::Request::new(NotARegisterRequest { service: 42 }),
+        path,
+        codec,
+    )
+    .await
+    .unwrap_err()
 }

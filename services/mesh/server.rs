@@ -296,7 +296,7 @@ impl MeshServer {
             })
             .layer(crate::mesh::channel::deadline::PropagateLayer)
             .layer(tower::util::MapResponseLayer::new(
-                oversize_is_resource_exhausted as fn(http::Response<Body>) -> http::Response<Body>,
+                normalize_bad_input as fn(http::Response<Body>) -> http::Response<Body>,
             ))
             .add_routes(routes)
             .serve_with_incoming_shutdown(
@@ -400,20 +400,28 @@ async fn set_health(health: &HealthReporter, names: &[String], status: ServingSt
     }
 }
 
-/// tonic answers a message over the decoding limit with OUT_OF_RANGE; gRPC
-/// convention (and grpc-go, grpc-java) says RESOURCE_EXHAUSTED. This rewrites
-/// that one status, so every daemon answers oversize input the same way.
-fn oversize_is_resource_exhausted(mut response: http::Response<Body>) -> http::Response<Body> {
+/// Rewrites two statuses tonic gets wrong for bad input, so every daemon
+/// answers it the same way, as the client's fault:
+/// - a message over the decoding limit is OUT_OF_RANGE in tonic; gRPC
+///   convention (grpc-go, grpc-java) says RESOURCE_EXHAUSTED;
+/// - a request that is not valid protobuf is INTERNAL in tonic (as if the
+///   server were broken); it is the caller's INVALID_ARGUMENT.
+fn normalize_bad_input(mut response: http::Response<Body>) -> http::Response<Body> {
     let headers = response.headers_mut();
-    let is_out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
-    let is_oversize = headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|m| {
-            m.contains("message%20length%20too%20large") || m.contains("message length too large")
-        });
-    if is_out_of_range && is_oversize {
-        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    let message_says = |text: &str| {
+        let encoded = text.replace(' ', "%20");
+        headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|m| m.contains(text) || m.contains(&encoded))
+    };
+    let rewrite = match headers.get("grpc-status").and_then(|v| v.to_str().ok()) {
+        Some("11") if message_says("message length too large") => Some("8"),
+        Some("13") if message_says("failed to decode Protobuf message") => Some("3"),
+        _ => None,
+    };
+    if let Some(code) = rewrite {
+        headers.insert("grpc-status", HeaderValue::from_static(code));
     }
     response
 }

@@ -439,6 +439,12 @@ pub struct LogFilter {
 }
 
 impl LogFilter {
+    /// The filter, if the log service would accept it (the same checks as
+    /// on the wire: lengths, levels), so callers refuse bad input up front.
+    pub fn validated(self) -> Result<Self, InvalidFilter> {
+        LogFilter::try_from(pb::Filter::from(&self))
+    }
+
     /// Whether `record` matches every condition that is set.
     pub fn matches(&self, record: &LogRecord) -> bool {
         if let Some(service) = &self.service

@@ -28,15 +28,18 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, PortalError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(PortalError {
-                status: match rejection.status() {
+            Err(rejection) => {
+                let status = match rejection.status() {
                     StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
                     StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     _ => StatusCode::BAD_REQUEST,
-                },
-                code: "INVALID_ARGUMENT",
-                message: rejection.body_text(),
-            }),
+                };
+                Err(PortalError {
+                    status,
+                    code: crate::portal::error::code_of(status),
+                    message: rejection.body_text(),
+                })
+            }
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The portal's one error type: every failure of a page or an API call
 //! becomes a [`PortalError`], which maps gRPC status codes to HTTP statuses
-//! and hides internal detail from the browser.
+//! and hides internal detail from the browser. [`uniform`] makes the
+//! answers the framework produces itself (404 and 405 of the router, 413 of
+//! the body limit, 400 of a bad query string or form) speak the same way:
+//! the JSON error body under `/api`, an HTML page elsewhere.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -173,5 +176,95 @@ impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
         with_retry_after(self.status, (self.status, Json(body)).into_response())
+    }
+}
+
+/// The largest framework error text carried over into the new body.
+const MAX_ERROR_TEXT: usize = 4096;
+/// The longest request target the portal reads (as nginx's default buffer);
+/// longer ones get 414 in the request's language. (Past 64 KiB, hyper itself
+/// answers a bare 414 before any of this runs.)
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// The middleware: an error answer that is not in the request's language
+/// (JSON under `/api`, HTML elsewhere) is rewritten into it, keeping its
+/// status and the headers that tell the client what to do (`Allow`,
+/// `Retry-After`, `WWW-Authenticate`).
+pub async fn uniform(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::header;
+    let api = request.uri().path().starts_with("/api/");
+    let too_long = request
+        .uri()
+        .path_and_query()
+        .is_some_and(|target| target.as_str().len() > MAX_URI_BYTES);
+    let response = if too_long {
+        let error = PortalError {
+            status: StatusCode::URI_TOO_LONG,
+            code: code_of(StatusCode::URI_TOO_LONG),
+            message: format!("the request target is over {MAX_URI_BYTES} bytes"),
+        };
+        return if api {
+            error.into_response()
+        } else {
+            crate::portal::pages::error_page(&error)
+        };
+    } else {
+        next.run(request).await
+    };
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let wanted = if api { "application/json" } else { "text/html" };
+    if content_type.starts_with(wanted) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_TEXT)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let error = PortalError {
+        status,
+        code: code_of(status),
+        message,
+    };
+    let mut rewritten = if api {
+        error.into_response()
+    } else {
+        crate::portal::pages::error_page(&error)
+    };
+    for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+        if let Some(value) = parts.headers.get(&name) {
+            rewritten.headers_mut().insert(name, value.clone());
+        }
+    }
+    rewritten
+}
+
+/// The error body's code for an HTTP status the framework chose.
+pub fn code_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+        StatusCode::FORBIDDEN => "PERMISSION_DENIED",
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::URI_TOO_LONG
+        | StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
+        StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
+        StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+        status if status.is_client_error() => "INVALID_ARGUMENT",
+        _ => "INTERNAL",
     }
 }

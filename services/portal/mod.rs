@@ -121,6 +121,7 @@ pub fn router(state: AppState) -> axum::Router {
             state.clone(),
             auth::authorize,
         ))
+        .layer(axum::middleware::from_fn(error::uniform))
         .layer(axum::middleware::map_response(auth::headers::add))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

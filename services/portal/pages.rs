@@ -537,7 +537,9 @@ async fn logs(State(app): State<AppState>, Query(query): Query<LogsQuery>) -> Re
             min_level: query.level.parse::<Level>().ok(),
             contains: Some(query.text.trim().to_owned()).filter(|s| !s.is_empty()),
             ..LogFilter::default()
-        };
+        }
+        .validated()
+        .map_err(|e| PortalError::bad_request(e.to_string()))?;
         let page = app.recent_logs(&filter, 200).await?;
         let records: &[LogRecord] = &page.records;
         let body = html! {
