@@ -167,3 +167,55 @@ async fn services_health_check_and_logs() {
         assert!(record["sequence"].as_u64().unwrap() > 0);
     }
 }
+
+#[tokio::test]
+async fn a_tool_printing_into_a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    let mesh = Mesh::new();
+    let registry = mesh.registry(&[]).await;
+    let log = mesh.log(&registry, "log", &["--ship-logs", "false"]).await;
+    support::wait_health(
+        &registry,
+        "log",
+        gradebook::pb::registry::v1::HealthStatus::Serving,
+    )
+    .await;
+    // Far more than a pipe holds (64 KiB), written as the `loadgen` service.
+    let records: Vec<_> = (0..1000)
+        .map(|i| gradebook::pb::log::v1::LogRecord {
+            timestamp: None,
+            service: "loadgen".into(),
+            instance: "loadgen-1".into(),
+            level: gradebook::pb::log::v1::Level::Info as i32,
+            message: format!("record {i} {}", "x".repeat(200)),
+            fields: Default::default(),
+            trace_id: String::new(),
+            sequence: 0,
+        })
+        .collect();
+    support::log_client_as(&log, "loadgen")
+        .write(futures::stream::iter([
+            gradebook::pb::log::v1::WriteRequest { records },
+        ]))
+        .await
+        .unwrap();
+
+    // `gradebook logs -n 1000 | head -1`: the reader goes after one line.
+    let mut child = Command::new(binary())
+        .args(["logs", "-n", "1000", "--service", "loadgen", "--registry"])
+        .arg(registry.url())
+        .env("GRADEBOOK_CERTS", &registry.certs)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("loadgen"), "{first}");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(output.status.code(), Some(101), "no panic exit");
+}

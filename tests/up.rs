@@ -40,8 +40,17 @@ fn children_running(pid: u32, word: &str) -> Vec<u32> {
 /// Starts `gradebook up` with `args` and data under `dir`; returns the
 /// process and the line it prints once ready.
 /// Starts `gradebook up` with `args` and data under `dir`; returns the
-/// process, its ready line, and the line after it (how to sign in).
-fn start_up(args: &[&str], dir: &std::path::Path) -> (std::process::Child, String, String) {
+/// process, its ready line, the line after it (how to sign in), and the
+/// lines that follow.
+fn start_up(
+    args: &[&str],
+    dir: &std::path::Path,
+) -> (
+    std::process::Child,
+    String,
+    String,
+    std::sync::mpsc::Receiver<String>,
+) {
     let mut up = Command::new(binary())
         .args(["up", "--data-dir", &dir.display().to_string()])
         .args(args)
@@ -62,7 +71,7 @@ fn start_up(args: &[&str], dir: &std::path::Path) -> (std::process::Child, Strin
     let sign_in = line_rx
         .recv_timeout(Duration::from_secs(5))
         .expect("up says how to sign in");
-    (up, ready, sign_in)
+    (up, ready, sign_in, line_rx)
 }
 
 #[tokio::test]
@@ -70,7 +79,7 @@ async fn up_starts_supervises_and_stops_the_whole_gradebook() {
     let dir = tempfile::tempdir().unwrap();
     // Port 0 everywhere: `up` binds the sockets itself and says where the
     // portal is.
-    let (mut up, ready, sign_in) = start_up(
+    let (mut up, ready, sign_in, more) = start_up(
         &[
             "--registry-listen",
             "127.0.0.1:0",
@@ -112,6 +121,27 @@ async fn up_starts_supervises_and_stops_the_whole_gradebook() {
     assert!(
         sign_in.starts_with("Sign in as admin with the password "),
         "{sign_in}"
+    );
+    // The ports moved, so `up` says where the tools should point; they do.
+    let hint = more
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a line for the tools");
+    let exports: Vec<(String, String)> = hint
+        .strip_prefix("For the tools: export ")
+        .unwrap_or_else(|| panic!("{hint}"))
+        .split(' ')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let services = Command::new(binary())
+        .arg("services")
+        .envs(exports.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(
+        services.status.success() && String::from_utf8_lossy(&services.stdout).contains("portal"),
+        "{hint}: {}",
+        String::from_utf8_lossy(&services.stderr)
     );
     let http = support::signed_in_builder(&support::api_token(dir.path(), "admin"))
         .build()
@@ -191,7 +221,7 @@ async fn scaled_up_survives_the_kill_of_its_registry_without_a_failed_request() 
     };
     let database = server.database().await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut up, ready, _) = start_up(
+    let (mut up, ready, _, _) = start_up(
         &[
             "--scale",
             "grading=3",
@@ -305,4 +335,78 @@ async fn scaled_up_survives_the_kill_of_its_registry_without_a_failed_request() 
     })
     .await;
     assert!(status.success(), "{status:?}");
+}
+
+/// Whether process `pid` still runs (a zombie or a reaped process does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| !cmdline.is_empty())
+}
+
+#[tokio::test]
+async fn the_children_end_with_up_even_when_it_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut up, _, _, _) = start_up(
+        &[
+            "--registry-listen",
+            "127.0.0.1:0",
+            "--log-listen",
+            "127.0.0.1:0",
+            "--grading-listen",
+            "127.0.0.1:0",
+            "--portal-listen",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+    );
+    let children: Vec<u32> = ["registry", "log", "grading", "portal"]
+        .iter()
+        .flat_map(|name| children_running(up.id(), name))
+        .collect();
+    assert_eq!(children.len(), 4, "{children:?}");
+    // SIGKILL: up cannot stop anything itself.
+    up.kill().unwrap();
+    up.wait().unwrap();
+    eventually("every child has ended", PATIENCE, || {
+        let left: Vec<u32> = children.iter().copied().filter(|p| alive(*p)).collect();
+        async move { left.is_empty().then_some(()) }
+    })
+    .await;
+}
+
+#[test]
+fn up_fails_at_once_when_a_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let output = Command::new(binary())
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--registry-listen",
+            "127.0.0.1:0",
+            "--log-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--grading-listen",
+            &address,
+            "--portal-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&address) && stderr.contains("cannot listen"),
+        "{stderr}"
+    );
+    // It did not wait for anything: no daemon was started.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("ready"));
 }

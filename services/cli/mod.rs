@@ -122,8 +122,25 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{value:?} is not a duration like 500ms, 2s or 1m: {e}"))
 }
 
+/// Lets a tool whose output goes to a closed pipe (`gradebook logs | head`)
+/// end quietly, as Unix tools do, instead of failing on the write: Rust
+/// ignores SIGPIPE by default, which suits the daemons (a closed socket is
+/// an error to handle) but not a tool printing to a pipe.
+fn end_quietly_on_closed_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: the default disposition installs no handler, so no code of
+    // ours ever runs in signal context.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 /// Runs the parsed command line; returns the process's exit code.
 pub async fn run(cli: Cli) -> ExitCode {
+    if matches!(
+        cli.command,
+        Command::Services(_) | Command::Logs(_) | Command::Users(_) | Command::Certs(_)
+    ) {
+        end_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Registry(args) => daemons::registry(args).await,
         Command::Log(args) => daemons::log(args).await,

@@ -5,7 +5,8 @@
 //! portal's URL once it is ready; and on Ctrl-C or SIGTERM stops them all
 //! gracefully, portals first, registry last.
 //!
-//! Every child's listening socket is bound here and passed down
+//! Children end with `up` whatever ends it (a parent-death signal), and
+//! every child's listening socket is bound here and passed down
 //! ([`crate::cli::listen`]): the first instance of a service on its
 //! `--*-listen` address, further ones on free ports of the same host. A
 //! restarted child keeps its socket, so its address never changes.
@@ -215,9 +216,29 @@ impl ChildSpec {
             .process_group(0)
             .kill_on_drop(true);
         pass_listener(&mut command, &self.listener);
+        end_with_parent(&mut command);
         command
             .spawn()
             .with_context(|| format!("cannot start {}", self.name))
+    }
+}
+
+/// Makes the child end (SIGTERM, so it drains and deregisters) when `up`
+/// dies, however it dies: SIGKILL and SIGHUP included (the kernel's
+/// parent-death signal). A child whose parent is already gone by the time
+/// it would start does not start.
+fn end_with_parent(command: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec only async-signal-safe system calls
+    // are made (prctl, getppid).
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("gradebook up is gone"));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -391,6 +412,28 @@ async fn portal_ready(address: SocketAddr, shutdown: &Shutdown) -> bool {
     false
 }
 
+/// Where the tools (`services`, `logs`, `users`, ...) should point, when
+/// `up` does not run where their defaults look: the registry's port or the
+/// data directory moved.
+fn tools_hint(args: &UpArgs, children: &[ChildSpec]) -> Option<String> {
+    let registry = children
+        .iter()
+        .find(|c| c.kind == Kind::Registry)
+        .map(|c| c.address.to_string())?;
+    let moved = registry != DEFAULT_REGISTRY_LISTEN || args.data_dir != Path::new("data");
+    moved.then(|| {
+        let certs = if args.insecure {
+            "GRADEBOOK_INSECURE=true".to_owned()
+        } else {
+            format!("GRADEBOOK_CERTS={}", args.certs_dir().display())
+        };
+        format!(
+            "For the tools: export GRADEBOOK_REGISTRY=http://{registry} {certs} GRADEBOOK_DATA_DIR={}",
+            args.data_dir.display()
+        )
+    })
+}
+
 /// Every identity `up` issues a certificate to: its daemons and the tools.
 fn identities() -> Vec<Identity> {
     let mut identities: Vec<Identity> = Kind::START_ORDER
@@ -452,6 +495,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10), 0.2)?;
+    // Every socket first: a taken port fails here, before anything starts.
+    let children = plan(&args)?;
+    let tools_hint = tools_hint(&args, &children);
     let tls = if args.insecure {
         eprintln!("{INSECURE_WARNING}");
         Tls::Off
@@ -472,7 +518,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         crate::portal::accounts::AccountStore::open(&accounts_dir)?.bootstrap_admin()
     })
     .await??;
-    let children = plan(&args)?;
     let portals: Vec<SocketAddr> = children
         .iter()
         .filter(|c| c.kind == Kind::Portal)
@@ -524,6 +569,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             None => println!(
                 "Sign in with your account (`gradebook users add NAME --role teacher --password-stdin` adds one)"
             ),
+        }
+        if let Some(hint) = &tools_hint {
+            println!("{hint}");
         }
     }
     shutdown.cancelled().await;
