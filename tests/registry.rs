@@ -428,6 +428,16 @@ async fn sigterm_reports_not_serving_deregisters_and_exits_zero() {
         .await;
     assert_eq!(kind, pb::ChangeKind::Removed);
     assert!(list(&registry, "log").await.is_empty());
+
+    // The registry stops cleanly too, without registering itself again
+    // while it goes (its own watch ends with it).
+    let mut registry = registry;
+    assert!(registry.terminate(PATIENCE).await.success());
+    let stderr = registry.stderr();
+    assert!(
+        !stderr.contains("registering again") && stderr.contains("deregistered"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -40,6 +40,9 @@ pub struct RegistrationHandle {
     state: watch::Receiver<RegistrationState>,
     own_health: watch::Receiver<Option<Health>>,
     stop: Shutdown,
+    /// Set at shutdown: the record is still watched, but a lost watch no
+    /// longer means "register again" (the registry may be stopping too).
+    draining: Shutdown,
     task: JoinHandle<()>,
     channel: Channel,
     instance_id: String,
@@ -66,12 +69,16 @@ impl RegistrationHandle {
         // watched until the registry has seen NOT_SERVING (see
         // `wait_for_health`); `deregister` (or dropping the handle) stops it.
         let stop = Shutdown::new();
+        let draining = Shutdown::new();
         let instance_id = registration.instance_id.clone().unwrap_or_default();
         let task = tokio::spawn(maintain(
             channel.clone(),
             registration,
             backoff,
-            stop.clone(),
+            Signals {
+                stop: stop.clone(),
+                draining: draining.clone(),
+            },
             tx,
             health_tx,
         ));
@@ -79,6 +86,7 @@ impl RegistrationHandle {
             state,
             own_health,
             stop,
+            draining,
             task,
             channel,
             instance_id,
@@ -100,6 +108,13 @@ impl RegistrationHandle {
         let mut rx = self.state.clone();
         let registered = rx.wait_for(|s| matches!(s, RegistrationState::Registered { .. }));
         matches!(tokio::time::timeout(timeout, registered).await, Ok(Ok(_)))
+    }
+
+    /// The instance is shutting down: from now on a lost registry is not
+    /// registered with again (the registry may be stopping as well; its own
+    /// instance, registered with itself, always is).
+    pub fn drain(&self) {
+        self.draining.cancel();
     }
 
     /// Waits until the registry's record of this instance shows `health`, or
@@ -145,14 +160,23 @@ impl Drop for RegistrationHandle {
     }
 }
 
+/// What ends or changes a registration's task.
+struct Signals {
+    /// Stop at once.
+    stop: Shutdown,
+    /// Shutting down: do not register again.
+    draining: Shutdown,
+}
+
 async fn maintain(
     channel: Channel,
     registration: Registration,
     backoff: Backoff,
-    stop: Shutdown,
+    signals: Signals,
     state: watch::Sender<RegistrationState>,
     own_health: watch::Sender<Option<Health>>,
 ) {
+    let Signals { stop, draining } = signals;
     let mut client = registry_client(channel);
     let message = pb::RegisterRequest::from(&registration);
     let instance_id = registration.instance_id.clone().unwrap_or_default();
@@ -209,6 +233,10 @@ async fn maintain(
         .await
         {
             WatchEnd::Stopped => break,
+            _ if draining.is_cancelled() => {
+                tracing::debug!("the registry went away while this instance shuts down");
+                break;
+            }
             WatchEnd::Forgotten => {
                 tracing::warn!("the registry forgot this instance; registering again");
             }

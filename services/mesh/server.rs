@@ -346,6 +346,7 @@ impl MeshServer {
             // after this.
             let _ = task.await;
         }
+        registration.drain();
         set_health(&health, &health_names, ServingStatus::NotServing).await;
         // Let the registry tell dependents NOT_SERVING before the removal.
         registration
