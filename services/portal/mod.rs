@@ -71,6 +71,36 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The portal's state as a member of `mesh`: typed clients with
+    /// `call_timeout`, the read cache (fed by a task until shutdown when
+    /// `read_cache`), and the accounts.
+    pub fn new(
+        mesh: &Mesh,
+        call_timeout: Duration,
+        read_cache: bool,
+        accounts: Arc<AccountStore>,
+    ) -> Self {
+        let dependencies = mesh.dependencies();
+        let shutdown = mesh.shutdown().clone();
+        let grading = GradingApi::new(dependencies.clone(), call_timeout);
+        let cache = Arc::new(ReadCache::default());
+        if read_cache {
+            tokio::spawn(read_cache::run_watch(
+                grading.clone(),
+                cache.clone(),
+                shutdown.clone(),
+            ));
+        }
+        AppState {
+            grading: CachedGrading::new(grading, cache),
+            logs: LogApi::new(dependencies.clone(), call_timeout),
+            registry: RegistryApi::new(mesh.registry_channel(), call_timeout),
+            dependencies,
+            shutdown,
+            auth: auth::Auth::new(accounts),
+        }
+    }
+
     /// The portal's shutdown signal (long-lived responses end with it).
     pub fn shutdown(&self) -> Shutdown {
         self.shutdown.clone()
@@ -163,24 +193,7 @@ pub async fn run(
     }
     let accounts = open_accounts(&config.data_dir).await?;
     let mesh = Mesh::start(mesh_config, &shutdown)?;
-    let dependencies = mesh.dependencies();
-    let grading = GradingApi::new(dependencies.clone(), config.call_timeout);
-    let cache = Arc::new(ReadCache::default());
-    if config.read_cache {
-        tokio::spawn(read_cache::run_watch(
-            grading.clone(),
-            cache.clone(),
-            shutdown.clone(),
-        ));
-    }
-    let state = AppState {
-        grading: CachedGrading::new(grading.clone(), cache.clone()),
-        logs: LogApi::new(dependencies.clone(), config.call_timeout),
-        registry: RegistryApi::new(mesh.registry_channel(), config.call_timeout),
-        dependencies,
-        shutdown: shutdown.clone(),
-        auth: auth::Auth::new(accounts),
-    };
+    let state = AppState::new(&mesh, config.call_timeout, config.read_cache, accounts);
     MeshServer::new(mesh)
         .with_http(router(state))
         .serve(listener)
