@@ -167,6 +167,7 @@ on_both_engines!(
     grades_and_averages,
     deleting_a_student_deletes_its_grades,
     add_grades_commits_a_batch_with_per_item_results,
+    a_student_holds_at_most_the_grade_limit,
     grades_are_listed_in_the_order_added,
     paging_through_250_students,
     no_next_page_when_the_last_page_is_full,
@@ -414,6 +415,45 @@ async fn deleting_a_student_deletes_its_grades(db: Database) {
         StoreError::student_not_found(&s.id)
     );
     assert_eq!(store.get_student(&keep.id).await.unwrap().grades.len(), 1);
+}
+
+async fn a_student_holds_at_most_the_grade_limit(db: Database) {
+    use gradebook::model::grading::MAX_GRADES_PER_STUDENT;
+    let store = db.open().await;
+    let full = store
+        .create_student(&student("Full", "Up"), None)
+        .await
+        .unwrap();
+    let limit = MAX_GRADES_PER_STUDENT as usize;
+    // One batch up to the limit and two past it: the ones past are refused
+    // by name, the rest stored.
+    let batch: Vec<_> = (0..limit + 2)
+        .map(|i| item(&full.id, grade(&format!("G{i}"), GradeType::Quiz, 50.0)))
+        .collect();
+    let results = store.add_grades(batch).await;
+    assert!(results[..limit].iter().all(Result::is_ok));
+    for refused in &results[limit..] {
+        let error = refused.clone().unwrap_err();
+        assert_eq!(
+            error,
+            StoreError::TooManyGrades {
+                student_id: full.id.clone()
+            }
+        );
+        assert!(error.to_string().contains("delete some"), "{error}");
+    }
+    let detail = store.get_student(&full.id).await.unwrap();
+    assert_eq!(detail.student.grade_count as usize, limit);
+    assert_eq!(detail.grades.len(), limit);
+    // Room again after a deletion.
+    store
+        .delete_grade(&full.id, &detail.grades[0].id, None)
+        .await
+        .unwrap();
+    let again = store
+        .add_grades(vec![item(&full.id, grade("Again", GradeType::Quiz, 60.0))])
+        .await;
+    assert!(again[0].is_ok());
 }
 
 async fn add_grades_commits_a_batch_with_per_item_results(db: Database) {

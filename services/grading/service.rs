@@ -63,6 +63,7 @@ fn status(error: StoreError) -> Status {
         StoreError::NotFound { .. } => Status::not_found(error.to_string()),
         StoreError::Invalid(field) => invalid(field),
         StoreError::RequestConflict { .. } => Status::already_exists(error.to_string()),
+        StoreError::TooManyGrades { .. } => Status::failed_precondition(error.to_string()),
         StoreError::Unavailable(_) => {
             tracing::warn!(error = %error, "storage unavailable");
             Status::unavailable("the grading database is unavailable; retry later")

@@ -27,6 +27,9 @@ pub const MAX_SCORE: f64 = 100.0;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// The largest page size a request may ask for.
 pub const MAX_PAGE_SIZE: usize = 500;
+/// The most grades one student may have: a student's page (and its message
+/// on the wire) stays small enough to read, whatever is written.
+pub const MAX_GRADES_PER_STUDENT: u32 = 1000;
 /// The most characters of a write's `request_id`.
 pub const MAX_REQUEST_ID_CHARS: usize = 128;
 

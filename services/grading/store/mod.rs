@@ -35,7 +35,8 @@ use tokio::sync::broadcast;
 
 pub use crate::model::grading::RequestKey;
 use crate::model::grading::{
-    Change, Grade, InvalidField, NewGrade, NewStudent, Student, StudentDetail, WriteAnswer,
+    Change, Grade, InvalidField, MAX_GRADES_PER_STUDENT, NewGrade, NewStudent, Student,
+    StudentDetail, WriteAnswer,
 };
 pub use cursor::StudentCursor;
 pub use postgres::PostgresStore;
@@ -68,6 +69,14 @@ pub enum StoreError {
         /// The request id.
         request_id: String,
     },
+    /// The student has [`MAX_GRADES_PER_STUDENT`] grades already.
+    #[error(
+        "student {student_id:?} has {MAX_GRADES_PER_STUDENT} grades, the most one student may have; delete some before adding more"
+    )]
+    TooManyGrades {
+        /// The student.
+        student_id: String,
+    },
     /// The database cannot be reached, or did not answer in time; retrying
     /// later may succeed.
     #[error("database unavailable: {0}")]
@@ -92,6 +101,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Refuses a grade for `student` when it has the most grades allowed.
+    pub fn check_room(student: &Student) -> Result<(), StoreError> {
+        if student.grade_count >= MAX_GRADES_PER_STUDENT {
+            return Err(StoreError::TooManyGrades {
+                student_id: student.id.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// The student `id` does not exist.
     pub fn student_not_found(id: &str) -> Self {
         StoreError::NotFound {

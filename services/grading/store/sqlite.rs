@@ -350,7 +350,7 @@ fn apply(conn: &Connection, write: &Write, clock: &mut Clock) -> Result<WriteAns
             Ok(WriteAnswer::Student(student))
         }
         Write::AddGrade { student_id, grade } => {
-            require_student(conn, student_id)?;
+            StoreError::check_room(&require_student(conn, student_id)?)?;
             let grade = insert_grade(conn, student_id, grade, clock.now())?;
             let student = require_student(conn, student_id)?;
             Ok(WriteAnswer::Grade(grade, student))

@@ -466,6 +466,7 @@ impl PostgresStore {
             Write::AddGrade { student_id, grade } => {
                 // Locks the student's row, so a concurrent removal waits.
                 lock_student(tx, student_id).await?;
+                StoreError::check_room(&require_student(tx, student_id).await?)?;
                 let grade = insert_grade(tx, student_id, grade, self.now()).await?;
                 let student = require_student(tx, student_id).await?;
                 Ok(WriteAnswer::Grade(grade, student))
