@@ -202,12 +202,17 @@ until_true 180 all_healthy || fail "not healthy after restart"
 until_true 30 has_every_grade || fail "a grade is gone after a restart"
 done_step
 
-step "docker compose stop: every daemon exits 0 on SIGTERM, PostgreSQL on SIGINT"
+step "docker compose stop: every daemon exits 0 on SIGTERM, PostgreSQL on SIGINT; the log service stops last"
+stopping_since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 docker compose stop >/dev/null 2>&1 || fail "compose stop"
 for service in "${services[@]}"; do
     code=$(docker inspect -f '{{.State.ExitCode}}' "$(docker compose ps -aq "$service")")
     [ "$code" = 0 ] || fail "$service exited with $code when stopped"
 done
+# The log service stopped last: no daemon lost the records of its shutdown.
+lost=$(docker compose logs --no-color --since "$stopping_since" | grep -c "could not flush log records" || true)
+[ "$lost" = 0 ] || fail "$lost daemons could not flush their last log records"
+
 done_step
 
 step "docker compose down -v"

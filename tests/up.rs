@@ -55,7 +55,7 @@ fn start_up(
         .args(["up", "--data-dir", &dir.display().to_string()])
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("up.stderr")).unwrap())
         .spawn()
         .unwrap();
     let stdout = up.stdout.take().unwrap();
@@ -199,6 +199,28 @@ async fn up_starts_supervises_and_stops_the_whole_gradebook() {
                     .unwrap_or_default()
                     .contains(") Z"),
             "child {child} still running"
+        );
+    }
+    // Every daemon's records of its own shutdown were kept: nobody failed
+    // to flush, and the log store holds the registry's and its own last
+    // words (the log service stops last, and ships its own records straight
+    // into its store).
+    let stderr = std::fs::read_to_string(dir.path().join("up.stderr")).unwrap();
+    assert!(!stderr.contains("could not flush"), "{stderr}");
+    let store = gradebook::log::store::LogStore::open(
+        &dir.path().join("log"),
+        gradebook::log::store::Retention::default(),
+    )
+    .unwrap();
+    for service in ["portal", "grading", "registry", "log"] {
+        let filter = gradebook::model::log::LogFilter {
+            service: Some(service.to_owned()),
+            contains: Some("stopped".to_owned()),
+            ..Default::default()
+        };
+        assert!(
+            !store.query(&filter, None, 10).records.is_empty(),
+            "{service}'s last record is stored"
         );
     }
 }

@@ -3,7 +3,8 @@
 //! instances of a service if asked; supervises each child on its own task
 //! (one child's restart backoff never delays another's); prints the
 //! portal's URL once it is ready; and on Ctrl-C or SIGTERM stops them all
-//! gracefully, portals first, registry last.
+//! gracefully: portals, grading, the registry, and the log service last
+//! (so that every daemon's records of its own shutdown are kept).
 //!
 //! Children end with `up` whatever ends it (a parent-death signal), and
 //! every child's listening socket is bound here and passed down
@@ -110,6 +111,9 @@ pub enum Kind {
 impl Kind {
     /// Every kind, in start order.
     pub const START_ORDER: [Kind; 4] = [Kind::Registry, Kind::Log, Kind::Grading, Kind::Portal];
+    /// Every kind, in stop order: the log service last, so that every
+    /// other daemon's records of its own shutdown still reach it.
+    pub const STOP_ORDER: [Kind; 4] = [Kind::Portal, Kind::Grading, Kind::Registry, Kind::Log];
 
     /// The subcommand (and service name).
     pub fn name(self) -> &'static str {
@@ -576,7 +580,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     shutdown.cancelled().await;
     tracing::info!("stopping the gradebook");
-    for mut tier in tiers.into_iter().rev() {
+    tiers.sort_by_key(|tier| Kind::STOP_ORDER.iter().position(|k| *k == tier.kind));
+    for mut tier in tiers {
         tier.stop.cancel();
         while tier.supervisors.join_next().await.is_some() {}
         tracing::debug!(kind = tier.kind.name(), "stopped every instance");

@@ -68,7 +68,9 @@ pub async fn run(
     tracing::info!(records = store.len(), bytes = store.disk_bytes(), dir = %config.data_dir.display(), "log store opened");
     let server = service::LogServer::new(store, shutdown.clone()).with_tls(config.mesh.tls.clone());
     let background = server.spawn_background(RETENTION_INTERVAL);
-    let mesh = Mesh::start(config.mesh, &shutdown).map_err(ServeError::from)?;
+    // Its own records go straight into its store, not over the network.
+    let mesh = Mesh::start_shipping_to(config.mesh, &shutdown, Some(server.local_sink()))
+        .map_err(ServeError::from)?;
     let served = MeshServer::new(mesh)
         .add_service(server.into_service())
         .serve(listener)

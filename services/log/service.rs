@@ -35,6 +35,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::log::store::{LogStore, StoreError};
 use crate::mesh::Tls;
+use crate::mesh::logship::LocalSink;
 use crate::mesh::tls::Caller;
 use crate::model::log::{InvalidRecord, LogFilter, LogRecord, MAX_BATCH_RECORDS};
 use crate::pb::log::v1 as pb;
@@ -57,6 +58,10 @@ pub const MAX_BACKLOG: u32 = 1000;
 pub const MAX_DECODING_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// The shortest retention interval; shorter ones are raised to it.
 const MIN_RETENTION_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long after shutdown the writer still takes records (the daemon's
+/// own last records); it stops sooner once nobody can send any more.
+pub const SHUTDOWN_INTAKE: Duration = Duration::from_secs(5);
 
 /// The store, shared by the writer, queries, tails and retention.
 type SharedStore = Arc<RwLock<LogStore>>;
@@ -119,6 +124,28 @@ impl LogServer {
             writer: Mutex::new(Some(writer)),
             tls: Tls::Off,
         }
+    }
+
+    /// A sink that stores records straight into this store, without the
+    /// network: where the log daemon ships its own records, so that even
+    /// those of its shutdown (after its server has drained) are kept.
+    pub fn local_sink(&self) -> LocalSink {
+        let appends = self.appends.clone();
+        Arc::new(move |records: Vec<LogRecord>| {
+            let appends = appends.clone();
+            Box::pin(async move {
+                let (reply, answer) = oneshot::channel();
+                appends
+                    .send((records, reply))
+                    .await
+                    .map_err(|_| "the log store has closed".to_owned())?;
+                match answer.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(status)) => Err(status.message().to_owned()),
+                    Err(_) => Err("the log store has closed".to_owned()),
+                }
+            })
+        })
     }
 
     /// Wraps the service for a tonic server, accepting request messages of
@@ -245,21 +272,31 @@ async fn run_writer(
     published: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
-    let mut closing = false;
+    // After shutdown the writer still takes requests for a while: the
+    // daemon's own last records (the local sink) arrive after its server
+    // has drained. It ends once every sender is gone, or the grace is over
+    // (then it refuses new requests and commits the queued ones).
+    let mut intake = Intake::Open;
     loop {
-        let request = if closing {
-            queue.recv().await
-        } else {
-            tokio::select! {
+        let request = match &mut intake {
+            Intake::Open => tokio::select! {
                 biased;
                 request = queue.recv() => request,
                 () = shutdown.cancelled() => {
-                    // Refuse new requests, but commit the queued ones.
-                    queue.close();
-                    closing = true;
+                    intake = Intake::Grace(Box::pin(tokio::time::sleep(SHUTDOWN_INTAKE)));
                     continue;
                 }
-            }
+            },
+            Intake::Grace(grace) => tokio::select! {
+                biased;
+                request = queue.recv() => request,
+                () = grace.as_mut() => {
+                    queue.close();
+                    intake = Intake::Closed;
+                    continue;
+                }
+            },
+            Intake::Closed => queue.recv().await,
         };
         let Some(first) = request else {
             break;
@@ -278,6 +315,16 @@ async fn run_writer(
         commit(&store, &live, &published, requests).await;
     }
     tracing::debug!("log writer stopped");
+}
+
+/// Whether the writer takes new records.
+enum Intake {
+    /// Serving.
+    Open,
+    /// Shutting down: still taking records until the grace ends.
+    Grace(std::pin::Pin<Box<tokio::time::Sleep>>),
+    /// Refusing new records; committing the queued ones.
+    Closed,
 }
 
 /// Appends the requests as one group commit, answers them, and publishes

@@ -132,11 +132,44 @@ impl ShipperLayer {
     }
 }
 
+/// Stores a batch of records without the network (the log daemon's own
+/// records go straight into its store); `Err` says why not.
+pub type LocalSink = Arc<
+    dyn Fn(Vec<LogRecord>) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync,
+>;
+
+/// Where a shipper sends its records.
+#[derive(Clone)]
+pub enum Destination {
+    /// The log service, found through the dependency view.
+    Mesh(DependencyView),
+    /// A sink in this process (the log daemon itself).
+    Local(LocalSink),
+}
+
+/// A destination, ready to write.
+enum Writer {
+    Service(LogApi),
+    Local(LocalSink),
+}
+
+impl Writer {
+    async fn write(&self, batch: &[LogRecord]) -> Result<(), String> {
+        match self {
+            Writer::Service(logs) => logs.write(batch).await.map_err(|error| error.to_string()),
+            Writer::Local(sink) => sink(batch.to_vec()).await,
+        }
+    }
+}
+
 impl LogShipper {
-    /// Ships queued records to the log service found through `view` until
-    /// `shutdown`, then flushes what is left within [`FLUSH_TIMEOUT`].
-    pub async fn run(mut self, view: DependencyView, backoff: Backoff, shutdown: Shutdown) {
-        let view = LogApi::new(view, WRITE_TIMEOUT);
+    /// Ships queued records to `destination` until `shutdown`, then flushes
+    /// what is left within [`FLUSH_TIMEOUT`].
+    pub async fn run(mut self, destination: Destination, backoff: Backoff, shutdown: Shutdown) {
+        let view = match destination {
+            Destination::Mesh(view) => Writer::Service(LogApi::new(view, WRITE_TIMEOUT)),
+            Destination::Local(sink) => Writer::Local(sink),
+        };
         let mut reported_drops = 0u64;
         while let Some(first) = tokio::select! {
             first = self.queue.recv() => first,
@@ -204,7 +237,7 @@ impl LogShipper {
     }
 
     /// Sends what is still queued, once, within [`FLUSH_TIMEOUT`].
-    async fn flush(&mut self, view: &LogApi, mut batch: Vec<LogRecord>) {
+    async fn flush(&mut self, view: &Writer, mut batch: Vec<LogRecord>) {
         while let Ok(record) = self.queue.try_recv() {
             batch.push(record);
         }
@@ -219,8 +252,8 @@ impl LogShipper {
 }
 
 /// Writes one batch, durably, or fails.
-async fn ship(logs: &LogApi, batch: &[LogRecord]) -> Result<(), String> {
-    logs.write(batch).await.map_err(|error| error.to_string())
+async fn ship(writer: &Writer, batch: &[LogRecord]) -> Result<(), String> {
+    writer.write(batch).await
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::mesh::config::{ConfigError, MeshConfig};
 use crate::mesh::discovery::{self, DependencyView};
+use crate::mesh::logship::{Destination, LocalSink};
 use crate::mesh::registration::RegistrationHandle;
 use crate::mesh::shutdown::Shutdown;
 use crate::mesh::tls::accept::{self, Accepting};
@@ -89,6 +90,17 @@ impl Mesh {
     /// dependencies and, when this process set up log shipping, starts
     /// shipping. Registration happens once the server serves.
     pub fn start(config: MeshConfig, shutdown: &Shutdown) -> Result<Self, ConfigError> {
+        Self::start_shipping_to(config, shutdown, None)
+    }
+
+    /// [`Mesh::start`], shipping this daemon's records to `local` instead
+    /// of over the network when given (the log daemon's own records go
+    /// straight into its store, even those of its shutdown).
+    pub fn start_shipping_to(
+        config: MeshConfig,
+        shutdown: &Shutdown,
+        local: Option<LocalSink>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let registry = client::lazy_channel(
             "--registry",
@@ -110,8 +122,12 @@ impl Mesh {
         let shipping = if config.ship_logs
             && let Some(shipper) = telemetry::take_shipper()
         {
+            let destination = match local {
+                Some(sink) => Destination::Local(sink),
+                None => Destination::Mesh(dependencies.clone()),
+            };
             Some(tokio::spawn(shipper.run(
-                dependencies.clone(),
+                destination,
                 config.backoff,
                 shipping_stop.clone(),
             )))
