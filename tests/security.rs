@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use gradebook::mesh::Tls;
 use gradebook::mesh::client::lazy_channel_to;
 use gradebook::mesh::tls::{Identity, authority};
@@ -195,6 +197,43 @@ async fn clients_without_a_certificate_from_the_mesh_authority_are_refused() {
             .list(pb::ListRequest::default())
             .await
             .ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_bounded() {
+    use tokio::io::AsyncReadExt;
+    let mesh = Mesh::new();
+    let registry = mesh.registry(&["--max-connections", "16"]).await;
+    // 40 sockets that never say anything: more than the daemon serves at
+    // once. Each is closed by the daemon once the handshake deadline passes
+    // (those past the limit wait in the backlog, then get theirs).
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(
+            tokio::net::TcpStream::connect(registry.address())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut closed = 0;
+    for mut socket in idle {
+        let mut byte = [0u8; 1];
+        // Generous: the later ones wait for slots to free up.
+        match tokio::time::timeout(Duration::from_secs(40), socket.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            Ok(Ok(_)) => panic!("the daemon sent bytes to a silent client"),
+            Err(_) => {}
+        }
+    }
+    assert_eq!(
+        closed, 40,
+        "every silent connection was closed by the daemon"
+    );
+    // And the daemon serves real clients as before.
+    eventually("the registry answers again", PATIENCE, || async {
+        (registry.health_status().await == Some(1)).then_some(())
     })
     .await;
 }

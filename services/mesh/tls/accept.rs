@@ -28,8 +28,8 @@ use tonic::transport::server::Connected;
 use crate::mesh::tls::identity::Identity;
 use crate::mesh::tls::{ClientAuth, Tls, TlsError};
 
-/// How long a new connection may take to complete its TLS handshake (or,
-/// where plaintext is allowed, to send its first byte).
+/// How long a new connection may take to send its first byte and complete
+/// its TLS handshake; a silent or slow one is closed then.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most connections a daemon holds open at once, by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
@@ -206,6 +206,12 @@ async fn handshake(
     mut peer: Peer,
     accepting: &Accepting,
 ) -> io::Result<(Either<TcpStream, TlsStream<TcpStream>>, Peer)> {
+    // Nothing is served to a connection that says nothing: its first byte
+    // must come within the handshake deadline, TLS or not.
+    let mut first = [0u8; 1];
+    if tcp.peek(&mut first).await? == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
+    }
     let (acceptor, plaintext_too) = match accepting {
         Accepting::Plaintext => return Ok((Either::Left(tcp), peer)),
         Accepting::Tls {
@@ -213,15 +219,8 @@ async fn handshake(
             plaintext_too,
         } => (acceptor, *plaintext_too),
     };
-    if plaintext_too {
-        let mut first = [0u8; 1];
-        let read = tcp.peek(&mut first).await?;
-        if read == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
-        }
-        if first[0] != TLS_HANDSHAKE_RECORD {
-            return Ok((Either::Left(tcp), peer));
-        }
+    if plaintext_too && first[0] != TLS_HANDSHAKE_RECORD {
+        return Ok((Either::Left(tcp), peer));
     }
     let tls = acceptor.accept(tcp).await?;
     peer.encrypted = true;
