@@ -704,3 +704,31 @@ async fn every_error_answer_speaks_the_requests_language() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_http2_body_over_the_limit_gets_413_not_a_reset() {
+    // The real curl over HTTP/2 (prior knowledge, as gRPC clients speak
+    // it): the answer must arrive, not a reset stream.
+    let mesh = Mesh::new();
+    let gradebook = mesh.gradebook().await;
+    let body = mesh.dir.path().join("big.json");
+    std::fs::write(&body, "a".repeat(2_000_000)).unwrap();
+    let output = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {}", gradebook.token)])
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(format!("@{}", body.display()))
+        .arg(format!("{}/api/students", gradebook.http()))
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    let out = String::from_utf8_lossy(&output.stdout);
+    let (json, status) = out.rsplit_once('\n').unwrap_or(("", ""));
+    assert_eq!(status, "413 2", "{out}");
+    let body: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(error_of(&body).0, "RESOURCE_EXHAUSTED", "{body}");
+}

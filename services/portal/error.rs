@@ -268,3 +268,47 @@ pub fn code_of(status: StatusCode) -> &'static str {
         _ => "INTERNAL",
     }
 }
+
+/// The most of an oversize request body read (and thrown away) before the
+/// 413 is sent: HTTP/2 clients discard an answer that arrives while their
+/// body is still being sent and the stream is reset (curl reports only
+/// "stream closed"), so a body within this bound is read to its end first.
+pub const MAX_DRAINED_BYTES: usize = 16 * 1024 * 1024;
+/// How long draining an oversize body may take.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The middleware: a request whose declared body is over `max` bytes is
+/// answered 413 in its language, after its body has been read through
+/// (within [`MAX_DRAINED_BYTES`] and [`DRAIN_TIMEOUT`]), never reaching a
+/// handler.
+pub async fn refuse_oversize_bodies(
+    max: usize,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use http_body_util::BodyExt;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let Some(declared) = declared.filter(|length| *length > max) else {
+        return next.run(request).await;
+    };
+    let api = request.uri().path().starts_with("/api/");
+    if declared <= MAX_DRAINED_BYTES {
+        let body = request.into_body();
+        let drained = http_body_util::Limited::new(body, MAX_DRAINED_BYTES).collect();
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained).await;
+    }
+    let error = PortalError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: code_of(StatusCode::PAYLOAD_TOO_LARGE),
+        message: format!("the request body is {declared} bytes, over the limit of {max}"),
+    };
+    if api {
+        error.into_response()
+    } else {
+        crate::portal::pages::error_page(&error)
+    }
+}

@@ -152,6 +152,9 @@ pub fn router(state: AppState) -> axum::Router {
             auth::authorize,
         ))
         .layer(axum::middleware::from_fn(error::uniform))
+        .layer(axum::middleware::from_fn(|request, next| {
+            error::refuse_oversize_bodies(MAX_BODY_BYTES, request, next)
+        }))
         .layer(axum::middleware::map_response(auth::headers::add))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
