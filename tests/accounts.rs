@@ -112,6 +112,20 @@ async fn signing_in_is_required_and_roles_are_enforced() {
     }
 }
 
+/// How many students the portal lists.
+async fn student_count(gradebook: &support::Gradebook) -> usize {
+    let page: serde_json::Value = gradebook
+        .client()
+        .get(format!("{}/api/students?page_size=100", gradebook.http()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["students"].as_array().unwrap().len()
+}
+
 /// Signs in through the form; the answer.
 async fn sign_in(http: &str, name: &str, password: &str) -> reqwest::Response {
     anonymous()
@@ -167,18 +181,7 @@ async fn sessions_start_and_end_and_cross_site_writes_and_guessing_are_refused()
     assert!(page.text().await.unwrap().contains("Sign out"));
 
     // A form posted from another site is refused, and changes nothing.
-    let before = gradebook
-        .client()
-        .get(format!("{http}/api/students?page_size=100"))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap()["students"]
-        .as_array()
-        .unwrap()
-        .len();
+    let before = student_count(&gradebook).await;
     let form = [("first_name", "Forged"), ("last_name", "Student")];
     for (header, value) in [
         ("sec-fetch-site", "cross-site"),
@@ -192,18 +195,7 @@ async fn sessions_start_and_end_and_cross_site_writes_and_guessing_are_refused()
             .unwrap();
         assert_eq!(forged.status(), StatusCode::FORBIDDEN, "{header}: {value}");
     }
-    let after = gradebook
-        .client()
-        .get(format!("{http}/api/students?page_size=100"))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap()["students"]
-        .as_array()
-        .unwrap()
-        .len();
+    let after = student_count(&gradebook).await;
     assert_eq!(after, before, "nothing was written");
     // The same form from the portal's own page is accepted.
     let host = http.trim_start_matches("http://").to_owned();

@@ -37,8 +37,19 @@ fn children_running(pid: u32, word: &str) -> Vec<u32> {
     found
 }
 
-/// Starts `gradebook up` with `args` and data under `dir`; returns the
-/// process and the line it prints once ready.
+/// Every daemon on a free port: `up` binds the sockets itself and says
+/// where the portal is.
+const EVERY_PORT_ZERO: [&str; 8] = [
+    "--registry-listen",
+    "127.0.0.1:0",
+    "--log-listen",
+    "127.0.0.1:0",
+    "--grading-listen",
+    "127.0.0.1:0",
+    "--portal-listen",
+    "127.0.0.1:0",
+];
+
 /// Starts `gradebook up` with `args` and data under `dir`; returns the
 /// process, its ready line, the line after it (how to sign in), and the
 /// lines that follow.
@@ -79,19 +90,7 @@ async fn up_starts_supervises_and_stops_the_whole_gradebook() {
     let dir = tempfile::tempdir().unwrap();
     // Port 0 everywhere: `up` binds the sockets itself and says where the
     // portal is.
-    let (mut up, ready, sign_in, more) = start_up(
-        &[
-            "--registry-listen",
-            "127.0.0.1:0",
-            "--log-listen",
-            "127.0.0.1:0",
-            "--grading-listen",
-            "127.0.0.1:0",
-            "--portal-listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    let (mut up, ready, sign_in, more) = start_up(&EVERY_PORT_ZERO, dir.path());
     let portal = ready
         .strip_prefix("Gradebook is ready: ")
         .and_then(|rest| rest.strip_suffix("/students (Ctrl-C stops it)"))
@@ -253,15 +252,11 @@ async fn scaled_up_survives_the_kill_of_its_registry_without_a_failed_request() 
             "portal=2",
             "--database-url",
             &database,
-            "--registry-listen",
-            "127.0.0.1:0",
-            "--log-listen",
-            "127.0.0.1:0",
-            "--grading-listen",
-            "127.0.0.1:0",
-            "--portal-listen",
-            "127.0.0.1:0",
-        ],
+        ]
+        .iter()
+        .chain(EVERY_PORT_ZERO.iter())
+        .copied()
+        .collect::<Vec<_>>(),
         dir.path(),
     );
     let portals: Vec<String> = ready
@@ -367,19 +362,7 @@ fn alive(pid: u32) -> bool {
 #[tokio::test]
 async fn the_children_end_with_up_even_when_it_is_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut up, _, _, _) = start_up(
-        &[
-            "--registry-listen",
-            "127.0.0.1:0",
-            "--log-listen",
-            "127.0.0.1:0",
-            "--grading-listen",
-            "127.0.0.1:0",
-            "--portal-listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    let (mut up, _, _, _) = start_up(&EVERY_PORT_ZERO, dir.path());
     let children: Vec<u32> = ["registry", "log", "grading", "portal"]
         .iter()
         .flat_map(|name| children_running(up.id(), name))
