@@ -72,6 +72,8 @@ pub enum Part {
     Monitoring,
     /// The gradebook: reads through the portal, durable grade writes.
     Gradebook,
+    /// The registry's hot paths with mutual TLS and without, side by side.
+    Tls,
 }
 
 /// A daemon started by the benchmark, killed when dropped.
@@ -111,10 +113,11 @@ pub(crate) fn spawn_daemon_with(
 ) -> anyhow::Result<Process> {
     let child = Command::new(binary)
         .args(args)
-        .envs(env.iter().copied())
         .env("GRADEBOOK_LOG_LEVEL", "warn")
-        // The benchmarks measure plaintext unless they say otherwise.
+        // The benchmarks measure plaintext unless they say otherwise
+        // (`env` comes after, and wins).
         .env("GRADEBOOK_INSECURE", "true")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -222,6 +225,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.only.contains(&Part::Gradebook) {
         crate::cli::bench_gradebook::run(&args).await?;
+    }
+    if args.only.contains(&Part::Tls) {
+        crate::cli::bench_tls::run(&args).await?;
     }
     Ok(())
 }
@@ -637,7 +643,7 @@ async fn throughput(url: &str, pid: u32, args: &BenchArgs) -> anyhow::Result<()>
 }
 
 /// User plus system CPU time of a process, from /proc (in USER_HZ = 100 ticks).
-fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after_name = stat
         .rsplit_once(')')

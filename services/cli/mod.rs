@@ -16,9 +16,11 @@
 //! - [`http_get`]: a minimal HTTP/1.1 client for `up` and `bench`.
 //! - [`bench`]: `gradebook bench`, the registry's benchmarks.
 //! - [`bench_gradebook`]: `gradebook bench --only gradebook`, the portal and grading.
+//! - [`bench_tls`]: `gradebook bench --only tls`, mutual TLS against plaintext.
 
 pub mod bench;
 pub mod bench_gradebook;
+pub mod bench_tls;
 pub mod certs;
 pub mod daemons;
 pub mod health_check;
