@@ -24,8 +24,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::cli::bench::{
-    BenchArgs, Process, free_port, measure, ms, percentile, spawn_daemon_from, spawn_daemon_with,
-    wait_serving,
+    BenchArgs, Process, free_port, measure, ms, percentile, spawn_daemon_with,
 };
 use crate::cli::http_get::HttpConnection;
 use crate::cli::scratch_postgres::{Durability, ScratchPostgres};
@@ -52,10 +51,10 @@ enum Request {
 }
 
 /// What an HTTP load measured.
-struct HttpLoad {
-    rate: f64,
+pub(crate) struct HttpLoad {
+    pub(crate) rate: f64,
     latencies: Vec<Duration>,
-    failed: u64,
+    pub(crate) failed: u64,
     /// Answered writes among the requests.
     writes: u64,
     connections: usize,
@@ -181,21 +180,68 @@ where
 
 /// Registry, log, `gradings` grading instances and a portal, started from
 /// `binary`; killed when dropped.
-struct BenchMesh {
+pub(crate) struct BenchMesh {
     portal: String,
+    /// How the benchmark's own gRPC clients connect.
+    admin: Tls,
     /// An admin's API token for the portal.
     token: String,
     grading: Vec<(String, Process)>,
     _others: Vec<Process>,
 }
 
+/// How a benchmark's daemons and clients secure their connections.
+pub(crate) struct Security {
+    /// Environment for the daemons.
+    env: Vec<(&'static str, std::ffi::OsString)>,
+    /// The benchmark's own gRPC clients (health checks, listing students).
+    admin: Tls,
+}
+
+impl Security {
+    /// Plaintext, as the benchmarks run by default.
+    pub(crate) fn plaintext() -> Self {
+        Security {
+            env: Vec::new(),
+            admin: Tls::Off,
+        }
+    }
+
+    /// Mutual TLS with the certificates in `certs` (registry, log,
+    /// grading, portal and admin issued).
+    pub(crate) fn mutual(certs: &Path) -> anyhow::Result<Self> {
+        Ok(Security {
+            env: vec![
+                ("GRADEBOOK_INSECURE", "false".into()),
+                ("GRADEBOOK_CERTS", certs.as_os_str().to_owned()),
+            ],
+            admin: Tls::load(certs, crate::mesh::tls::Identity::admin())?,
+        })
+    }
+
+    fn env(&self) -> Vec<(&str, &std::ffi::OsStr)> {
+        self.env.iter().map(|(k, v)| (*k, v.as_os_str())).collect()
+    }
+
+    async fn wait_serving(&self, url: &str) -> anyhow::Result<()> {
+        if !crate::cli::health_check::wait_serving(url, &self.admin, Duration::from_secs(15)).await
+        {
+            bail!("{url} did not become SERVING");
+        }
+        Ok(())
+    }
+}
+
 impl BenchMesh {
-    async fn start(
+    /// Starts registry, log, `gradings` grading instances and a portal
+    /// from `binary`, secured as `security` says.
+    pub(crate) async fn start(
         binary: &Path,
         gradings: usize,
         database_url: Option<&str>,
         data: &Path,
         portal_flags: &[&str],
+        security: &Security,
     ) -> anyhow::Result<BenchMesh> {
         let address = || -> anyhow::Result<String> { Ok(format!("127.0.0.1:{}", free_port()?)) };
         let registry = address()?;
@@ -212,16 +258,17 @@ impl BenchMesh {
             .map(str::to_owned)
             .to_vec()
         };
-        let mut others = vec![spawn_daemon_from(
+        let mut others = vec![spawn_daemon_with(
             binary,
             &["registry", "--listen", &registry, "--ship-logs", "false"].map(str::to_owned),
+            &security.env(),
         )?];
-        wait_serving(&registry_url).await?;
+        security.wait_serving(&registry_url).await?;
         let log = address()?;
         let mut args = vec!["log".to_owned()];
         args.extend(common(&log));
         args.extend(["--data-dir".into(), data.join("log").display().to_string()]);
-        others.push(spawn_daemon_from(binary, &args)?);
+        others.push(spawn_daemon_with(binary, &args, &security.env())?);
         let mut grading = Vec::new();
         for i in 0..gradings {
             let listen = address()?;
@@ -234,8 +281,11 @@ impl BenchMesh {
             if let Some(url) = database_url {
                 args.extend(["--database-url".into(), url.to_owned()]);
             }
-            grading.push((listen.clone(), spawn_daemon_from(binary, &args)?));
-            wait_serving(&format!("http://{listen}")).await?;
+            grading.push((
+                listen.clone(),
+                spawn_daemon_with(binary, &args, &security.env())?,
+            ));
+            security.wait_serving(&format!("http://{listen}")).await?;
         }
         let portal = address()?;
         let mut args = vec!["portal".to_owned()];
@@ -245,12 +295,10 @@ impl BenchMesh {
         // environment (a baseline build without accounts ignores it).
         let accounts = data.join("portal");
         let token = bench_token(&accounts)?;
-        others.push(spawn_daemon_with(
-            binary,
-            &args,
-            &[("GRADEBOOK_DATA_DIR", accounts.as_os_str())],
-        )?);
-        wait_serving(&format!("http://{portal}")).await?;
+        let mut env = security.env();
+        env.push(("GRADEBOOK_DATA_DIR", accounts.as_os_str()));
+        others.push(spawn_daemon_with(binary, &args, &env)?);
+        security.wait_serving(&format!("http://{portal}")).await?;
         // Ready once the portal sees a healthy grading instance.
         let mut connection = HttpConnection::open(&portal).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -263,6 +311,7 @@ impl BenchMesh {
         let mesh = BenchMesh {
             portal,
             token,
+            admin: security.admin.clone(),
             grading,
             _others: others,
         };
@@ -284,7 +333,7 @@ impl BenchMesh {
     }
 
     /// The id of a demo student, asked of the first grading instance.
-    async fn student(&self) -> anyhow::Result<String> {
+    pub(crate) async fn student(&self) -> anyhow::Result<String> {
         self.students()
             .await?
             .into_iter()
@@ -299,7 +348,7 @@ impl BenchMesh {
             "grading",
             &format!("http://{address}"),
             "grading",
-            &Tls::Off,
+            &self.admin,
         )?);
         let students = client
             .list_students(pb::ListStudentsRequest {
@@ -312,7 +361,7 @@ impl BenchMesh {
         Ok(students.into_iter().map(|s| s.id).collect())
     }
 
-    async fn reads(&self, path: &str, duration: Duration) -> anyhow::Result<HttpLoad> {
+    pub(crate) async fn reads(&self, path: &str, duration: Duration) -> anyhow::Result<HttpLoad> {
         let path = path.to_owned();
         http_load(
             &self.portal,
@@ -383,7 +432,15 @@ impl BenchDatabase {
     /// data under `data`.
     async fn mesh(&self, data: &Path) -> anyhow::Result<BenchMesh> {
         let url = self.fresh().await?;
-        BenchMesh::start(&std::env::current_exe()?, 3, Some(&url), data, &[]).await
+        BenchMesh::start(
+            &std::env::current_exe()?,
+            3,
+            Some(&url),
+            data,
+            &[],
+            &Security::plaintext(),
+        )
+        .await
     }
 
     /// A fresh database's URL (the given one, emptied by nobody: use a
@@ -402,8 +459,15 @@ impl BenchDatabase {
 
 /// Reads on one grading instance (SQLite), alone or against a baseline build.
 async fn sqlite_reads(args: &BenchArgs, data: &Path) -> anyhow::Result<BenchMesh> {
-    let ours =
-        BenchMesh::start(&std::env::current_exe()?, 1, None, &data.join("ours"), &[]).await?;
+    let ours = BenchMesh::start(
+        &std::env::current_exe()?,
+        1,
+        None,
+        &data.join("ours"),
+        &[],
+        &Security::plaintext(),
+    )
+    .await?;
     let id = ours.student().await?;
     let json = format!("/api/students/{id}");
     let Some(baseline) = &args.baseline else {
@@ -415,13 +479,22 @@ async fn sqlite_reads(args: &BenchArgs, data: &Path) -> anyhow::Result<BenchMesh
             .print("GET /students/{id} (HTML)");
         return Ok(ours);
     };
-    let base = BenchMesh::start(baseline, 1, None, &data.join("baseline"), &[]).await?;
+    let base = BenchMesh::start(
+        baseline,
+        1,
+        None,
+        &data.join("baseline"),
+        &[],
+        &Security::plaintext(),
+    )
+    .await?;
     let uncached = BenchMesh::start(
         &std::env::current_exe()?,
         1,
         None,
         &data.join("uncached"),
         &["--read-cache", "false"],
+        &Security::plaintext(),
     )
     .await?;
     let uncached_path = format!("/api/students/{}", uncached.student().await?);

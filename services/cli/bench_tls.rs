@@ -5,7 +5,8 @@
 //! measures their re-registration (the SDK's heartbeat, the hottest write)
 //! and `List` over long-lived connections, so handshakes are amortised as
 //! in the mesh. It prints each mode's rate and the registry's CPU per call,
-//! and the TLS/plaintext ratios with their spread over the rounds.
+//! and the TLS/plaintext ratios with their spread over the rounds; then the
+//! same for the portal's read path without its cache.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 
 use crate::cli::bench::{BenchArgs, Process, free_port, measure, spawn_daemon_with};
+use crate::cli::bench_gradebook::{BenchMesh, Security};
 use crate::mesh::Tls;
 use crate::mesh::client::{lazy_channel, registry_client};
 use crate::mesh::tls::accept::{self, Accepting};
@@ -48,7 +50,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn compare(args: &BenchArgs, certs: &std::path::Path) -> anyhow::Result<()> {
-    let identities = ["registry", SERVICE, "admin"]
+    let identities = ["registry", "log", "grading", "portal", SERVICE, "admin"]
         .iter()
         .map(|name| Identity::new(name))
         .collect::<Result<Vec<_>, _>>()?;
@@ -98,6 +100,52 @@ async fn compare(args: &BenchArgs, certs: &std::path::Path) -> anyhow::Result<()
         let (mean, min, max) = ratios(f);
         println!("  TLS/plaintext {what}: {mean:.2}x (rounds {min:.2}x to {max:.2}x)");
     }
+    portal_reads(args, certs).await
+}
+
+/// The portal's read path without its cache, so that every read is a gRPC
+/// call to grading (mutual TLS or plaintext): registry, log, grading on
+/// SQLite and the portal as processes, per mode and round.
+async fn portal_reads(args: &BenchArgs, certs: &std::path::Path) -> anyhow::Result<()> {
+    println!(
+        "tls: GET /api/students/{{id}} through the portal with --read-cache false (each read a gRPC call to grading), {ROUNDS} rounds each"
+    );
+    let binary = std::env::current_exe()?;
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut failed = 0;
+    for round in 0..ROUNDS {
+        for (mode, security) in [Security::plaintext(), Security::mutual(certs)?]
+            .into_iter()
+            .enumerate()
+        {
+            let data = certs.join(format!("mesh-{round}-{mode}"));
+            let mesh = BenchMesh::start(
+                &binary,
+                1,
+                None,
+                &data,
+                &["--read-cache", "false"],
+                &security,
+            )
+            .await?;
+            let student = mesh.student().await?;
+            let load = mesh
+                .reads(&format!("/api/students/{student}"), args.duration)
+                .await?;
+            rates[mode].push(load.rate);
+            failed += load.failed;
+        }
+    }
+    let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len().max(1) as f64;
+    let ratios: Vec<f64> = rates[0].iter().zip(&rates[1]).map(|(p, t)| t / p).collect();
+    println!(
+        "  plaintext {:.0}/s, mutual TLS {:.0}/s: TLS/plaintext {:.2}x (rounds {:.2}x to {:.2}x), {failed} failed",
+        mean(&rates[0]),
+        mean(&rates[1]),
+        mean(&ratios),
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+    );
     Ok(())
 }
 
