@@ -433,6 +433,26 @@ fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Switches the database to WAL; returns the journal mode it is in.
+/// SQLite answers "database is locked" at once, without waiting out the
+/// busy timeout, when another connection is switching it at the same time
+/// (several stores opening one new file together), so that is retried
+/// for as long as the busy timeout.
+fn enable_wal(conn: &Connection) -> Result<String, StoreError> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result.map_err(db("enabling WAL")),
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating it and its parent directories if needed) the
     /// database at `path`, and brings its schema up to date. Fails when the
@@ -450,9 +470,7 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Database(format!("creating {}: {e}", parent.display())))?;
         }
         let mut conn = connect(&path, OpenFlags::default())?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(db("enabling WAL"))?;
+        let mode = enable_wal(&conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Database(format!(
                 "{} does not support WAL (journal mode is {mode})",
