@@ -20,7 +20,7 @@ struct TwoLogs {
     log_a: support::Daemon,
     log_b: support::Daemon,
     instances: Vec<gradebook::model::registry::Instance>,
-    _registry: support::Daemon,
+    registry: support::Daemon,
     _mesh: Mesh,
 }
 
@@ -48,7 +48,7 @@ impl TwoLogs {
             log_a,
             log_b,
             instances,
-            _registry: registry,
+            registry,
             _mesh: mesh,
         }
     }
@@ -100,7 +100,7 @@ async fn writes_survive_the_kill_of_a_log_instance_and_queries_merge_every_insta
         mut log_a,
         log_b,
         instances,
-        _registry: registry,
+        registry,
         _mesh,
     } = TwoLogs::start().await;
     let logs = LogApi::at_instances(
@@ -169,7 +169,7 @@ async fn a_log_instance_that_does_not_answer_is_named_and_tails_follow_every_ins
         log_a,
         log_b: _log_b,
         instances,
-        _registry: registry,
+        registry,
         _mesh,
     } = TwoLogs::start().await;
     let logs = LogApi::at_instances(

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::cli::parse_duration;
 use crate::mesh::Tls;
 use crate::mesh::client::{lazy_channel, registry_client};
+use crate::mesh::tls::ClientAuth;
+use crate::mesh::tls::accept::{self, Accepting, DEFAULT_MAX_CONNECTIONS};
 use crate::model::registry::HEALTH_SERVICE_METADATA;
 use crate::pb::registry::v1 as pb;
 use crate::pb::registry::v1::registry_client::RegistryClient;
@@ -126,16 +127,19 @@ pub(crate) fn spawn_daemon_with(
     Ok(Process(child))
 }
 
-pub(crate) async fn wait_serving(url: &str) -> anyhow::Result<()> {
-    if !crate::cli::health_check::wait_serving(url, &Tls::Off, Duration::from_secs(15)).await {
+/// Waits (15 s at most) until the server at `url` answers SERVING to a
+/// client connecting as `tls` says.
+pub(crate) async fn wait_serving(url: &str, tls: &Tls) -> anyhow::Result<()> {
+    if !crate::cli::health_check::wait_serving(url, tls, Duration::from_secs(15)).await {
         bail!("{url} did not become SERVING");
     }
     Ok(())
 }
 
 /// A grpc.health.v1 server in this process that answers SERVING for
-/// `names`: the stand-in for providers and monitored instances.
-async fn health_server(names: &[String]) -> anyhow::Result<SocketAddr> {
+/// `names`, secured as `tls` says: the stand-in for providers and
+/// monitored instances.
+pub(crate) async fn health_server(names: &[String], tls: &Tls) -> anyhow::Result<SocketAddr> {
     let (reporter, service) = tonic_health::server::health_reporter();
     for name in names {
         reporter
@@ -144,11 +148,16 @@ async fn health_server(names: &[String]) -> anyhow::Result<SocketAddr> {
     }
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
+    let accepting = Accepting::new(tls, ClientAuth::Required, false)?;
     tokio::spawn(async move {
         let _keep = reporter;
         let _ = tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
+            .serve_with_incoming(accept::incoming(
+                listener,
+                accepting,
+                DEFAULT_MAX_CONNECTIONS,
+            ))
             .await;
     });
     Ok(address)
@@ -200,7 +209,7 @@ async fn fresh_registry() -> anyhow::Result<BenchRegistry> {
         "--ship-logs".into(),
         "false".into(),
     ])?;
-    wait_serving(&url).await?;
+    wait_serving(&url, &Tls::Off).await?;
     Ok(BenchRegistry {
         url,
         pid: process.0.id(),
@@ -353,7 +362,7 @@ async fn fanout(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
     println!("fan-out: 1 provider, {} watchers", args.watchers);
     let service = "bench-provider";
     let arrivals = start_watchers(url, args.watchers, &[service, crate::log::SERVICE_NAME]).await?;
-    let health = health_server(&["bench".into()]).await?;
+    let health = health_server(&["bench".into()], &Tls::Off).await?;
     let mut client = registry_client(lazy_channel("--registry", url, "registry", &Tls::Off)?);
     let (mut lasts, mut all) = (Vec::new(), Vec::new());
     for round in 0..args.rounds {
@@ -509,7 +518,7 @@ async fn throughput(url: &str, pid: u32, args: &BenchArgs) -> anyhow::Result<()>
         "throughput: {} concurrent calls over {} connections, {:?} each",
         args.concurrency, args.connections, args.duration
     );
-    let health = health_server(&["bench".into()]).await?;
+    let health = health_server(&["bench".into()], &Tls::Off).await?;
     let clients = clients(url, args.connections)?;
     let register = |service: &'static str, address: String| {
         let clients = clients.clone();
@@ -678,7 +687,7 @@ async fn monitoring(url: &str, pid: u32, args: &BenchArgs) -> anyhow::Result<()>
     let names: Vec<String> = (0..args.instances)
         .map(|i| format!("monitored-{i}"))
         .collect();
-    let health = health_server(&names).await?;
+    let health = health_server(&names, &Tls::Off).await?;
     let clients = clients(url, 1)?;
     let mut client = clients[0].clone();
     for name in &names {

@@ -24,7 +24,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::cli::bench::{
-    BenchArgs, Process, free_port, measure, ms, percentile, spawn_daemon_with,
+    BenchArgs, Process, free_port, measure, ms, percentile, spawn_daemon_with, wait_serving,
 };
 use crate::cli::http_get::HttpConnection;
 use crate::cli::scratch_postgres::{Durability, ScratchPostgres};
@@ -222,14 +222,6 @@ impl Security {
     fn env(&self) -> Vec<(&str, &std::ffi::OsStr)> {
         self.env.iter().map(|(k, v)| (*k, v.as_os_str())).collect()
     }
-
-    async fn wait_serving(&self, url: &str) -> anyhow::Result<()> {
-        if !crate::cli::health_check::wait_serving(url, &self.admin, Duration::from_secs(15)).await
-        {
-            bail!("{url} did not become SERVING");
-        }
-        Ok(())
-    }
 }
 
 impl BenchMesh {
@@ -263,7 +255,7 @@ impl BenchMesh {
             &["registry", "--listen", &registry, "--ship-logs", "false"].map(str::to_owned),
             &security.env(),
         )?];
-        security.wait_serving(&registry_url).await?;
+        wait_serving(&registry_url, &security.admin).await?;
         let log = address()?;
         let mut args = vec!["log".to_owned()];
         args.extend(common(&log));
@@ -285,7 +277,7 @@ impl BenchMesh {
                 listen.clone(),
                 spawn_daemon_with(binary, &args, &security.env())?,
             ));
-            security.wait_serving(&format!("http://{listen}")).await?;
+            wait_serving(&format!("http://{listen}"), &security.admin).await?;
         }
         let portal = address()?;
         let mut args = vec!["portal".to_owned()];
@@ -298,7 +290,7 @@ impl BenchMesh {
         let mut env = security.env();
         env.push(("GRADEBOOK_DATA_DIR", accounts.as_os_str()));
         others.push(spawn_daemon_with(binary, &args, &env)?);
-        security.wait_serving(&format!("http://{portal}")).await?;
+        wait_serving(&format!("http://{portal}"), &security.admin).await?;
         // Ready once the portal sees a healthy grading instance.
         let mut connection = HttpConnection::open(&portal).await?;
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -11,16 +11,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::bail;
-use tokio::net::TcpListener;
-use tonic_health::ServingStatus;
-
-use crate::cli::bench::{BenchArgs, Process, free_port, measure, spawn_daemon_with};
+use crate::cli::bench::{
+    BenchArgs, Process, free_port, health_server, measure, spawn_daemon_with, wait_serving,
+};
 use crate::cli::bench_gradebook::{BenchMesh, Security};
 use crate::mesh::Tls;
 use crate::mesh::client::{lazy_channel, registry_client};
-use crate::mesh::tls::accept::{self, Accepting};
-use crate::mesh::tls::{ClientAuth, Identity, authority};
+use crate::mesh::tls::{Identity, authority};
 use crate::model::registry::HEALTH_SERVICE_METADATA;
 use crate::pb::registry::v1 as pb;
 
@@ -161,10 +158,10 @@ async fn round(args: &BenchArgs, certs: Option<&std::path::Path>) -> anyhow::Res
         "false",
     ]
     .map(str::to_owned);
-    let (registry, client_tls, server_tls) = match certs {
+    // The benchmark's clients and its health server both act as SERVICE.
+    let (registry, service_tls) = match certs {
         None => (
             spawn_daemon_with(&std::env::current_exe()?, &listen, &[])?,
-            Tls::Off,
             Tls::Off,
         ),
         Some(dir) => (
@@ -177,20 +174,19 @@ async fn round(args: &BenchArgs, certs: Option<&std::path::Path>) -> anyhow::Res
                 ],
             )?,
             Tls::load(dir, Identity::new(SERVICE)?)?,
-            Tls::load(dir, Identity::new(SERVICE)?)?,
         ),
     };
     let admin = match certs {
         None => Tls::Off,
         Some(dir) => Tls::load(dir, Identity::admin())?,
     };
-    if !crate::cli::health_check::wait_serving(&url, &admin, Duration::from_secs(15)).await {
-        bail!("the registry at {url} did not become SERVING");
-    }
-    let health = health_server(&server_tls).await?;
+    wait_serving(&url, &admin).await?;
+    let health = health_server(&[SERVICE.to_owned()], &service_tls).await?;
     let clients: Arc<Vec<_>> = Arc::new(
         (0..args.connections.max(1))
-            .map(|_| lazy_channel("--registry", &url, "registry", &client_tls).map(registry_client))
+            .map(|_| {
+                lazy_channel("--registry", &url, "registry", &service_tls).map(registry_client)
+            })
             .collect::<Result<_, _>>()?,
     );
     let registration = move |worker: usize| pb::RegisterRequest {
@@ -235,24 +231,4 @@ async fn round(args: &BenchArgs, certs: Option<&std::path::Path>) -> anyhow::Res
         list_rate,
         list_cpu_us: per_call(list_cpu, list_latencies.len()),
     })
-}
-
-/// A health server in this process for the benchmark's instances, secured
-/// as `tls` says (so the registry's probes succeed in both modes).
-async fn health_server(tls: &Tls) -> anyhow::Result<std::net::SocketAddr> {
-    let (reporter, service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status(SERVICE, ServingStatus::Serving)
-        .await;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let accepting = Accepting::new(tls, ClientAuth::Required, false)?;
-    tokio::spawn(async move {
-        let _keep = reporter;
-        let _ = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(accept::incoming(listener, accepting, 1024))
-            .await;
-    });
-    Ok(address)
 }
