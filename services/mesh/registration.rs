@@ -40,9 +40,6 @@ pub struct RegistrationHandle {
     state: watch::Receiver<RegistrationState>,
     own_health: watch::Receiver<Option<Health>>,
     stop: Shutdown,
-    /// Set at shutdown: the record is still watched, but a lost watch no
-    /// longer means "register again" (the registry may be stopping too).
-    draining: Shutdown,
     task: JoinHandle<()>,
     channel: Channel,
     instance_id: String,
@@ -61,15 +58,23 @@ enum WatchEnd {
 impl RegistrationHandle {
     /// Starts keeping `registration` (which must carry its instance id)
     /// registered through `channel`, until [`Self::deregister`] or the
-    /// handle is dropped.
-    pub fn spawn(channel: Channel, registration: Registration, backoff: Backoff) -> Self {
+    /// handle is dropped. Once `shutting_down` is cancelled (the daemon's
+    /// shutdown signal), a lost registry is no longer registered with again:
+    /// the registry may be stopping as well (its own instance, registered
+    /// with itself, always is), and its watches end before this daemon's
+    /// shutdown reaches [`Self::deregister`].
+    pub fn spawn(
+        channel: Channel,
+        registration: Registration,
+        backoff: Backoff,
+        shutting_down: &Shutdown,
+    ) -> Self {
         let (tx, state) = watch::channel(RegistrationState::Registering);
         let (health_tx, own_health) = watch::channel(None);
         // Its own signal, not the daemon's: at shutdown the record is still
         // watched until the registry has seen NOT_SERVING (see
         // `wait_for_health`); `deregister` (or dropping the handle) stops it.
         let stop = Shutdown::new();
-        let draining = Shutdown::new();
         let instance_id = registration.instance_id.clone().unwrap_or_default();
         let task = tokio::spawn(maintain(
             channel.clone(),
@@ -77,7 +82,7 @@ impl RegistrationHandle {
             backoff,
             Signals {
                 stop: stop.clone(),
-                draining: draining.clone(),
+                draining: shutting_down.clone(),
             },
             tx,
             health_tx,
@@ -86,7 +91,6 @@ impl RegistrationHandle {
             state,
             own_health,
             stop,
-            draining,
             task,
             channel,
             instance_id,
@@ -108,13 +112,6 @@ impl RegistrationHandle {
         let mut rx = self.state.clone();
         let registered = rx.wait_for(|s| matches!(s, RegistrationState::Registered { .. }));
         matches!(tokio::time::timeout(timeout, registered).await, Ok(Ok(_)))
-    }
-
-    /// The instance is shutting down: from now on a lost registry is not
-    /// registered with again (the registry may be stopping as well; its own
-    /// instance, registered with itself, always is).
-    pub fn drain(&self) {
-        self.draining.cancel();
     }
 
     /// Waits until the registry's record of this instance shows `health`, or

@@ -342,6 +342,7 @@ impl MeshServer {
                 requires: mesh.config.requires.clone(),
             },
             mesh.config.backoff,
+            &mesh.shutdown,
         );
 
         tokio::select! {
@@ -362,7 +363,6 @@ impl MeshServer {
             // after this.
             let _ = task.await;
         }
-        registration.drain();
         set_health(&health, &health_names, ServingStatus::NotServing).await;
         // Let the registry tell dependents NOT_SERVING before the removal.
         registration
