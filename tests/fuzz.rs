@@ -269,6 +269,16 @@ fn grading_handlers_answer_every_request_with_a_precise_status() {
                     (service
                         .get_student(Request::new(grading_pb::GetStudentRequest {
                             id: id.clone(),
+                            grade_page_size: size,
+                        }))
+                        .await)
+                        .err()
+                        .map(|status| status.code()),
+                    (service
+                        .list_grades(Request::new(grading_pb::ListGradesRequest {
+                            student_id: id.clone(),
+                            page_size: size,
+                            page_token: token.clone(),
                         }))
                         .await)
                         .err()

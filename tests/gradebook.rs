@@ -99,6 +99,30 @@ async fn the_json_api_creates_reads_updates_and_deletes() {
     assert_eq!(detail["first_name"], "Ada");
     assert_eq!(detail["grades"].as_array().unwrap().len(), 2);
     assert_eq!(detail["average"].as_f64(), Some(87.5));
+    assert_eq!(detail["next_grades_page_token"], "", "every grade came");
+
+    // The grades a page at a time.
+    let (status, page) = get(&signed_in, &format!("{grades}?page_size=1")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["grades"][0]["title"], "Loops quiz");
+    let token = page["next_page_token"].as_str().unwrap();
+    assert!(!token.is_empty(), "{page}");
+    let (status, page) = get(
+        &signed_in,
+        &format!("{grades}?page_size=1&page_token={token}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["grades"][0]["title"], "Final");
+    assert_eq!(page["next_page_token"], "", "the last page");
+    for (query, field) in [
+        ("page_token=nope", "page_token"),
+        ("page_size=1001", "page_size"),
+    ] {
+        let (status, body) = get(&signed_in, &format!("{grades}?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(error_of(&body).1.starts_with(field), "{body}");
+    }
 
     let grade_url = format!("{grades}/{}", first["id"].as_str().unwrap());
     let (status, updated) = send(
@@ -290,6 +314,104 @@ async fn an_acknowledged_grade_survives_kill_9_of_grading() {
         .filter_map(|g| g["id"].as_str())
         .collect();
     assert_eq!(ids, [grade["id"].as_str().unwrap()]);
+}
+
+/// A student given more grades than the limit allows (as a database from
+/// before the limit may hold) stays readable: the portal and the API show
+/// the first page with the way to the next, and further grades are refused.
+#[tokio::test]
+async fn a_student_with_more_grades_than_the_limit_is_read_a_page_at_a_time() {
+    use gradebook::model::grading::{MAX_GRADE_PAGE_SIZE, new_id};
+    const GRADES: usize = 1500;
+    let mesh = Mesh::new();
+    let mut gradebook = mesh.gradebook().await;
+    let signed_in = gradebook.client();
+    let http = gradebook.http();
+    let (_, student) = send(
+        &signed_in,
+        reqwest::Method::POST,
+        &format!("{http}/api/students"),
+        json!({"first_name": "Many", "last_name": "Grades"}),
+    )
+    .await;
+    let id = student["id"].as_str().unwrap().to_owned();
+
+    // Written past the store, with grading stopped.
+    assert!(gradebook.grading.terminate(PATIENCE).await.success());
+    let database = mesh.dir.path().join("grading/grading.db");
+    let mut db = rusqlite::Connection::open(&database).unwrap();
+    let tx = db.transaction().unwrap();
+    for i in 0..GRADES {
+        tx.execute(
+            "INSERT INTO grades (id, student_id, title, type, score, created_at) \
+             VALUES (?1, ?2, ?3, 'quiz', 70, ?4)",
+            rusqlite::params![new_id(), id, format!("Old {i:04}"), 1_000_000 + i as i64],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    drop(db);
+    gradebook.grading.restart();
+    gradebook.grading.wait_serving().await;
+
+    let (status, detail) = eventually("the student is served again", PATIENCE, || {
+        let url = format!("{http}/api/students/{id}");
+        let signed_in = signed_in.clone();
+        async move {
+            let (status, detail) = get(&signed_in, &url).await;
+            (status != StatusCode::SERVICE_UNAVAILABLE).then_some((status, detail))
+        }
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(
+        detail["grades"].as_array().unwrap().len(),
+        MAX_GRADE_PAGE_SIZE
+    );
+    assert_eq!(detail["average"].as_f64(), Some(70.0));
+    let token = detail["next_grades_page_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, rest) = get(
+        &signed_in,
+        &format!("{http}/api/students/{id}/grades?page_token={token}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let rest = rest["grades"].as_array().unwrap();
+    assert_eq!(rest.len(), GRADES - MAX_GRADE_PAGE_SIZE);
+    assert_eq!(rest[0]["title"], format!("Old {MAX_GRADE_PAGE_SIZE:04}"));
+
+    // The page shows the first grades and links to the next.
+    let page = signed_in
+        .get(format!("{http}/students/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(&format!("Showing {MAX_GRADE_PAGE_SIZE} of {GRADES} grades")),
+        "{html}"
+    );
+    let next = format!("/students/{id}?grades={token}");
+    assert!(html.contains(&next), "a link to the next grades");
+    let page = signed_in.get(format!("{http}{next}")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Old 1499") && !html.contains("Old 0999"));
+    assert!(!html.contains("id=\"more-grades\""), "the last page");
+
+    // No room for more.
+    let (status, body) = send(
+        &signed_in,
+        reqwest::Method::POST,
+        &format!("{http}/api/students/{id}/grades"),
+        json!({"title": "One more", "type": "quiz", "score": 90}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
 }
 
 #[tokio::test]

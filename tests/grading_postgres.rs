@@ -88,6 +88,7 @@ async fn two_instances_share_changes_and_request_ids() {
     let detail = on_b
         .get_student(pb::GetStudentRequest {
             id: student.id.clone(),
+            grade_page_size: 0,
         })
         .await
         .unwrap()

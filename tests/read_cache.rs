@@ -34,7 +34,10 @@ async fn grade_ids(http: &reqwest::Client, portal: &str, student: &str) -> BTree
 /// What grading itself holds for `student` (ids of its grades).
 async fn held_by_grading(grading: &Daemon, student: &str) -> BTreeSet<String> {
     GradingClient::new(grading.channel())
-        .get_student(pb::GetStudentRequest { id: student.into() })
+        .get_student(pb::GetStudentRequest {
+            id: student.into(),
+            grade_page_size: 0,
+        })
         .await
         .expect("GetStudent")
         .into_inner()

@@ -12,12 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use gradebook::grading::store::{
-    GradeStore, GradeToAdd, PostgresStore, REQUEST_RETENTION, RequestKey, SqliteStore, StoreError,
-    StudentCursor, postgres, sqlite,
+    GradeCursor, GradeStore, GradeToAdd, PostgresStore, REQUEST_RETENTION, RequestKey, SqliteStore,
+    StoreError, StudentCursor, postgres, sqlite,
 };
 use gradebook::model::grading::{
-    Change, ChangeKind, Grade, GradeType, NewGrade, NewStudent, Student, average, new_id,
+    Change, ChangeKind, Grade, GradeType, MAX_GRADE_PAGE_SIZE, NewGrade, NewStudent, Student,
+    average, new_id,
 };
+
+/// A page size that holds every grade of a student.
+const ALL: usize = MAX_GRADE_PAGE_SIZE;
 
 /// How long a change may take to reach a subscriber.
 const FEED_PATIENCE: Duration = Duration::from_secs(15);
@@ -168,6 +172,7 @@ on_both_engines!(
     deleting_a_student_deletes_its_grades,
     add_grades_commits_a_batch_with_per_item_results,
     a_student_holds_at_most_the_grade_limit,
+    a_students_grades_are_paged_in_the_order_added,
     grades_are_listed_in_the_order_added,
     paging_through_250_students,
     no_next_page_when_the_last_page_is_full,
@@ -243,12 +248,15 @@ async fn students_crud(db: Database) {
     assert!(created.created_at <= SystemTime::now());
     assert!(!store.is_empty().await.unwrap());
 
-    let detail = store.get_student(&created.id).await.unwrap();
+    let detail = store.get_student(&created.id, ALL).await.unwrap();
     assert_eq!(detail.student, created);
     assert!(detail.grades.is_empty());
     // Any UUID spelling finds it.
     let upper = created.id.to_uppercase();
-    assert_eq!(store.get_student(&upper).await.unwrap().student, created);
+    assert_eq!(
+        store.get_student(&upper, ALL).await.unwrap().student,
+        created
+    );
 
     let renamed = store
         .update_student(&created.id, &student("Zoe", "Odegaard"), None)
@@ -258,7 +266,7 @@ async fn students_crud(db: Database) {
     assert_eq!(renamed.last_name, "Odegaard");
     assert_eq!(renamed.created_at, created.created_at);
     assert_eq!(
-        store.get_student(&created.id).await.unwrap().student,
+        store.get_student(&created.id, ALL).await.unwrap().student,
         renamed
     );
 
@@ -271,7 +279,10 @@ async fn not_found_and_invalid_ids(db: Database) {
     let store = db.open().await;
     let missing = new_id();
     let not_found = StoreError::student_not_found(&missing);
-    assert_eq!(store.get_student(&missing).await.unwrap_err(), not_found);
+    assert_eq!(
+        store.get_student(&missing, ALL).await.unwrap_err(),
+        not_found
+    );
     assert_eq!(
         store
             .update_student(&missing, &student("A", "B"), None)
@@ -328,9 +339,17 @@ async fn not_found_and_invalid_ids(db: Database) {
             .unwrap_err(),
         StoreError::grade_not_found(&g_other.id)
     );
-    assert_eq!(store.get_student(&other.id).await.unwrap().grades.len(), 1);
+    assert_eq!(
+        store
+            .get_student(&other.id, ALL)
+            .await
+            .unwrap()
+            .grades
+            .len(),
+        1
+    );
 
-    let err = store.get_student("xyz").await.unwrap_err();
+    let err = store.get_student("xyz", ALL).await.unwrap_err();
     assert_eq!(err.to_string(), "id: \"xyz\" is not a valid id");
     assert!(matches!(err, StoreError::Invalid(_)));
     assert_eq!(
@@ -359,7 +378,7 @@ async fn grades_and_averages(db: Database) {
     assert_eq!(after3.average, average(&[90.0, 75.5, 70.0]));
     assert_eq!(after3.grade_count, 3);
 
-    let detail = store.get_student(&s.id).await.unwrap();
+    let detail = store.get_student(&s.id, ALL).await.unwrap();
     assert_eq!(detail.grades, vec![g1.clone(), g2.clone(), g3.clone()]);
     assert_eq!(detail.student, after3);
 
@@ -377,7 +396,10 @@ async fn grades_and_averages(db: Database) {
     assert_eq!(changed.title, "Final exam");
     assert_eq!(changed.grade_type, GradeType::Exam);
     assert_eq!(after.average, average(&[90.0, 100.0, 70.0]));
-    assert_eq!(store.get_student(&s.id).await.unwrap().grades[1], changed);
+    assert_eq!(
+        store.get_student(&s.id, ALL).await.unwrap().grades[1],
+        changed
+    );
 
     let (removed, after) = store.delete_grade(&s.id, &g1.id, None).await.unwrap();
     assert_eq!(removed, g1);
@@ -414,7 +436,10 @@ async fn deleting_a_student_deletes_its_grades(db: Database) {
         store.delete_grade(&s.id, &g.id, None).await.unwrap_err(),
         StoreError::student_not_found(&s.id)
     );
-    assert_eq!(store.get_student(&keep.id).await.unwrap().grades.len(), 1);
+    assert_eq!(
+        store.get_student(&keep.id, ALL).await.unwrap().grades.len(),
+        1
+    );
 }
 
 async fn a_student_holds_at_most_the_grade_limit(db: Database) {
@@ -442,7 +467,7 @@ async fn a_student_holds_at_most_the_grade_limit(db: Database) {
         );
         assert!(error.to_string().contains("delete some"), "{error}");
     }
-    let detail = store.get_student(&full.id).await.unwrap();
+    let detail = store.get_student(&full.id, ALL).await.unwrap();
     assert_eq!(detail.student.grade_count as usize, limit);
     assert_eq!(detail.grades.len(), limit);
     // Room again after a deletion.
@@ -454,6 +479,60 @@ async fn a_student_holds_at_most_the_grade_limit(db: Database) {
         .add_grades(vec![item(&full.id, grade("Again", GradeType::Quiz, 60.0))])
         .await;
     assert!(again[0].is_ok());
+}
+
+async fn a_students_grades_are_paged_in_the_order_added(db: Database) {
+    let store = db.open().await;
+    let s = store
+        .create_student(&student("Many", "Grades"), None)
+        .await
+        .unwrap();
+    let batch: Vec<_> = (0..25)
+        .map(|i| item(&s.id, grade(&format!("G{i}"), GradeType::Quiz, 50.0)))
+        .collect();
+    assert!(store.add_grades(batch).await.iter().all(Result::is_ok));
+    let every = store.get_student(&s.id, ALL).await.unwrap();
+    assert_eq!(every.grades.len(), 25);
+    assert_eq!(every.next_grades, None, "one page holds them all");
+
+    // The first page comes with the student; the rest a page at a time,
+    // the last one without a token.
+    let first = store.get_student(&s.id, 10).await.unwrap();
+    assert_eq!(first.student, every.student, "the average of every grade");
+    let mut paged = first.grades;
+    let mut token = first.next_grades;
+    let mut pages = 1;
+    while let Some(next) = token {
+        let cursor = GradeCursor::decode(&next).expect("a token of ours");
+        let page = store.list_grades(&s.id, 10, Some(&cursor)).await.unwrap();
+        assert!(!page.grades.is_empty() && page.grades.len() <= 10);
+        paged.extend(page.grades);
+        token = page.next;
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(paged, every.grades, "every grade once, oldest first");
+
+    // A full last page has no next page.
+    let two = store.list_grades(&s.id, 5, None).await.unwrap();
+    let cursor = GradeCursor::decode(two.next.as_deref().unwrap()).unwrap();
+    let last = store.list_grades(&s.id, 20, Some(&cursor)).await.unwrap();
+    assert_eq!(last.grades.len(), 20);
+    assert_eq!(last.next, None);
+
+    let missing = new_id();
+    assert_eq!(
+        store.list_grades(&missing, 10, None).await.unwrap_err(),
+        StoreError::student_not_found(&missing)
+    );
+    assert_eq!(
+        store
+            .list_grades("nope", 10, None)
+            .await
+            .unwrap_err()
+            .to_string(),
+        "student_id: \"nope\" is not a valid id"
+    );
 }
 
 async fn add_grades_commits_a_batch_with_per_item_results(db: Database) {
@@ -496,8 +575,14 @@ async fn add_grades_commits_a_batch_with_per_item_results(db: Database) {
     assert_eq!(s3.average, Some(70.0));
 
     assert_eq!(db.rows("grades").await, 3);
-    assert_eq!(store.get_student(&a.id).await.unwrap().grades, vec![g1, g2]);
-    assert_eq!(store.get_student(&b.id).await.unwrap().grades, vec![g3]);
+    assert_eq!(
+        store.get_student(&a.id, ALL).await.unwrap().grades,
+        vec![g1, g2]
+    );
+    assert_eq!(
+        store.get_student(&b.id, ALL).await.unwrap().grades,
+        vec![g3]
+    );
     assert!(store.add_grades(Vec::new()).await.is_empty());
 }
 
@@ -513,7 +598,7 @@ async fn grades_are_listed_in_the_order_added(db: Database) {
     let results = store.add_grades(batch).await;
     assert!(results.iter().all(Result::is_ok));
     let titles: Vec<_> = store
-        .get_student(&s.id)
+        .get_student(&s.id, ALL)
         .await
         .unwrap()
         .grades
@@ -631,7 +716,7 @@ async fn demo_data_is_seeded_once(db: Database) {
     assert!(next.is_none());
     let mut types = HashSet::new();
     for s in &students {
-        let detail = store.get_student(&s.id).await.unwrap();
+        let detail = store.get_student(&s.id, ALL).await.unwrap();
         assert!((3..=5).contains(&detail.grades.len()), "{s:?}");
         let scores: Vec<f64> = detail.grades.iter().map(|g| g.score).collect();
         let expected = average(&scores).unwrap();
@@ -660,12 +745,12 @@ async fn migrations_are_idempotent_and_data_survives_reopen(db: Database) {
         grade("Engines quiz", GradeType::Quiz, 97.5),
     )
     .await;
-    let before = store.get_student(&s.id).await.unwrap();
+    let before = store.get_student(&s.id, ALL).await.unwrap();
     drop(store);
     for _ in 0..2 {
         let store = db.open().await;
         assert_eq!(db.schema_version().await, db.supported_version());
-        let after = store.get_student(&s.id).await.unwrap();
+        let after = store.get_student(&s.id, ALL).await.unwrap();
         assert_eq!(after, before);
         assert_eq!(after.grades, vec![g.clone()]);
         assert!(!store.is_empty().await.unwrap());
@@ -717,7 +802,7 @@ async fn stores_opening_together_migrate_once(db: Database) {
         .await
         .unwrap();
     for store in &stores {
-        assert_eq!(store.get_student(&s.id).await.unwrap().student, s);
+        assert_eq!(store.get_student(&s.id, ALL).await.unwrap().student, s);
     }
 }
 

@@ -11,11 +11,11 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{OnceCell, mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
-use crate::grading::store::{GradeStore, GradeToAdd, StoreError, StudentCursor};
+use crate::grading::store::{GradeCursor, GradeStore, GradeToAdd, StoreError, StudentCursor};
 use crate::mesh::Shutdown;
 use crate::model::grading::{
     Grade, GradeUpdate, IdempotentRequest, InvalidField, NewGrade, NewStudent, RequestKey, Student,
-    page_size_from_pb, validate_id,
+    grade_page_size_from_pb, page_size_from_pb, validate_id,
 };
 use crate::pb::grading::v1 as pb;
 use crate::pb::grading::v1::grading_server::{Grading, GradingServer};
@@ -172,10 +172,36 @@ impl Grading for GradingService {
         &self,
         request: Request<pb::GetStudentRequest>,
     ) -> Result<Response<pb::StudentDetail>, Status> {
-        let id = request.into_inner().id;
-        validate_id("id", &id).map_err(invalid)?;
-        let detail = self.store()?.get_student(&id).await.map_err(status)?;
+        let request = request.into_inner();
+        validate_id("id", &request.id).map_err(invalid)?;
+        let page_size =
+            grade_page_size_from_pb("grade_page_size", request.grade_page_size).map_err(invalid)?;
+        let detail = self
+            .store()?
+            .get_student(&request.id, page_size)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::StudentDetail::from(&detail)))
+    }
+
+    async fn list_grades(
+        &self,
+        request: Request<pb::ListGradesRequest>,
+    ) -> Result<Response<pb::ListGradesResponse>, Status> {
+        let request = request.into_inner();
+        validate_id("student_id", &request.student_id).map_err(invalid)?;
+        let page_size = grade_page_size_from_pb("page_size", request.page_size).map_err(invalid)?;
+        let cursor = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(GradeCursor::decode(&request.page_token).map_err(invalid)?)
+        };
+        let page = self
+            .store()?
+            .list_grades(&request.student_id, page_size, cursor.as_ref())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListGradesResponse::from(&page)))
     }
 
     async fn create_student(

@@ -30,6 +30,9 @@ pub const MAX_PAGE_SIZE: usize = 500;
 /// The most grades one student may have: a student's page (and its message
 /// on the wire) stays small enough to read, whatever is written.
 pub const MAX_GRADES_PER_STUDENT: u32 = 1000;
+/// The largest page of grades a request may ask for, and the size of a page
+/// when it leaves it at 0: every grade of a student within the limit.
+pub const MAX_GRADE_PAGE_SIZE: usize = MAX_GRADES_PER_STUDENT as usize;
 /// The most characters of a write's `request_id`.
 pub const MAX_REQUEST_ID_CHARS: usize = 128;
 
@@ -187,13 +190,25 @@ pub struct Grade {
     pub created_at: SystemTime,
 }
 
-/// A student with every grade.
+/// A student with the first page of grades.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StudentDetail {
-    /// The student, with the average.
+    /// The student, with the average of every grade.
     pub student: Student,
+    /// The first grades, oldest first.
+    pub grades: Vec<Grade>,
+    /// The page token of the grades after these; `None` when `grades` holds
+    /// every grade of the student.
+    pub next_grades: Option<String>,
+}
+
+/// A page of a student's grades.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradePage {
     /// The grades, oldest first.
     pub grades: Vec<Grade>,
+    /// The page token of the grades after these; `None` on the last page.
+    pub next: Option<String>,
 }
 
 /// The mean of `scores`, or `None` when there is none. Unrounded: rounding
@@ -376,6 +391,24 @@ pub fn page_size_from_pb(page_size: u32) -> Result<usize, InvalidField> {
             format!("{page_size} is over the limit of {MAX_PAGE_SIZE}"),
         )),
     }
+}
+
+/// The number of grades to return for a request's page size (the field
+/// `field`): 0 means [`MAX_GRADE_PAGE_SIZE`]; over it is rejected.
+pub fn grade_page_size_from_pb(field: &str, page_size: u32) -> Result<usize, InvalidField> {
+    match usize::try_from(page_size) {
+        Ok(0) => Ok(MAX_GRADE_PAGE_SIZE),
+        Ok(size) if size <= MAX_GRADE_PAGE_SIZE => Ok(size),
+        _ => Err(InvalidField::new(
+            field,
+            format!("{page_size} is over the limit of {MAX_GRADE_PAGE_SIZE}"),
+        )),
+    }
+}
+
+/// A page token as sent, or `None` for an empty one (the first page).
+fn page_token_from_pb(token: String) -> Option<String> {
+    (!token.is_empty()).then_some(token)
 }
 
 /// The grade type of a request, or an error about the field `type`.
@@ -624,7 +657,32 @@ impl From<&StudentDetail> for pb::StudentDetail {
         pb::StudentDetail {
             student: Some(pb::Student::from(&d.student)),
             grades: d.grades.iter().map(pb::Grade::from).collect(),
+            next_grades_page_token: d.next_grades.clone().unwrap_or_default(),
         }
+    }
+}
+
+impl From<&GradePage> for pb::ListGradesResponse {
+    fn from(page: &GradePage) -> Self {
+        pb::ListGradesResponse {
+            grades: page.grades.iter().map(pb::Grade::from).collect(),
+            next_page_token: page.next.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<pb::ListGradesResponse> for GradePage {
+    type Error = MalformedMessage;
+
+    fn try_from(page: pb::ListGradesResponse) -> Result<Self, MalformedMessage> {
+        Ok(GradePage {
+            grades: page
+                .grades
+                .into_iter()
+                .map(Grade::try_from)
+                .collect::<Result<_, _>>()?,
+            next: page_token_from_pb(page.next_page_token),
+        })
     }
 }
 
@@ -642,6 +700,7 @@ impl TryFrom<pb::StudentDetail> for StudentDetail {
                 .into_iter()
                 .map(Grade::try_from)
                 .collect::<Result<_, _>>()?,
+            next_grades: page_token_from_pb(d.next_grades_page_token),
         })
     }
 }
@@ -812,6 +871,7 @@ impl WriteAnswer {
             WriteAnswer::Grade(grade, student) => pb::StudentDetail {
                 student: Some(pb::Student::from(student)),
                 grades: vec![pb::Grade::from(grade)],
+                next_grades_page_token: String::new(),
             }
             .encode_to_vec(),
         }
@@ -828,7 +888,9 @@ impl WriteAnswer {
     pub fn decode_grade(bytes: &[u8]) -> Result<(Grade, Student), MalformedMessage> {
         let detail = pb::StudentDetail::decode(bytes)
             .map_err(|e| MalformedMessage(format!("stored answer: {e}")))?;
-        let StudentDetail { student, grades } = StudentDetail::try_from(detail)?;
+        let StudentDetail {
+            student, grades, ..
+        } = StudentDetail::try_from(detail)?;
         let [grade]: [Grade; 1] = grades
             .try_into()
             .map_err(|_| MalformedMessage("stored answer: not exactly one grade".into()))?;
@@ -1191,6 +1253,7 @@ mod tests {
                 },
             ],
             student: s.clone(),
+            next_grades: Some("7631".into()),
         };
         assert_eq!(
             StudentDetail::try_from(pb::StudentDetail::from(&detail)).unwrap(),

@@ -135,6 +135,9 @@ pub struct StudentDetailJson {
     last_name: String,
     average: Option<f64>,
     grades: Vec<GradeJson>,
+    /// Pass as `page_token` to `GET /api/students/{id}/grades` for the
+    /// grades after these; empty when `grades` holds every grade.
+    next_grades_page_token: String,
 }
 
 impl From<&StudentDetail> for StudentDetailJson {
@@ -145,6 +148,7 @@ impl From<&StudentDetail> for StudentDetailJson {
             last_name: d.student.last_name.clone(),
             average: d.student.average,
             grades: d.grades.iter().map(GradeJson::from).collect(),
+            next_grades_page_token: d.next_grades.clone().unwrap_or_default(),
         }
     }
 }
@@ -182,7 +186,7 @@ fn score_of(score: Option<f64>) -> Result<f64, PortalError> {
     score.ok_or_else(|| PortalError::bad_request("score: must be a number from 0 to 100"))
 }
 
-/// Paging of `GET /api/students`.
+/// Paging of `GET /api/students` and `GET /api/students/{id}/grades`.
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
     #[serde(default)]
@@ -221,6 +225,20 @@ async fn get_student(
 ) -> Result<Response, PortalError> {
     let detail = app.grading.get_student(&id).await?;
     Ok(Json(StudentDetailJson::from(&detail)).into_response())
+}
+
+async fn list_grades(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Response, PortalError> {
+    let page = app
+        .grading
+        .list_grades(&id, page.page_size, page.page_token)
+        .await?;
+    let grades: Vec<GradeJson> = page.grades.iter().map(GradeJson::from).collect();
+    let next = page.next.unwrap_or_default();
+    Ok(Json(serde_json::json!({ "grades": grades, "next_page_token": next })).into_response())
 }
 
 async fn update_student(
@@ -359,7 +377,10 @@ pub fn router() -> Router<AppState> {
             "/api/students/{id}",
             get(get_student).put(update_student).delete(delete_student),
         )
-        .route("/api/students/{id}/grades", axum::routing::post(add_grade))
+        .route(
+            "/api/students/{id}/grades",
+            get(list_grades).post(add_grade),
+        )
         .route(
             "/api/students/{id}/grades/{grade_id}",
             put(update_grade).delete(delete_grade),

@@ -290,6 +290,12 @@ fn student_page(
                     }
                 }
             }
+            @if let Some(next) = &detail.next_grades {
+                p id="more-grades" {
+                    "Showing " (detail.grades.len()) " of " (s.grade_count) " grades. "
+                    a href={ "/students/" (s.id) "?grades=" (next) } { "Next grades" }
+                }
+            }
             h2 { "Add a grade" }
             (grade_form(&format!("/students/{}/grades", s.id), form, &error, "Add grade"))
             h2 { "Rename or remove" }
@@ -336,10 +342,26 @@ fn grade_form(
     }
 }
 
-async fn student(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+/// The query of a student's page: which page of grades to show.
+#[derive(Debug, Default, Deserialize)]
+struct GradesQuery {
+    /// The page token of the grades to show; absent: the first page.
+    grades: Option<String>,
+}
+
+async fn student(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<GradesQuery>,
+) -> Response {
     page(
         async {
-            let detail = app.grading.get_student(&id).await?;
+            let mut detail = app.grading.get_student(&id).await?;
+            if let Some(token) = query.grades {
+                let page = app.grading.list_grades(&id, 0, token).await?;
+                detail.grades = page.grades;
+                detail.next_grades = page.next;
+            }
             Ok(
                 Html(student_page(&detail, &GradeForm::default(), None).into_string())
                     .into_response(),

@@ -35,7 +35,7 @@ use crate::mesh::api::grading::GradeInput;
 use crate::mesh::api::{CallError, GradingApi};
 use crate::mesh::backoff::Backoff;
 use crate::mesh::shutdown::Shutdown;
-use crate::model::grading::{Change, Grade, Student, StudentDetail, canonical_id};
+use crate::model::grading::{Change, Grade, GradePage, Student, StudentDetail, canonical_id};
 
 /// Students kept at most; past it the cache starts over.
 pub const MAX_ENTRIES: usize = 10_000;
@@ -218,7 +218,8 @@ impl CachedGrading {
         self.grading.list_students(page_size, page_token).await
     }
 
-    /// One student with every grade, from the cache when it holds it.
+    /// One student with the first page of grades, from the cache when it
+    /// holds it.
     pub async fn get_student(&self, id: &str) -> Result<StudentDetail, CallError> {
         let key = cache_key(id);
         if let Some(hit) = self.cache.get(&key) {
@@ -230,6 +231,19 @@ impl CachedGrading {
             self.cache.fill(ticket, &key, detail.clone());
         }
         Ok(detail)
+    }
+
+    /// A page of a student's grades after the first (not cached: only a
+    /// student with more grades than one page holds has them).
+    pub async fn list_grades(
+        &self,
+        student_id: &str,
+        page_size: u32,
+        page_token: String,
+    ) -> Result<GradePage, CallError> {
+        self.grading
+            .list_grades(student_id, page_size, page_token)
+            .await
     }
 
     /// Adds a student.
@@ -342,6 +356,7 @@ mod tests {
                 created_at: UNIX_EPOCH,
             },
             grades: vec![],
+            next_grades: None,
         }
     }
 

@@ -12,7 +12,7 @@
 //!
 //! # Layout
 //!
-//! - [`cursor`]: page tokens of the student listing.
+//! - [`cursor`]: page tokens of the student listing and of grades.
 //! - [`write`]: the writes as values, their answers and their changes.
 //! - [`sqlite`]: [`SqliteStore`], embedded SQLite (the default).
 //! - [`postgres`]: [`PostgresStore`], PostgreSQL shared by several instances.
@@ -35,10 +35,10 @@ use tokio::sync::broadcast;
 
 pub use crate::model::grading::RequestKey;
 use crate::model::grading::{
-    Change, Grade, InvalidField, MAX_GRADES_PER_STUDENT, NewGrade, NewStudent, Student,
+    Change, Grade, GradePage, InvalidField, MAX_GRADES_PER_STUDENT, NewGrade, NewStudent, Student,
     StudentDetail, WriteAnswer,
 };
-pub use cursor::StudentCursor;
+pub use cursor::{GradeCursor, StudentCursor};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use write::{Write, WriteRequest};
@@ -163,8 +163,24 @@ pub trait GradeStore: Send + Sync + 'static {
         after: Option<&StudentCursor>,
     ) -> Result<StudentPage, StoreError>;
 
-    /// Returns one student with every grade, oldest first.
-    async fn get_student(&self, id: &str) -> Result<StudentDetail, StoreError>;
+    /// Returns one student with its first `grade_page_size` grades (0
+    /// counts as 1), oldest first, read in one snapshot with the average.
+    async fn get_student(
+        &self,
+        id: &str,
+        grade_page_size: usize,
+    ) -> Result<StudentDetail, StoreError>;
+
+    /// Lists at most `page_size` grades (0 counts as 1) of the student
+    /// `student_id` after the cursor, oldest first, with the token of the
+    /// next page when more grades follow. A student that does not exist is
+    /// [`StoreError::NotFound`].
+    async fn list_grades(
+        &self,
+        student_id: &str,
+        page_size: usize,
+        after: Option<&GradeCursor>,
+    ) -> Result<GradePage, StoreError>;
 
     /// Applies a batch of writes in one transaction (one fsync), each in
     /// its own savepoint: each has its own result, in the order of the

@@ -30,11 +30,11 @@ use crate::grading::store::rows::{GRADE_COLUMNS, GradeRow, STUDENT_COLUMNS, Stud
 use crate::grading::store::time::{Clock, micros_before, micros_from_time, time_from_micros};
 use crate::grading::store::write::{StoredRequest, check_repeat};
 use crate::grading::store::{
-    CHANGE_BUFFER, GradeStore, REQUEST_RETENTION, RequestKey, StoreError, StudentCursor,
-    StudentPage, Write, WriteRequest,
+    CHANGE_BUFFER, GradeCursor, GradeStore, REQUEST_RETENTION, RequestKey, StoreError,
+    StudentCursor, StudentPage, Write, WriteRequest,
 };
 use crate::model::grading::{
-    Change, Grade, NewGrade, NewStudent, Student, StudentDetail, WriteAnswer, new_id,
+    Change, Grade, GradePage, NewGrade, NewStudent, Student, StudentDetail, WriteAnswer, new_id,
 };
 
 /// How long a statement waits for a lock held by another connection.
@@ -186,19 +186,37 @@ fn find_grade(
     .transpose()
 }
 
-/// Every grade of a student, oldest first.
-fn grades_of(conn: &Connection, student_id: &str) -> Result<Vec<Grade>, StoreError> {
+/// A page of a student's grades after `after`, oldest first (see
+/// [`GradeCursor::page`]); `page_size` 0 counts as 1.
+fn grade_page(
+    conn: &Connection,
+    student_id: &str,
+    page_size: usize,
+    after: &GradeCursor,
+) -> Result<GradePage, StoreError> {
+    let page_size = page_size.max(1);
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {GRADE_COLUMNS} FROM grades WHERE student_id = ?1 ORDER BY created_at, id"
+            "SELECT {GRADE_COLUMNS} FROM grades WHERE student_id = ?1 \
+             AND (created_at, id) > (?2, ?3) ORDER BY created_at, id LIMIT ?4"
         ))
         .map_err(db("reading grades"))?;
+    let limit = i64::try_from(page_size)
+        .unwrap_or(i64::MAX)
+        .saturating_add(1);
     let rows = stmt
-        .query_map([student_id], GradeRow::read)
+        .query_map(
+            rusqlite::params![student_id, after.created_at, after.id, limit],
+            GradeRow::read,
+        )
         .map_err(db("reading grades"))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db("reading grades"))?;
-    rows.into_iter().map(GradeRow::into_grade).collect()
+    let grades = rows
+        .into_iter()
+        .map(GradeRow::into_grade)
+        .collect::<Result<_, _>>()?;
+    Ok(GradeCursor::page(grades, page_size))
 }
 
 /// Inserts a grade for a student known to exist; returns it.
@@ -617,15 +635,43 @@ impl GradeStore for SqliteStore {
         Ok((students, next))
     }
 
-    async fn get_student(&self, id: &str) -> Result<StudentDetail, StoreError> {
+    async fn get_student(
+        &self,
+        id: &str,
+        grade_page_size: usize,
+    ) -> Result<StudentDetail, StoreError> {
         let id = crate::model::grading::canonical_id("id", id)?;
         self.read(move |conn| {
             // One read transaction, so the grades match the average.
             let tx = conn.transaction().map_err(db("reading a student"))?;
             let student = require_student(&tx, &id)?;
-            let grades = grades_of(&tx, &id)?;
+            let page = grade_page(&tx, &id, grade_page_size, &GradeCursor::start())?;
             tx.commit().map_err(db("reading a student"))?;
-            Ok(StudentDetail { student, grades })
+            Ok(StudentDetail {
+                student,
+                grades: page.grades,
+                next_grades: page.next,
+            })
+        })
+        .await
+    }
+
+    async fn list_grades(
+        &self,
+        student_id: &str,
+        page_size: usize,
+        after: Option<&GradeCursor>,
+    ) -> Result<GradePage, StoreError> {
+        let id = crate::model::grading::canonical_id("student_id", student_id)?;
+        let after = after.cloned().unwrap_or_else(GradeCursor::start);
+        self.read(move |conn| {
+            // One read transaction, so a missing student is told apart from
+            // one without grades.
+            let tx = conn.transaction().map_err(db("reading grades"))?;
+            require_student(&tx, &id)?;
+            let page = grade_page(&tx, &id, page_size, &after)?;
+            tx.commit().map_err(db("reading grades"))?;
+            Ok(page)
         })
         .await
     }

@@ -11,7 +11,7 @@ use futures::stream::BoxStream;
 use crate::mesh::api::{CallError, Retry, request, stream, unary};
 use crate::mesh::channel::MeshChannel;
 use crate::mesh::discovery::DependencyView;
-use crate::model::grading::{Change, Grade, GradeType, Student, StudentDetail};
+use crate::model::grading::{Change, Grade, GradePage, GradeType, Student, StudentDetail};
 use crate::pb::grading::v1 as pb;
 use crate::pb::grading::v1::grading_client::GradingClient;
 
@@ -95,12 +95,34 @@ impl GradingApi {
         Ok((students, page.next_page_token))
     }
 
-    /// One student with every grade.
+    /// One student with the first page of grades: every grade, while the
+    /// student has no more than a page holds (the most one may have).
     pub async fn get_student(&self, id: &str) -> Result<StudentDetail, CallError> {
         let mut client = self.client()?;
-        let message = pb::GetStudentRequest { id: id.to_owned() };
+        let message = pb::GetStudentRequest {
+            id: id.to_owned(),
+            grade_page_size: 0,
+        };
         let call = client.get_student(request(message, self.timeout, Retry::Safe));
         StudentDetail::try_from(unary(SERVICE, self.timeout, call).await?).map_err(Self::malformed)
+    }
+
+    /// A page of a student's grades (`page_size` 0: the largest), after the
+    /// page whose token is `page_token` (empty: the first page).
+    pub async fn list_grades(
+        &self,
+        student_id: &str,
+        page_size: u32,
+        page_token: String,
+    ) -> Result<GradePage, CallError> {
+        let mut client = self.client()?;
+        let message = pb::ListGradesRequest {
+            student_id: student_id.to_owned(),
+            page_size,
+            page_token,
+        };
+        let call = client.list_grades(request(message, self.timeout, Retry::Safe));
+        GradePage::try_from(unary(SERVICE, self.timeout, call).await?).map_err(Self::malformed)
     }
 
     /// Adds a student.

@@ -39,12 +39,13 @@ use crate::grading::store::rows::{GRADE_COLUMNS, GradeRow, STUDENT_COLUMNS, Stud
 use crate::grading::store::time::{Clock, micros_before, micros_from_time, time_from_micros};
 use crate::grading::store::write::{StoredRequest, check_repeat};
 use crate::grading::store::{
-    CHANGE_BUFFER, GradeStore, REQUEST_RETENTION, RequestKey, StoreError, StudentCursor,
-    StudentPage, Write, WriteRequest,
+    CHANGE_BUFFER, GradeCursor, GradeStore, REQUEST_RETENTION, RequestKey, StoreError,
+    StudentCursor, StudentPage, Write, WriteRequest,
 };
 use crate::mesh::Shutdown;
 use crate::model::grading::{
-    Change, Grade, NewGrade, NewStudent, Student, StudentDetail, WriteAnswer, canonical_id, new_id,
+    Change, Grade, GradePage, NewGrade, NewStudent, Student, StudentDetail, WriteAnswer,
+    canonical_id, new_id,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -583,20 +584,50 @@ async fn find_grade(
         .transpose()
 }
 
-/// Every grade of a student, oldest first.
-async fn grades_of(tx: &Tx<'_>, student_id: &str) -> Result<Vec<Grade>, StoreError> {
+/// A read-only transaction on one snapshot.
+async fn read_snapshot<'a>(
+    client: &'a mut deadpool_postgres::Client,
+    doing: &'static str,
+) -> Result<Tx<'a>, StoreError> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg(doing))
+}
+
+/// A page of a student's grades after `after`, oldest first (see
+/// [`GradeCursor::page`]); `page_size` 0 counts as 1.
+async fn grade_page(
+    tx: &Tx<'_>,
+    student_id: &str,
+    page_size: usize,
+    after: &GradeCursor,
+) -> Result<GradePage, StoreError> {
+    let page_size = page_size.max(1);
     let statement = tx
         .prepare_cached(&format!(
-            "SELECT {GRADE_COLUMNS} FROM grades WHERE student_id = $1 ORDER BY created_at, id"
+            "SELECT {GRADE_COLUMNS} FROM grades WHERE student_id = $1 \
+             AND (created_at, id) > ($2, $3) ORDER BY created_at, id LIMIT $4"
         ))
         .await
         .map_err(pg("reading grades"))?;
-    tx.query(&statement, &[&student_id])
+    let limit = i64::try_from(page_size)
+        .unwrap_or(i64::MAX)
+        .saturating_add(1);
+    let grades = tx
+        .query(
+            &statement,
+            &[&student_id, &after.created_at, &after.id, &limit],
+        )
         .await
         .map_err(pg("reading grades"))?
         .iter()
         .map(|row| GradeRow::from_pg(row)?.into_grade())
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(GradeCursor::page(grades, page_size))
 }
 
 /// Inserts a grade for a student known to exist; returns it.
@@ -717,22 +748,45 @@ impl GradeStore for PostgresStore {
         Ok((students, next))
     }
 
-    async fn get_student(&self, id: &str) -> Result<StudentDetail, StoreError> {
+    async fn get_student(
+        &self,
+        id: &str,
+        grade_page_size: usize,
+    ) -> Result<StudentDetail, StoreError> {
         let id = canonical_id("id", id)?;
         timed("reading a student", async {
             let mut client = self.client().await?;
             // One snapshot, so the grades match the average.
-            let tx = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(pg("reading a student"))?;
+            let tx = read_snapshot(&mut client, "reading a student").await?;
             let student = require_student(&tx, &id).await?;
-            let grades = grades_of(&tx, &id).await?;
+            let page = grade_page(&tx, &id, grade_page_size, &GradeCursor::start()).await?;
             tx.commit().await.map_err(pg("reading a student"))?;
-            Ok(StudentDetail { student, grades })
+            Ok(StudentDetail {
+                student,
+                grades: page.grades,
+                next_grades: page.next,
+            })
+        })
+        .await
+    }
+
+    async fn list_grades(
+        &self,
+        student_id: &str,
+        page_size: usize,
+        after: Option<&GradeCursor>,
+    ) -> Result<GradePage, StoreError> {
+        let id = canonical_id("student_id", student_id)?;
+        let after = after.cloned().unwrap_or_else(GradeCursor::start);
+        timed("reading grades", async {
+            let mut client = self.client().await?;
+            // One snapshot, so a missing student is told apart from one
+            // without grades.
+            let tx = read_snapshot(&mut client, "reading grades").await?;
+            require_student(&tx, &id).await?;
+            let page = grade_page(&tx, &id, page_size, &after).await?;
+            tx.commit().await.map_err(pg("reading grades"))?;
+            Ok(page)
         })
         .await
     }
