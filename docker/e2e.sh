@@ -100,6 +100,13 @@ curl -sf --max-time 5 --cacert "$certs/ca.crt" "$portal/readyz" >/dev/null || fa
 ! grpcurl -cacert "$certs/ca.crt" -max-time 3 127.0.0.1:50051 list >/dev/null 2>&1 || fail "the registry answered a client without a certificate"
 done_step
 
+step "the certificate renewer runs beside the daemons"
+[ "$(docker inspect -f '{{.State.Running}}' "$(docker compose ps -q certs-renewer)")" = true ] \
+    || fail "certs-renewer is not running"
+docker compose logs --no-color certs-renewer | grep "renewing them until stopped" >/dev/null \
+    || fail "certs-renewer did not start renewing"
+done_step
+
 step "containers run as non-root users and log to stdout"
 for service in "${daemons[@]}"; do
     id=$(docker compose ps -q "$service")

@@ -125,13 +125,7 @@ async fn up_starts_supervises_and_stops_the_whole_gradebook() {
     let hint = more
         .recv_timeout(Duration::from_secs(5))
         .expect("a line for the tools");
-    let exports: Vec<(String, String)> = hint
-        .strip_prefix("For the tools: export ")
-        .unwrap_or_else(|| panic!("{hint}"))
-        .split(' ')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let exports = exports_of(&hint);
     let services = Command::new(binary())
         .arg("services")
         .envs(exports.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -414,4 +408,97 @@ fn up_fails_at_once_when_a_port_is_taken() {
         started.elapsed()
     );
     assert!(!String::from_utf8_lossy(&output.stdout).contains("ready"));
+}
+
+/// The tools' settings `up` prints when ports move, as `(name, value)`.
+fn exports_of(hint: &str) -> Vec<(String, String)> {
+    hint.strip_prefix("For the tools: export ")
+        .unwrap_or_else(|| panic!("{hint}"))
+        .split(' ')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Certificates rotate while the mesh runs: with a 45 s lifetime, `up`
+/// renews each after two thirds of it and every daemon loads its new one on
+/// its own. Past the first certificates' expiry, new connections to every
+/// daemon (which would fail their handshake on an expired certificate)
+/// still verify, and every instance is still SERVING.
+#[tokio::test]
+async fn certificates_rotate_before_they_expire_without_a_restart() {
+    use gradebook::mesh::tls::authority::validity;
+    const NAMES: [&str; 5] = ["registry", "log", "grading", "portal", "admin"];
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = EVERY_PORT_ZERO.to_vec();
+    args.extend(["--cert-lifetime", "45s"]);
+    let (mut up, _ready, _sign_in, more) = start_up(&args, dir.path());
+    let exports = exports_of(&more.recv_timeout(Duration::from_secs(5)).unwrap());
+    let certs = dir.path().join("certs");
+    let expiry = |name: &str| validity(&certs.join(format!("{name}.crt"))).unwrap().1;
+    let first: Vec<i64> = NAMES.iter().map(|name| expiry(name)).collect();
+
+    // Until the first certificates have expired (the wait is for the clock,
+    // so it allows for their whole lifetime).
+    let last_expiry = *first.iter().max().unwrap();
+    eventually(
+        "the first certificates expire",
+        Duration::from_secs(90),
+        || async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            (now > last_expiry + 1).then_some(())
+        },
+    )
+    .await;
+    for (name, first) in NAMES.iter().zip(&first) {
+        assert!(expiry(name) > *first, "{name}'s certificate was renewed");
+    }
+
+    // New connections: the tools' own (with the renewed admin
+    // certificate) to the registry, and from there to every daemon, each
+    // required to prove its identity.
+    let tool = |args: &[&str]| {
+        Command::new(binary())
+            .args(args)
+            .envs(exports.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap()
+    };
+    let listed = tool(&["services", "--json"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["health"], "SERVING", "{row}");
+        let (service, address) = (
+            row["service"].as_str().unwrap(),
+            row["address"].as_str().unwrap(),
+        );
+        let checked = tool(&["health-check", address, "--identity", service]);
+        assert!(
+            checked.status.success(),
+            "{service} at {address}: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+    let stderr = std::fs::read_to_string(dir.path().join("up.stderr")).unwrap();
+    assert!(
+        stderr.matches("loaded a renewed certificate").count() >= 4,
+        "every daemon loaded its renewed certificate: {stderr}"
+    );
+
+    kill(Pid::from_raw(up.id() as i32), Signal::SIGINT).unwrap();
+    let status = eventually("up exits", PATIENCE, || {
+        let status = up.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
 }

@@ -1,15 +1,19 @@
 //! `gradebook certs`: the mesh's local certificate authority by hand.
 //! `init` creates it; `issue SERVICE` gives a service (or `admin`, the
 //! tools' identity) a certificate; `ensure` does both where needed and
-//! renews what is due. `gradebook up` does all this on its own.
+//! renews what is due, and with `--keep` goes on renewing until stopped
+//! (the compose stack's renewer). `gradebook up` does all this on its own.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::cli::parse_duration;
 use crate::mesh::config::DEFAULT_CERTS_DIR;
+use crate::mesh::shutdown::{Shutdown, cancel_on_signal};
+use crate::mesh::telemetry;
 use crate::mesh::tls::Identity;
 use crate::mesh::tls::authority::{self, DEFAULT_CERT_LIFETIME};
+use crate::mesh::tls::renewal;
 
 /// `gradebook certs`.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,6 +51,7 @@ pub enum CertsCommand {
     /// Make sure DIR has an authority (created if missing) and a
     /// certificate for each SERVICE with a third of its life left (issued
     /// or renewed otherwise): what `gradebook up` does, for containers.
+    /// With `--keep`, goes on renewing them until SIGTERM or Ctrl-C.
     Ensure {
         /// The identities.
         #[arg(required = true)]
@@ -57,11 +62,15 @@ pub enum CertsCommand {
         /// How long new certificates are valid.
         #[arg(long, value_parser = parse_duration, default_value = "24h")]
         lifetime: Duration,
+        /// Keep running, renewing each certificate after two thirds of its
+        /// life, until stopped.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
 /// Runs `gradebook certs`.
-pub fn run(args: CertsArgs) -> anyhow::Result<()> {
+pub async fn run(args: CertsArgs) -> anyhow::Result<()> {
     match args.command {
         CertsCommand::Init { dir } => {
             let cert = authority::init(&dir)?;
@@ -86,15 +95,21 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
             services,
             dir,
             lifetime,
+            keep,
         } => {
             let identities = services
                 .iter()
                 .map(|service| Identity::new(service))
                 .collect::<Result<Vec<_>, _>>()?;
-            for (identity, renewal) in
-                authority::ensure(&dir, &identities, lifetime, SystemTime::now())?
-            {
+            for (identity, renewal) in renewal::renew(&dir, &identities, lifetime).await? {
                 println!("{identity}: {renewal:?}");
+            }
+            if keep {
+                telemetry::init_stderr(telemetry::DEFAULT_FILTER);
+                let shutdown = Shutdown::new();
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                println!("renewing them until stopped");
+                renewal::keep_renewed(dir, identities, lifetime, shutdown).await;
             }
         }
     }

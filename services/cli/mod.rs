@@ -153,7 +153,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Logs(args) => logs::run(args).await,
         Command::HealthCheck(args) => return health_check::run(args).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Certs(args) => certs::run(args),
+        Command::Certs(args) => certs::run(args).await,
         Command::Users(args) => users::run(args),
     };
     match result {

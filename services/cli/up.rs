@@ -20,7 +20,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
@@ -40,7 +40,7 @@ use crate::mesh::config::{
 use crate::mesh::shutdown::cancel_on_signal;
 use crate::mesh::telemetry;
 use crate::mesh::tls::Identity;
-use crate::mesh::tls::authority::{self, Renewal};
+use crate::mesh::tls::renewal;
 use crate::mesh::{Shutdown, config::url_of};
 
 /// `gradebook up`.
@@ -448,43 +448,6 @@ fn identities() -> Vec<Identity> {
     identities
 }
 
-/// Creates the authority and certificates in `certs` where missing, and
-/// renews those past two thirds of their life.
-async fn renew_certificates(certs: &Path, lifetime: Duration) -> anyhow::Result<()> {
-    let dir = certs.to_owned();
-    let done = tokio::task::spawn_blocking(move || {
-        authority::ensure(&dir, &identities(), lifetime, SystemTime::now())
-    })
-    .await??;
-    for (identity, renewal) in done {
-        match renewal {
-            Renewal::Kept => {}
-            Renewal::Issued => {
-                tracing::info!(%identity, dir = %certs.display(), "issued a certificate")
-            }
-            Renewal::Renewed => {
-                tracing::info!(%identity, dir = %certs.display(), "renewed a certificate")
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Renews certificates before they expire, until `shutdown`: checks every
-/// tenth of their lifetime (at most every ten minutes).
-async fn renew_periodically(certs: PathBuf, lifetime: Duration, shutdown: Shutdown) {
-    let period = (lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        if let Err(error) = renew_certificates(&certs, lifetime).await {
-            tracing::warn!(%error, "could not renew the certificates; will try again");
-        }
-    }
-}
-
 /// The running supervisors of one kind of daemon, stopped together.
 struct Tier {
     kind: Kind,
@@ -507,9 +470,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Tls::Off
     } else {
         let certs = args.certs_dir();
-        renew_certificates(&certs, args.cert_lifetime).await?;
-        tokio::spawn(renew_periodically(
+        renewal::renew(&certs, &identities(), args.cert_lifetime).await?;
+        tokio::spawn(renewal::keep_renewed(
             certs.clone(),
+            identities(),
             args.cert_lifetime,
             shutdown.clone(),
         ));

@@ -95,8 +95,11 @@ pub fn issue(
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
-    names.extend(extra_names.iter().cloned());
-    names.dedup();
+    for name in extra_names {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
     let mut params = CertificateParams::new(names).map_err(TlsError::generate)?;
     params.subject_alt_names.push(SanType::URI(
         identity.uri().try_into().map_err(TlsError::generate)?,
@@ -166,7 +169,13 @@ pub fn ensure(
             } else {
                 return Ok((identity.clone(), Renewal::Kept));
             };
-            issue(dir, identity, lifetime, &[])?;
+            // A renewal keeps the names the certificate was issued for
+            // (`certs issue portal --name HOST`).
+            let names = match renewal {
+                Renewal::Renewed => names_of(&cert).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            issue(dir, identity, lifetime, &names)?;
             Ok((identity.clone(), renewal))
         })
         .collect()
@@ -186,16 +195,56 @@ pub fn needs_renewal(path: &Path, now: SystemTime) -> bool {
 
 /// The validity of the PEM certificate at `path`, in Unix seconds.
 pub fn validity(path: &Path) -> Result<(i64, i64), TlsError> {
+    with_certificate(path, |certificate| {
+        let validity = certificate.validity();
+        Ok((
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        ))
+    })
+}
+
+/// The DNS names and IP addresses the PEM certificate at `path` is valid
+/// for.
+pub fn names_of(path: &Path) -> Result<Vec<String>, TlsError> {
+    use x509_parser::extensions::GeneralName;
+    with_certificate(path, |certificate| {
+        let names = certificate
+            .subject_alternative_name()
+            .map_err(|e| TlsError::Invalid(format!("{}: {e}", path.display())))?
+            .map(|san| san.value.general_names.clone())
+            .unwrap_or_default();
+        Ok(names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                GeneralName::IPAddress(bytes) => ip_of(bytes).map(|ip| ip.to_string()),
+                _ => None,
+            })
+            .collect())
+    })
+}
+
+/// The address of an IP address SAN (4 or 16 bytes).
+fn ip_of(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        _ => None,
+    }
+}
+
+/// Reads the PEM certificate at `path` and hands it to `read`.
+fn with_certificate<T>(
+    path: &Path,
+    read: impl FnOnce(&X509Certificate<'_>) -> Result<T, TlsError>,
+) -> Result<T, TlsError> {
     let pem = fs::read(path).map_err(|source| TlsError::io(path, source))?;
     let (_, pem) = x509_parser::pem::parse_x509_pem(&pem)
         .map_err(|e| TlsError::Invalid(format!("{}: {e}", path.display())))?;
     let (_, certificate) = X509Certificate::from_der(&pem.contents)
         .map_err(|e| TlsError::Invalid(format!("{}: {e}", path.display())))?;
-    let validity = certificate.validity();
-    Ok((
-        validity.not_before.timestamp(),
-        validity.not_after.timestamp(),
-    ))
+    read(&certificate)
 }
 
 fn unix_seconds(time: SystemTime) -> i64 {
@@ -256,7 +305,8 @@ mod tests {
 
         let grading = Identity::new("grading").unwrap();
         let lifetime = Duration::from_secs(3600);
-        let cert = issue(&certs, &grading, lifetime, &[]).unwrap();
+        let extra = ["gradebook.example.org".to_owned(), "10.1.2.3".to_owned()];
+        let cert = issue(&certs, &grading, lifetime, &extra).unwrap();
         assert_eq!(mode(&key_path(&certs, "grading")), 0o600);
         let pem = fs::read(&cert).unwrap();
         let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
@@ -274,5 +324,9 @@ mod tests {
         assert!(needs_renewal(&cert, later));
         let done = ensure(&certs, std::slice::from_ref(&grading), lifetime, later).unwrap();
         assert_eq!(done, [(grading, Renewal::Renewed)]);
+        let names = names_of(&cert).unwrap();
+        for name in ["grading.gradebook.local", "localhost", "::1", &extra[0], &extra[1]] {
+            assert!(names.iter().any(|n| n == name), "{name} kept: {names:?}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 //!   servers are verified under.
 //! - [`authority`]: the local certificate authority (`rcgen`): create,
 //!   issue, renew.
+//! - [`renewal`]: renewing certificates while the mesh runs.
 //! - [`credentials`]: a process's certificate, reloaded when renewed, and
 //!   the rustls configurations made from it.
 //! - [`connect`]: the client side of a connection.
@@ -23,6 +24,7 @@ pub mod caller;
 pub mod connect;
 pub mod credentials;
 pub mod identity;
+pub mod renewal;
 pub mod require;
 pub mod verify;
 
