@@ -95,6 +95,8 @@ done_step
 
 step "mutual TLS: the portal answers HTTPS only; plaintext gRPC and a client without a certificate are refused"
 curl -sf --max-time 5 --cacert "$certs/ca.crt" "$portal/readyz" >/dev/null || fail "HTTPS to the portal"
+docker compose logs --no-color portal | grep "browsers get HTTPS with the mesh's certificate" >/dev/null \
+    || fail "the portal does not say how browsers trust its certificate"
 ! curl -sf --max-time 5 "http://127.0.0.1:8080/readyz" >/dev/null 2>&1 || fail "the portal answered plain HTTP beyond loopback"
 ! grpcurl -plaintext -max-time 3 127.0.0.1:50051 list >/dev/null 2>&1 || fail "the registry answered plaintext"
 ! grpcurl -cacert "$certs/ca.crt" -max-time 3 127.0.0.1:50051 list >/dev/null 2>&1 || fail "the registry answered a client without a certificate"

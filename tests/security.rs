@@ -237,3 +237,106 @@ async fn idle_connections_are_closed_and_bounded() {
     })
     .await;
 }
+
+/// What the real curl answers for `url` trusting `ca` (extra arguments
+/// first): the HTTP status, or `None` when the TLS handshake failed.
+fn curl_status(ca: &std::path::Path, url: &str, extra: &[&str]) -> Option<u16> {
+    let output = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args(extra)
+        .arg("--cacert")
+        .arg(ca)
+        .arg(url)
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).parse().ok())
+        .flatten()
+}
+
+/// A portal given a certificate for browsers (`--web-tls-cert`, from an
+/// authority of the operator's) presents it to browsers and the mesh's own
+/// to mesh clients, which ask for it by name: browsers verify the one, the
+/// registry keeps probing the other. A renewed web certificate is served
+/// without a restart.
+#[tokio::test]
+async fn browsers_get_the_web_certificate_and_the_mesh_its_own() {
+    let web = tempfile::tempdir().unwrap();
+    let www = Identity::new("www").unwrap();
+    authority::init(web.path()).unwrap();
+    authority::issue(web.path(), &www, Duration::from_secs(3600), &[]).unwrap();
+    let (cert, key) = (
+        authority::cert_path(web.path(), "www"),
+        authority::key_path(web.path(), "www"),
+    );
+    let mesh = Mesh::new();
+    let registry = mesh.registry(&[]).await;
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let portal = mesh
+        .portal(
+            &registry,
+            &["--web-tls-cert", &cert_arg, "--web-tls-key", &key_arg],
+        )
+        .await;
+    let url = format!("https://localhost:{}/readyz", portal.port);
+    let web_ca = web.path().join("ca.crt");
+
+    // A browser (curl) verifies the web certificate, not the mesh's.
+    let status = eventually("HTTPS with the web certificate", PATIENCE, || async {
+        curl_status(&web_ca, &url, &[])
+    })
+    .await;
+    assert!(matches!(status, 200 | 503), "{status}");
+    assert_eq!(curl_status(&portal.certs.join("ca.crt"), &url, &[]), None);
+    // The registry's probe (mesh name, mesh identity) sees it SERVING.
+    eventually("the registry sees the portal serving", PATIENCE, || async {
+        list(&registry, "portal")
+            .await
+            .iter()
+            .any(|i| i.health == pb::HealthStatus::Serving as i32)
+            .then_some(())
+    })
+    .await;
+
+    // Renewed for another name too: served from then on, no restart.
+    let renamed = format!("https://web.test:{}/readyz", portal.port);
+    let resolve = format!("web.test:{}:127.0.0.1", portal.port);
+    assert_eq!(
+        curl_status(&web_ca, &renamed, &["--resolve", &resolve]),
+        None
+    );
+    authority::issue(
+        web.path(),
+        &www,
+        Duration::from_secs(3600),
+        &["web.test".to_owned()],
+    )
+    .unwrap();
+    eventually(
+        "the renewed web certificate is served",
+        PATIENCE,
+        || async { curl_status(&web_ca, &renamed, &["--resolve", &resolve]) },
+    )
+    .await;
+
+    // It needs TLS: with --insecure the portal refuses to start.
+    let output = std::process::Command::new(support::binary())
+        .args(["portal", "--insecure", "--listen", "127.0.0.1:0"])
+        .args(["--web-tls-cert", &cert_arg, "--web-tls-key", &key_arg])
+        .env("GRADEBOOK_DATA_DIR", mesh.dir.path().join("other-portal"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--web-tls-cert needs TLS on"), "{stderr}");
+}

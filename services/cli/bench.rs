@@ -148,7 +148,7 @@ pub(crate) async fn health_server(names: &[String], tls: &Tls) -> anyhow::Result
     }
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let accepting = Accepting::new(tls, ClientAuth::Required, false)?;
+    let accepting = Accepting::new(tls, ClientAuth::Required, false, None)?;
     tokio::spawn(async move {
         let _keep = reporter;
         let _ = tonic::transport::Server::builder()

@@ -152,6 +152,14 @@ pub struct PortalArgs {
     /// and by `gradebook users`).
     #[arg(long, env = "GRADEBOOK_DATA_DIR", default_value = "data/portal")]
     pub data_dir: PathBuf,
+    /// A certificate (PEM chain, any authority) for browsers reaching the
+    /// portal over HTTPS, instead of the mesh's; reloaded when the file
+    /// changes. Needs --web-tls-key.
+    #[arg(long, env = "GRADEBOOK_WEB_TLS_CERT", requires = "web_tls_key")]
+    pub web_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --web-tls-cert.
+    #[arg(long, env = "GRADEBOOK_WEB_TLS_KEY", requires = "web_tls_cert")]
+    pub web_tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }
@@ -239,6 +247,10 @@ pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
         call_timeout: args.call_timeout,
         read_cache: args.read_cache,
         data_dir: args.data_dir,
+        web_certificate: args
+            .web_tls_cert
+            .zip(args.web_tls_key)
+            .map(|(cert, key)| crate::portal::WebCertificateFiles { cert, key }),
     };
     let listener = bind(args.listen).await?;
     crate::portal::run(config, listener, shutdown_on_signal()).await?;

@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -29,6 +30,7 @@ use crate::mesh::logship::{Destination, LocalSink};
 use crate::mesh::registration::RegistrationHandle;
 use crate::mesh::shutdown::Shutdown;
 use crate::mesh::tls::accept::{self, Accepting};
+use crate::mesh::tls::key_files::KeyFiles;
 use crate::mesh::tls::require::RequireIdentityLayer;
 use crate::mesh::tls::{ClientAuth, Tls, TlsError};
 use crate::mesh::{client, telemetry};
@@ -179,6 +181,7 @@ pub struct MeshServer {
     service_names: Vec<&'static str>,
     health: HealthReporter,
     http: Option<axum::Router>,
+    web_certificate: Option<Arc<KeyFiles>>,
     readiness: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
@@ -194,6 +197,7 @@ impl MeshServer {
             service_names: Vec::new(),
             health,
             http: None,
+            web_certificate: None,
             readiness: None,
         }
     }
@@ -232,6 +236,15 @@ impl MeshServer {
         self
     }
 
+    /// The certificate browsers get over HTTPS (any authority's: the
+    /// mesh's certificate still goes to mesh clients, which ask for it by
+    /// name); without one, browsers get the mesh's. Reloaded when its files
+    /// change.
+    pub fn with_web_certificate(mut self, certificate: Option<Arc<KeyFiles>>) -> Self {
+        self.web_certificate = certificate;
+        self
+    }
+
     /// The health reporter, for a daemon that reports its own health changes.
     pub fn health(&self) -> HealthReporter {
         self.health.clone()
@@ -247,6 +260,7 @@ impl MeshServer {
             service_names,
             health,
             http,
+            web_certificate,
             readiness,
         } = self;
         let local = listener.local_addr().map_err(ServeError::Listener)?;
@@ -301,7 +315,15 @@ impl MeshServer {
         if let Some(http) = http {
             routes = tonic::service::Routes::from(routes.into_axum_router().fallback_service(http));
         }
-        let accepting = accepting(&mesh.config.tls, browsers, local)?;
+        let accepting = accepting(
+            &mesh.config.tls,
+            browsers.then_some(web_certificate.clone()),
+            local,
+        )?;
+        if let Some(certificate) = web_certificate {
+            mesh.background
+                .push(tokio::spawn(certificate.keep_fresh(mesh.shutdown.clone())));
+        }
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
             .accept_http1(true)
@@ -398,16 +420,39 @@ impl MeshServer {
 }
 
 /// How the server accepts connections: plaintext when TLS is off;
-/// otherwise mutual TLS, except that a server for browsers (the portal)
-/// makes client certificates optional and, on loopback only, also serves
-/// plain HTTP.
-fn accepting(tls: &Tls, browsers: bool, local: SocketAddr) -> Result<Accepting, TlsError> {
-    let clients = if browsers {
-        ClientAuth::Optional
-    } else {
-        ClientAuth::Required
+/// otherwise mutual TLS, except that a server for browsers (the portal:
+/// `browsers` holds its web certificate, if any) makes client certificates
+/// optional and, on loopback only, also serves plain HTTP.
+fn accepting(
+    tls: &Tls,
+    browsers: Option<Option<Arc<KeyFiles>>>,
+    local: SocketAddr,
+) -> Result<Accepting, TlsError> {
+    let Some(web_certificate) = browsers else {
+        return Accepting::new(tls, ClientAuth::Required, false, None);
     };
-    Accepting::new(tls, clients, browsers && local.ip().is_loopback())
+    let loopback = local.ip().is_loopback();
+    if let Some(credentials) = tls.credentials() {
+        match &web_certificate {
+            Some(certificate) => tracing::info!(
+                certificate = %certificate.cert_path().display(),
+                "browsers get HTTPS with the web certificate"
+            ),
+            None if !loopback => tracing::info!(
+                "browsers get HTTPS with the mesh's certificate, valid for localhost, 127.0.0.1 and {}: \
+                 trust {} in the browser (add host names with `gradebook certs issue {} --name HOST`), \
+                 or give a certificate of your own with --web-tls-cert and --web-tls-key",
+                credentials.identity().server_name(),
+                credentials
+                    .dir()
+                    .join(crate::mesh::tls::authority::CA_CERT)
+                    .display(),
+                credentials.identity().service(),
+            ),
+            None => {}
+        }
+    }
+    Accepting::new(tls, ClientAuth::Optional, loopback, web_certificate)
 }
 
 /// Reports `status` for every one of `names`.

@@ -55,6 +55,18 @@ pub struct PortalConfig {
     pub read_cache: bool,
     /// Where the accounts database lives.
     pub data_dir: std::path::PathBuf,
+    /// The certificate browsers get over HTTPS; `None`: the mesh's.
+    pub web_certificate: Option<WebCertificateFiles>,
+}
+
+/// The files of a certificate for browsers (`--web-tls-cert`,
+/// `--web-tls-key`).
+#[derive(Debug, Clone)]
+pub struct WebCertificateFiles {
+    /// The certificate chain, PEM.
+    pub cert: std::path::PathBuf,
+    /// Its private key, PEM.
+    pub key: std::path::PathBuf,
 }
 
 /// What every handler shares.
@@ -194,11 +206,23 @@ pub async fn run(
             mesh_config.requires.push(required.to_owned());
         }
     }
+    let web_certificate = match (&config.web_certificate, mesh_config.tls.credentials()) {
+        (None, _) => None,
+        (Some(files), Some(credentials)) => Some(Arc::new(
+            credentials.load_web_certificate(&files.cert, &files.key)?,
+        )),
+        (Some(_), None) => {
+            return Err(ServeError::Setup(
+                "--web-tls-cert needs TLS on: it cannot be used with --insecure".into(),
+            ));
+        }
+    };
     let accounts = open_accounts(&config.data_dir).await?;
     let mesh = Mesh::start(mesh_config, &shutdown)?;
     let state = AppState::new(&mesh, config.call_timeout, config.read_cache, accounts);
     MeshServer::new(mesh)
         .with_http(router(state))
+        .with_web_certificate(web_certificate)
         .serve(listener)
         .await
 }

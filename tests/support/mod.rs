@@ -114,7 +114,7 @@ impl HealthServer {
         use gradebook::mesh::tls::ClientAuth;
         use gradebook::mesh::tls::accept::{self, Accepting};
         let tls = tls_as(certs, service);
-        let accepting = Accepting::new(&tls, ClientAuth::Required, false).expect("TLS");
+        let accepting = Accepting::new(&tls, ClientAuth::Required, false, None).expect("TLS");
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)

@@ -26,6 +26,7 @@ use tokio_util::either::Either;
 use tonic::transport::server::Connected;
 
 use crate::mesh::tls::identity::Identity;
+use crate::mesh::tls::key_files::KeyFiles;
 use crate::mesh::tls::{ClientAuth, Tls, TlsError};
 
 /// How long a new connection may take to send its first byte and complete
@@ -66,13 +67,19 @@ pub enum Accepting {
 
 impl Accepting {
     /// How a server secured by `tls` accepts: plaintext when TLS is off;
-    /// otherwise TLS with client certificates as `clients` says, and plain
-    /// HTTP too when `plaintext_too`.
-    pub fn new(tls: &Tls, clients: ClientAuth, plaintext_too: bool) -> Result<Self, TlsError> {
+    /// otherwise TLS with client certificates as `clients` says (and
+    /// `web_certificate` for clients that do not ask for a mesh name), and
+    /// plain HTTP too when `plaintext_too`.
+    pub fn new(
+        tls: &Tls,
+        clients: ClientAuth,
+        plaintext_too: bool,
+        web_certificate: Option<Arc<KeyFiles>>,
+    ) -> Result<Self, TlsError> {
         let Some(credentials) = tls.credentials() else {
             return Ok(Accepting::Plaintext);
         };
-        let config = credentials.server_config(clients)?;
+        let config = credentials.server_config(clients, web_certificate)?;
         Ok(Accepting::Tls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             plaintext_too,

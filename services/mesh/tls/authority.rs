@@ -325,7 +325,13 @@ mod tests {
         let done = ensure(&certs, std::slice::from_ref(&grading), lifetime, later).unwrap();
         assert_eq!(done, [(grading, Renewal::Renewed)]);
         let names = names_of(&cert).unwrap();
-        for name in ["grading.gradebook.local", "localhost", "::1", &extra[0], &extra[1]] {
+        for name in [
+            "grading.gradebook.local",
+            "localhost",
+            "::1",
+            &extra[0],
+            &extra[1],
+        ] {
             assert!(names.iter().any(|n| n == name), "{name} kept: {names:?}");
         }
     }

@@ -3,16 +3,20 @@
 //! change (a renewal), so certificates rotate without a restart. From them
 //! come the rustls configurations of the server and the client side, both
 //! TLS 1.3 only, both presenting whatever certificate is current.
+//!
+//! A server that browsers reach too (the portal) may be given a web
+//! certificate as well: it is presented to every client that does not ask
+//! for a mesh name by SNI (browsers ask for the host they were pointed at;
+//! mesh clients ask for `SERVICE.gradebook.local`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
 
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
@@ -20,11 +24,9 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 use crate::mesh::Shutdown;
 use crate::mesh::tls::TlsError;
 use crate::mesh::tls::authority::{CA_CERT, cert_path, key_path};
-use crate::mesh::tls::identity::Identity;
+use crate::mesh::tls::identity::{Identity, TRUST_DOMAIN};
+use crate::mesh::tls::key_files::KeyFiles;
 use crate::mesh::tls::verify::IdentityVerifier;
-
-/// How often the certificate files are checked for a renewal.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Whether a server demands a client certificate at the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,22 +38,13 @@ pub enum ClientAuth {
     Optional,
 }
 
-/// What identifies a version of the certificate files on disk.
-type FileStamp = Option<(SystemTime, u64)>;
-
-/// The certificate and key in use, and the files they came from.
-struct Current {
-    key: Arc<CertifiedKey>,
-    stamp: (FileStamp, FileStamp),
-}
-
 /// A daemon's (or a tool's) credentials, shared by its server and clients.
 pub struct Credentials {
     identity: Identity,
     dir: PathBuf,
     roots: Arc<RootCertStore>,
     provider: Arc<CryptoProvider>,
-    current: RwLock<Current>,
+    own: Arc<KeyFiles>,
 }
 
 impl fmt::Debug for Credentials {
@@ -81,13 +74,18 @@ impl Credentials {
                 .map_err(|e| TlsError::Invalid(format!("{}: {e}", ca.display())))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let current = load_current(dir, identity.service(), &provider)?;
+        let own = KeyFiles::load(
+            &cert_path(dir, identity.service()),
+            &key_path(dir, identity.service()),
+            Some(identity.clone()),
+            provider.clone(),
+        )?;
         Ok(Arc::new(Credentials {
             identity,
             dir: dir.to_owned(),
             roots: Arc::new(roots),
             provider,
-            current: RwLock::new(current),
+            own: Arc::new(own),
         }))
     }
 
@@ -105,43 +103,28 @@ impl Credentials {
     /// when a new certificate is now in use. A failed reload keeps the
     /// current one.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let service = self.identity.service();
-        let stamp = (
-            stamp(&cert_path(&self.dir, service)),
-            stamp(&key_path(&self.dir, service)),
-        );
-        if self.read().stamp == stamp {
-            return Ok(false);
-        }
-        let loaded = load_current(&self.dir, service, &self.provider)?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded;
-        Ok(true)
+        self.own.reload_if_changed()
     }
 
-    /// Checks the files every [`RELOAD_INTERVAL`] until `shutdown`.
+    /// Checks the files every few seconds until `shutdown`.
     pub async fn keep_fresh(self: Arc<Self>, shutdown: Shutdown) {
-        let mut interval = tokio::time::interval(RELOAD_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = interval.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            match self.reload_if_changed() {
-                Ok(true) => {
-                    tracing::info!(identity = %self.identity, "loaded a renewed certificate")
-                }
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "could not load the renewed certificate; keeping the current one")
-                }
-            }
-        }
+        self.own.clone().keep_fresh(shutdown).await
     }
 
-    /// The server side: TLS 1.3, this certificate, clients verified
+    /// Loads a web certificate for browsers (any authority's), with the
+    /// same provider; reload it with [`KeyFiles::keep_fresh`].
+    pub fn load_web_certificate(&self, cert: &Path, key: &Path) -> Result<KeyFiles, TlsError> {
+        KeyFiles::load(cert, key, None, self.provider.clone())
+    }
+
+    /// The server side: TLS 1.3, this certificate (or `web`, when given,
+    /// to clients that do not ask for a mesh name), clients verified
     /// against the authority.
-    pub fn server_config(self: &Arc<Self>, clients: ClientAuth) -> Result<ServerConfig, TlsError> {
+    pub fn server_config(
+        self: &Arc<Self>,
+        clients: ClientAuth,
+        web: Option<Arc<KeyFiles>>,
+    ) -> Result<ServerConfig, TlsError> {
         let verifier =
             WebPkiClientVerifier::builder_with_provider(self.roots.clone(), self.provider.clone());
         let verifier = match clients {
@@ -154,7 +137,10 @@ impl Credentials {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(TlsError::Rustls)?
             .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+            .with_cert_resolver(Arc::new(ServerResolver {
+                mesh: self.own.clone(),
+                web,
+            }));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
@@ -177,24 +163,41 @@ impl Credentials {
         Ok(config)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Current> {
-        self.current.read().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn certified_key(&self) -> Arc<CertifiedKey> {
-        self.read().key.clone()
+        self.own.certified_key()
     }
 }
 
-/// Hands rustls the current certificate, on both sides.
+/// Hands rustls the current certificate on the server side: the web
+/// certificate, when there is one, to a client that does not ask for a
+/// mesh name.
+#[derive(Debug)]
+struct ServerResolver {
+    mesh: Arc<KeyFiles>,
+    web: Option<Arc<KeyFiles>>,
+}
+
+impl ResolvesServerCert for ServerResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        match &self.web {
+            Some(web) if !hello.server_name().is_some_and(is_mesh_name) => {
+                Some(web.certified_key())
+            }
+            _ => Some(self.mesh.certified_key()),
+        }
+    }
+}
+
+/// Whether `name` is one mesh clients ask for: the trust domain, or a
+/// service's name in it.
+fn is_mesh_name(name: &str) -> bool {
+    name.strip_suffix(TRUST_DOMAIN)
+        .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+}
+
+/// Hands rustls the current certificate on the client side.
 #[derive(Debug)]
 struct Resolver(Arc<Credentials>);
-
-impl ResolvesServerCert for Resolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.certified_key())
-    }
-}
 
 impl ResolvesClientCert for Resolver {
     fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
@@ -206,56 +209,27 @@ impl ResolvesClientCert for Resolver {
     }
 }
 
-fn stamp(path: &Path) -> FileStamp {
-    let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.modified().ok()?, metadata.len()))
-}
-
-/// Loads `service`'s certificate and key from `dir`, checking they belong
-/// together and that the certificate names `service`.
-fn load_current(dir: &Path, service: &str, provider: &CryptoProvider) -> Result<Current, TlsError> {
-    let (cert, key) = (cert_path(dir, service), key_path(dir, service));
-    let stamps = (stamp(&cert), stamp(&key));
-    for path in [&cert, &key] {
-        if !path.exists() {
-            return Err(TlsError::Missing {
-                path: path.clone(),
-                identity: service.to_owned(),
-            });
-        }
-    }
-    let chain = CertificateDer::pem_file_iter(&cert)
-        .map_err(|e| TlsError::pem(&cert, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::pem(&cert, e))?;
-    let Some(leaf) = chain.first() else {
-        return Err(TlsError::Invalid(format!(
-            "{} holds no certificate",
-            cert.display()
-        )));
-    };
-    let named = Identity::from_certificate(leaf)
-        .map_err(|e| TlsError::Invalid(format!("{}: {e}", cert.display())))?;
-    if named.service() != service {
-        return Err(TlsError::Invalid(format!(
-            "{} is {named}, not {service}",
-            cert.display()
-        )));
-    }
-    let private = PrivateKeyDer::from_pem_file(&key).map_err(|e| TlsError::pem(&key, e))?;
-    let certified = CertifiedKey::from_der(chain, private, provider).map_err(|e| {
-        TlsError::Invalid(format!("{} with {}: {e}", cert.display(), key.display()))
-    })?;
-    Ok(Current {
-        key: Arc::new(certified),
-        stamp: stamps,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use super::*;
     use crate::mesh::tls::authority;
+
+    #[test]
+    fn mesh_names_are_the_trust_domain_and_its_services() {
+        for name in ["gradebook.local", "portal.gradebook.local"] {
+            assert!(is_mesh_name(name), "{name}");
+        }
+        for name in [
+            "localhost",
+            "gradebook.example.org",
+            "evilgradebook.local",
+            "",
+        ] {
+            assert!(!is_mesh_name(name), "{name}");
+        }
+    }
 
     #[test]
     fn a_renewed_certificate_is_picked_up_without_a_restart() {

@@ -11,6 +11,8 @@
 //! - [`renewal`]: renewing certificates while the mesh runs.
 //! - [`credentials`]: a process's certificate, reloaded when renewed, and
 //!   the rustls configurations made from it.
+//! - [`key_files`]: a certificate and key in files, reloaded when they
+//!   change.
 //! - [`connect`]: the client side of a connection.
 //! - [`accept`]: the server side: connection limit, handshake timeout, the
 //!   peer's identity.
@@ -24,6 +26,7 @@ pub mod caller;
 pub mod connect;
 pub mod credentials;
 pub mod identity;
+pub mod key_files;
 pub mod renewal;
 pub mod require;
 pub mod verify;
