@@ -238,6 +238,71 @@ async fn idle_connections_are_closed_and_bounded() {
     .await;
 }
 
+/// A client that sends its request too slowly does not hold a task and a
+/// connection for ever: the portal answers a body that has not arrived
+/// within its read timeout with 408 (and closes the connection), and every
+/// daemon cuts a gRPC request off at `--request-timeout` with CANCELLED.
+#[tokio::test]
+async fn requests_that_arrive_too_slowly_are_cut_off() {
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tonic::codegen::Service;
+    let mesh = Mesh::new();
+    let registry = mesh.registry(&["--request-timeout", "1s"]).await;
+    let portal = mesh.portal(&registry, &[]).await;
+
+    // HTTP: 10 bytes of a 100-byte body, then nothing.
+    let mut socket = tokio::net::TcpStream::connect(portal.address())
+        .await
+        .unwrap();
+    socket
+        .write_all(
+            b"POST /api/students HTTP/1.1\r\nHost: portal\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"first_na",
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(PATIENCE, socket.read_to_string(&mut answer))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("DEADLINE_EXCEEDED"), "{answer}");
+
+    // gRPC: the frame header of a 100-byte message and 10 bytes of it.
+    let mut prefix = vec![0u8, 0, 0, 0, 100];
+    prefix.extend_from_slice(&[0u8; 10]);
+    let stalled = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(prefix))])
+        .chain(futures::stream::pending());
+    let request = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri("/gradebook.registry.v1.Registry/List")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(axum::body::Body::from_stream(
+            stalled,
+        )))
+        .unwrap();
+    let mut channel = registry.channel();
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .unwrap();
+    let response = tokio::time::timeout(PATIENCE, channel.call(request))
+        .await
+        .expect("answered within the request timeout")
+        .unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "CANCELLED: {:?}",
+        response.headers()
+    );
+}
+
 /// What the real curl answers for `url` trusting `ca` (extra arguments
 /// first): the HTTP status, or `None` when the TLS handshake failed.
 fn curl_status(ca: &std::path::Path, url: &str, extra: &[&str]) -> Option<u16> {

@@ -41,6 +41,10 @@ pub struct DaemonArgs {
     /// The most connections served at once (more wait in the listen backlog).
     #[arg(long, env = "GRADEBOOK_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// How long a request may take to arrive and be answered (up to the
+    /// answer's first bytes; streams may last longer).
+    #[arg(long, env = "GRADEBOOK_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub request_timeout: Duration,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -58,6 +62,7 @@ impl DaemonArgs {
         config.drain_grace = self.drain_grace;
         config.ship_logs = self.ship_logs;
         config.max_connections = self.max_connections;
+        config.request_timeout = self.request_timeout;
         config
     }
 }

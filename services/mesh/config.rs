@@ -29,6 +29,9 @@ pub const DEFAULT_REGISTRY_URL: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_CERTS_DIR: &str = "data/certs";
 /// How long in-flight calls may drain at shutdown before the server stops anyway.
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// How long a served request may take, its body and its handler up to the
+/// answer's head (a stream's life after that is not counted), by default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Deadline of every call to the registry.
 pub const REGISTRY_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline for establishing a connection to any peer.
@@ -90,6 +93,10 @@ pub struct MeshConfig {
     pub tls: Tls,
     /// The most connections the server holds open at once.
     pub max_connections: usize,
+    /// How long a served request may take, its body and its handler up to
+    /// the answer's head: a client that sends its request too slowly is
+    /// answered CANCELLED then (a caller's shorter `grpc-timeout` wins).
+    pub request_timeout: Duration,
 }
 
 impl MeshConfig {
@@ -112,6 +119,7 @@ impl MeshConfig {
             channel: ChannelSettings::default(),
             tls: Tls::Off,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 

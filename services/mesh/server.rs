@@ -328,6 +328,7 @@ impl MeshServer {
         let server = Server::builder()
             .accept_http1(true)
             .tcp_nodelay(true)
+            .timeout(mesh.config.request_timeout)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(RequireIdentityLayer {
                 enabled: mesh.config.tls.is_on(),

@@ -263,7 +263,7 @@ pub fn code_of(status: StatusCode) -> &'static str {
         | StatusCode::URI_TOO_LONG
         | StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
         StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
-        StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => "DEADLINE_EXCEEDED",
         status if status.is_client_error() => "INVALID_ARGUMENT",
         _ => "INTERNAL",
     }
@@ -277,38 +277,75 @@ pub const MAX_DRAINED_BYTES: usize = 16 * 1024 * 1024;
 /// How long draining an oversize body may take.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The middleware: a request whose declared body is over `max` bytes is
-/// answered 413 in its language, after its body has been read through
-/// (within [`MAX_DRAINED_BYTES`] and [`DRAIN_TIMEOUT`]), never reaching a
-/// handler.
-pub async fn refuse_oversize_bodies(
+/// How long a request's body may take to arrive; a client that sends it
+/// more slowly (holding a connection and a task) is answered 408.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The middleware that reads every request's body before a handler runs:
+/// one whose declared body is over `max` bytes is answered 413 after its
+/// body has been read through (within [`MAX_DRAINED_BYTES`] and
+/// [`DRAIN_TIMEOUT`]); a body that turns out longer than `max` gets 413
+/// too, and one that does not arrive within [`BODY_READ_TIMEOUT`] gets 408
+/// and the connection is closed. Answers are in the request's language.
+pub async fn read_bodies(
     max: usize,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     use http_body_util::BodyExt;
+    let api = request.uri().path().starts_with("/api/");
+    let answer = |error: PortalError| {
+        if api {
+            error.into_response()
+        } else {
+            crate::portal::pages::error_page(&error)
+        }
+    };
+    let too_large = |size: String| PortalError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: code_of(StatusCode::PAYLOAD_TOO_LARGE),
+        message: format!("the request body is {size}, over the limit of {max}"),
+    };
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let Some(declared) = declared.filter(|length| *length > max) else {
-        return next.run(request).await;
-    };
-    let api = request.uri().path().starts_with("/api/");
-    if declared <= MAX_DRAINED_BYTES {
-        let body = request.into_body();
-        let drained = http_body_util::Limited::new(body, MAX_DRAINED_BYTES).collect();
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained).await;
+    if let Some(declared) = declared.filter(|length| *length > max) {
+        if declared <= MAX_DRAINED_BYTES {
+            let drained = http_body_util::Limited::new(request.into_body(), MAX_DRAINED_BYTES);
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained.collect()).await;
+        }
+        return answer(too_large(format!("{declared} bytes")));
     }
-    let error = PortalError {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        code: code_of(StatusCode::PAYLOAD_TOO_LARGE),
-        message: format!("the request body is {declared} bytes, over the limit of {max}"),
-    };
-    if api {
-        error.into_response()
-    } else {
-        crate::portal::pages::error_page(&error)
+    let (parts, body) = request.into_parts();
+    let read = http_body_util::Limited::new(body, max).collect();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(collected)) => {
+            let body = axum::body::Body::from(collected.to_bytes());
+            next.run(axum::extract::Request::from_parts(parts, body))
+                .await
+        }
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            answer(too_large("longer".into()))
+        }
+        Ok(Err(_)) => answer(PortalError::bad_request(
+            "the request body could not be read",
+        )),
+        Err(_) => {
+            let mut response = answer(PortalError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: code_of(StatusCode::REQUEST_TIMEOUT),
+                message: format!(
+                    "the request body did not arrive within {}s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            });
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
     }
 }

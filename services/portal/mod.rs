@@ -165,7 +165,7 @@ pub fn router(state: AppState) -> axum::Router {
         ))
         .layer(axum::middleware::from_fn(error::uniform))
         .layer(axum::middleware::from_fn(|request, next| {
-            error::refuse_oversize_bodies(MAX_BODY_BYTES, request, next)
+            error::read_bodies(MAX_BODY_BYTES, request, next)
         }))
         .layer(axum::middleware::map_response(auth::headers::add))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
