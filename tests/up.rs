@@ -200,6 +200,14 @@ async fn up_starts_supervises_and_stops_the_whole_gradebook() {
     // into its store).
     let stderr = std::fs::read_to_string(dir.path().join("up.stderr")).unwrap();
     assert!(!stderr.contains("could not flush"), "{stderr}");
+    // A planned stop is not reported as trouble: the daemons that outlive
+    // the registry (the log service) do not warn that it went away.
+    let stopping = stderr.find("SIGINT received").expect("up says it stops");
+    assert!(
+        !stderr[stopping..].contains(" WARN "),
+        "{}",
+        &stderr[stopping..]
+    );
     let store = gradebook::log::store::LogStore::open(
         &dir.path().join("log"),
         gradebook::log::store::Retention::default(),

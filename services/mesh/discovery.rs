@@ -339,6 +339,7 @@ async fn run_watch(registry: Channel, mut feed: Feed, backoff: Backoff, shutdown
             opened = tokio::time::timeout(REGISTRY_CALL_TIMEOUT, client.watch(request)) => opened,
             _ = shutdown.cancelled() => break,
         };
+        // Why the watch ended: an error, or `None` when the registry closed it.
         let failure = match opened {
             Ok(Ok(response)) => {
                 let mut stream = response.into_inner();
@@ -353,8 +354,8 @@ async fn run_watch(registry: Channel, mut feed: Feed, backoff: Backoff, shutdown
                     };
                     let update = match next {
                         Some(Ok(event)) => WatchUpdate::try_from(event),
-                        Some(Err(status)) => break status.message().to_owned(),
-                        None => break "watch stream ended".to_owned(),
+                        Some(Err(status)) => break Some(status.message().to_owned()),
+                        None => break None,
                     };
                     match update {
                         Ok(update) => {
@@ -367,11 +368,18 @@ async fn run_watch(registry: Channel, mut feed: Feed, backoff: Backoff, shutdown
                     }
                 }
             }
-            Ok(Err(status)) => status.message().to_owned(),
-            Err(_) => "opening the watch timed out".to_owned(),
+            Ok(Err(status)) => Some(status.message().to_owned()),
+            Err(_) => Some("opening the watch timed out".to_owned()),
         };
         if feed.deps.live {
-            tracing::warn!(error = %failure, "dependency watch lost; keeping the last known view and reconnecting");
+            match failure {
+                Some(error) => {
+                    tracing::warn!(%error, "dependency watch lost; keeping the last known view and reconnecting")
+                }
+                None => tracing::info!(
+                    "the registry closed the dependency watch (it is stopping); keeping the last known view and reconnecting"
+                ),
+            }
             feed.lost();
         }
         let delay = backoff.delay(attempt);

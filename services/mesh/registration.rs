@@ -51,6 +51,8 @@ enum WatchEnd {
     Forgotten,
     /// The stream broke (registry restarted, network trouble).
     Broken(String),
+    /// The registry ended the stream: it is stopping (or restarting).
+    Closed,
     /// Shutting down.
     Stopped,
 }
@@ -143,6 +145,10 @@ impl RegistrationHandle {
                 tracing::info!(instance = %self.instance_id, "deregistered");
                 true
             }
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tracing::info!(instance = %self.instance_id, error = %status.message(), "the registry is not there; not deregistered (it drops instances whose health checks fail)");
+                false
+            }
             Err(status) => {
                 tracing::warn!(instance = %self.instance_id, error = %status.message(), "deregistration failed");
                 false
@@ -183,6 +189,9 @@ async fn maintain(
     // is not asked again every few milliseconds.
     let mut quick_breaks = 0u32;
     let mut last_node: Option<String> = None;
+    // The registry closed the watch itself (it is stopping): not a fault,
+    // so waiting for it is not reported as one.
+    let mut registry_left = false;
     loop {
         let registered = deadline(
             REGISTRY_CALL_TIMEOUT,
@@ -202,13 +211,16 @@ async fn maintain(
                     }
                 }
                 last_node = Some(node.clone());
+                registry_left = false;
                 state.send_replace(RegistrationState::Registered {
                     registry_node: node,
                 });
                 attempt = 0;
             }
             Err(status) => {
-                if attempt == 0 {
+                if attempt == 0 && registry_left {
+                    tracing::info!(error = %status.message(), "the registry is not back yet; retrying registration");
+                } else if attempt == 0 {
                     tracing::warn!(error = %status.message(), code = ?status.code(), "registry unreachable; retrying registration");
                 }
                 let delay = backoff.delay(attempt);
@@ -237,14 +249,21 @@ async fn maintain(
             WatchEnd::Forgotten => {
                 tracing::warn!("the registry forgot this instance; registering again");
             }
-            WatchEnd::Broken(error) => {
+            end @ (WatchEnd::Broken(_) | WatchEnd::Closed) => {
                 if watched_since.elapsed() > STABLE_WATCH {
                     quick_breaks = 0;
                 }
-                if quick_breaks == 0 {
-                    tracing::warn!(error = %error, "lost the registry; registering again");
-                } else {
-                    tracing::debug!(error = %error, quick_breaks, "lost the registry again");
+                match end {
+                    WatchEnd::Broken(error) if quick_breaks == 0 => {
+                        tracing::warn!(error = %error, "lost the registry; registering again")
+                    }
+                    WatchEnd::Closed if quick_breaks == 0 => {
+                        registry_left = true;
+                        tracing::info!(
+                            "the registry closed the watch (it is stopping); registering again when it is back"
+                        )
+                    }
+                    _ => tracing::debug!(quick_breaks, "lost the registry again"),
                 }
                 let delay = backoff.delay(quick_breaks);
                 quick_breaks = quick_breaks.saturating_add(1);
@@ -285,7 +304,7 @@ async fn watch_own_record(
         let event = match next {
             Some(Ok(event)) => event,
             Some(Err(status)) => return WatchEnd::Broken(status.message().to_owned()),
-            None => return WatchEnd::Broken("watch stream ended".into()),
+            None => return WatchEnd::Closed,
         };
         match WatchUpdate::try_from(event) {
             Ok(WatchUpdate::Snapshot { instances, .. }) => {
