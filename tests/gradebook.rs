@@ -402,6 +402,15 @@ async fn a_student_with_more_grades_than_the_limit_is_read_a_page_at_a_time() {
     let html = page.text().await.unwrap();
     assert!(html.contains("Old 1499") && !html.contains("Old 0999"));
     assert!(!html.contains("id=\"more-grades\""), "the last page");
+    // A grade of a later page can be edited.
+    let last = rest.last().unwrap()["id"].as_str().unwrap();
+    let edit = signed_in
+        .get(format!("{http}/students/{id}/grades/{last}/edit"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(edit.status(), StatusCode::OK);
+    assert!(edit.text().await.unwrap().contains("value=\"Old 1499\""));
 
     // No room for more.
     let (status, body) = send(

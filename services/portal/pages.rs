@@ -445,17 +445,37 @@ async fn delete_student(
     }
 }
 
+/// The grade `grade_id` of the student: in the first page, or (for a
+/// student with more grades than a page holds) in a later one.
+async fn find_grade(
+    app: &AppState,
+    detail: &StudentDetail,
+    grade_id: &str,
+) -> Result<crate::model::grading::Grade, PortalError> {
+    let mut page = detail.grades.clone();
+    let mut next = detail.next_grades.clone();
+    loop {
+        if let Some(grade) = page.into_iter().find(|g| g.id == grade_id) {
+            return Ok(grade);
+        }
+        let Some(token) = next else {
+            return Err(PortalError::not_found("no such grade"));
+        };
+        let more = app
+            .grading
+            .list_grades(&detail.student.id, 0, token)
+            .await?;
+        (page, next) = (more.grades, more.next);
+    }
+}
+
 async fn edit_grade(
     State(app): State<AppState>,
     Path((id, grade_id)): Path<(String, String)>,
 ) -> Response {
     page(async {
         let detail = app.grading.get_student(&id).await?;
-        let grade = detail
-            .grades
-            .iter()
-            .find(|g| g.id == grade_id)
-            .ok_or_else(|| PortalError::not_found("no such grade"))?;
+        let grade = find_grade(&app, &detail, &grade_id).await?;
         let form = GradeForm {
             title: grade.title.clone(),
             grade_type: grade.grade_type.as_str().to_owned(),
