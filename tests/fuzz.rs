@@ -106,6 +106,13 @@ fn every_grpc_request_decodes_or_is_refused_precisely() {
                 grading_pb::CreateStudentRequest::decode(bytes.as_slice()).is_ok(),
                 grading_pb::AddGradeRequest::decode(bytes.as_slice()).is_ok(),
                 grading_pb::ListStudentsRequest::decode(bytes.as_slice()).is_ok(),
+                grading_pb::GetStudentRequest::decode(bytes.as_slice()).is_ok(),
+                grading_pb::ListGradesRequest::decode(bytes.as_slice()).is_ok(),
+                grading_pb::UpdateStudentRequest::decode(bytes.as_slice()).is_ok(),
+                grading_pb::DeleteStudentRequest::decode(bytes.as_slice()).is_ok(),
+                grading_pb::UpdateGradeRequest::decode(bytes.as_slice()).is_ok(),
+                grading_pb::DeleteGradeRequest::decode(bytes.as_slice()).is_ok(),
+                grading_pb::WatchGradesRequest::decode(bytes.as_slice()).is_ok(),
             ] {
                 let _ = decoded;
             }
