@@ -15,9 +15,12 @@
 //!   SQLite, or in PostgreSQL shared by several instances.
 //! - [`portal`]: the teachers' web app and HTTP/JSON gateway onto grading.
 //! - [`log`]: the log daemon: durable storage, queries and tails of log records.
+//! - [`gossip`]: replication between nodes without a leader, as an I/O-free
+//!   engine, and its simulator.
 //! - [`cli`]: the `gradebook` command line: one subcommand per daemon and tool.
 
 pub mod cli;
+pub mod gossip;
 pub mod grading;
 pub mod log;
 pub mod mesh;

@@ -29,6 +29,7 @@ pub mod listen;
 pub mod logs;
 pub mod scratch_postgres;
 pub mod services;
+pub mod sim;
 pub mod up;
 pub mod users;
 
@@ -76,6 +77,9 @@ pub enum Command {
     Users(users::UsersArgs),
     /// Measure the registry: fan-out latency, throughput, monitoring cost.
     Bench(bench::BenchArgs),
+    /// Simulate the registry's gossip engine: many nodes on virtual time,
+    /// with latency, loss, partitions and crashes; print its figures.
+    Sim(sim::SimArgs),
 }
 
 /// Where to find the registry (shared by every subcommand that needs it).
@@ -153,6 +157,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Logs(args) => logs::run(args).await,
         Command::HealthCheck(args) => return health_check::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Sim(args) => sim::run(args),
         Command::Certs(args) => certs::run(args).await,
         Command::Users(args) => users::run(args),
     };
