@@ -17,12 +17,15 @@
 //! - [`log`]: the log daemon: durable storage, queries and tails of log records.
 //! - [`gossip`]: replication between nodes without a leader, as an I/O-free
 //!   engine, and its simulator.
+//! - [`maelstrom`]: a node for Maelstrom's Gossip Glomers workloads on the
+//!   gossip engine.
 //! - [`cli`]: the `gradebook` command line: one subcommand per daemon and tool.
 
 pub mod cli;
 pub mod gossip;
 pub mod grading;
 pub mod log;
+pub mod maelstrom;
 pub mod mesh;
 pub mod model;
 pub mod pb;

@@ -80,6 +80,9 @@ pub enum Command {
     /// Simulate the registry's gossip engine: many nodes on virtual time,
     /// with latency, loss, partitions and crashes; print its figures.
     Sim(sim::SimArgs),
+    /// Run a Maelstrom node (Gossip Glomers: echo, unique ids, broadcast)
+    /// on stdin and stdout, for Maelstrom or `gradebook glomers`.
+    Maelstrom,
 }
 
 /// Where to find the registry (shared by every subcommand that needs it).
@@ -158,6 +161,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::HealthCheck(args) => return health_check::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Sim(args) => sim::run(args),
+        Command::Maelstrom => crate::maelstrom::run(tokio::io::stdin(), tokio::io::stdout())
+            .await
+            .map_err(anyhow::Error::from),
         Command::Certs(args) => certs::run(args).await,
         Command::Users(args) => users::run(args),
     };

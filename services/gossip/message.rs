@@ -6,12 +6,16 @@
 //!   floors, `SynAck` what the receiver has that the sender lacks plus the
 //!   receiver's floors, `Ack` what the first lacks back.
 
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
 
 use crate::gossip::replica::{Origin, Range, Seq};
 
+/// A node's floor of every origin it knows (see [`crate::gossip::replica`]).
+pub type Floors = Vec<(Origin, Seq)>;
+
 /// One gossip message.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Message<V> {
     /// New entries, unasked.
     Push {
@@ -21,13 +25,13 @@ pub enum Message<V> {
     /// Opens an anti-entropy exchange: what the sender has.
     Syn {
         /// The sender's floor of every origin it knows.
-        floors: BTreeMap<Origin, Seq>,
+        floors: Floors,
     },
     /// What the receiver of a `Syn` has that its sender lacks, and what it
     /// has itself.
     SynAck {
         /// The floors of the `SynAck`'s sender.
-        floors: BTreeMap<Origin, Seq>,
+        floors: Floors,
         /// What the `Syn`'s sender lacks.
         ranges: Vec<Range<V>>,
     },
@@ -57,6 +61,12 @@ impl WireSize for u64 {
     }
 }
 
+impl WireSize for i64 {
+    fn wire_size(&self) -> usize {
+        8
+    }
+}
+
 impl WireSize for String {
     fn wire_size(&self) -> usize {
         self.len()
@@ -68,8 +78,8 @@ fn origin_size(origin: &Origin) -> usize {
     origin.node.len() + 8
 }
 
-fn floors_size(floors: &BTreeMap<Origin, Seq>) -> usize {
-    floors.keys().map(|origin| origin_size(origin) + 8).sum()
+fn floors_size(floors: &Floors) -> usize {
+    floors.iter().map(|(origin, _)| origin_size(origin) + 8).sum()
 }
 
 fn ranges_size<V: WireSize>(ranges: &[Range<V>]) -> usize {

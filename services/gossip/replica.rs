@@ -16,6 +16,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// Identifies a node (its address, or a Maelstrom node id).
 pub type NodeId = String;
 /// An origin's write sequence number; 0 means nothing written.
@@ -24,7 +26,7 @@ pub type Seq = u64;
 /// A node in one of its lives: a restarted node starts a new generation,
 /// with its own sequence from 1, so its new writes are never mistaken for
 /// old ones.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Origin {
     /// The node.
     pub node: NodeId,
@@ -33,7 +35,7 @@ pub struct Origin {
 }
 
 /// One key of one origin as sent: its value, or `None` for a deletion.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Update<V> {
     /// The key.
     pub key: String,
@@ -46,7 +48,7 @@ pub struct Update<V> {
 /// Every current entry of `origin` with a sequence number in `(from, to]`
 /// (see the module documentation); with `reset`, every live entry of the
 /// origin up to `to`, whatever the receiver had.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Range<V> {
     /// Whose entries.
     pub origin: Origin,
@@ -260,7 +262,7 @@ impl<V: Clone + PartialEq> Replica<V> {
     }
 
     /// The floor of every origin: what this replica has, for a digest.
-    pub fn floors(&self) -> BTreeMap<Origin, Seq> {
+    pub fn floors(&self) -> Vec<(Origin, Seq)> {
         self.origins
             .iter()
             .map(|(origin, state)| (origin.clone(), state.floor))
@@ -276,7 +278,8 @@ impl<V: Clone + PartialEq> Replica<V> {
     /// entries in all (a reset is sent whole): per origin, the range from
     /// the peer's floor up, or the origin's whole live state when the
     /// peer is behind a collected tombstone.
-    pub fn delta_for(&self, theirs: &BTreeMap<Origin, Seq>, budget: usize) -> Vec<Range<V>> {
+    pub fn delta_for(&self, theirs: &[(Origin, Seq)], budget: usize) -> Vec<Range<V>> {
+        let theirs: BTreeMap<&Origin, Seq> = theirs.iter().map(|(o, s)| (o, *s)).collect();
         let mut ranges = Vec::new();
         let mut left = budget;
         for (origin, state) in &self.origins {
