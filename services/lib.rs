@@ -19,9 +19,12 @@
 //!   engine, and its simulator.
 //! - [`maelstrom`]: a node for Maelstrom's Gossip Glomers workloads on the
 //!   gossip engine.
+//! - [`glomers`]: a Maelstrom-like harness that runs and checks those
+//!   workloads against real node processes.
 //! - [`cli`]: the `gradebook` command line: one subcommand per daemon and tool.
 
 pub mod cli;
+pub mod glomers;
 pub mod gossip;
 pub mod grading;
 pub mod log;

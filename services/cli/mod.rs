@@ -23,6 +23,7 @@ pub mod bench_gradebook;
 pub mod bench_tls;
 pub mod certs;
 pub mod daemons;
+pub mod glomers;
 pub mod health_check;
 pub mod http_get;
 pub mod listen;
@@ -83,6 +84,9 @@ pub enum Command {
     /// Run a Maelstrom node (Gossip Glomers: echo, unique ids, broadcast)
     /// on stdin and stdout, for Maelstrom or `gradebook glomers`.
     Maelstrom,
+    /// Run a Gossip Glomers workload against `gradebook maelstrom` nodes in
+    /// a Maelstrom-like harness; print the verdict and msgs-per-op.
+    Glomers(glomers::GlomersArgs),
 }
 
 /// Where to find the registry (shared by every subcommand that needs it).
@@ -164,6 +168,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Maelstrom => crate::maelstrom::run(tokio::io::stdin(), tokio::io::stdout())
             .await
             .map_err(anyhow::Error::from),
+        Command::Glomers(args) => glomers::run(args).await,
         Command::Certs(args) => certs::run(args).await,
         Command::Users(args) => users::run(args),
     };

@@ -79,7 +79,10 @@ fn origin_size(origin: &Origin) -> usize {
 }
 
 fn floors_size(floors: &Floors) -> usize {
-    floors.iter().map(|(origin, _)| origin_size(origin) + 8).sum()
+    floors
+        .iter()
+        .map(|(origin, _)| origin_size(origin) + 8)
+        .sum()
 }
 
 fn ranges_size<V: WireSize>(ranges: &[Range<V>]) -> usize {

@@ -116,7 +116,10 @@ impl<V: Clone + PartialEq> Node<V> {
         peers.dedup();
         let mut rng = SmallRng::seed_from_u64(seed);
         // Nodes started together do not all sync at once.
-        let first_sync = now + config.sync_interval.mul_f64(rand::RngExt::random::<f64>(&mut rng));
+        let first_sync = now
+            + config
+                .sync_interval
+                .mul_f64(rand::RngExt::random::<f64>(&mut rng));
         Node {
             next_collection: now + config.tombstone_grace,
             me,
@@ -160,12 +163,7 @@ impl<V: Clone + PartialEq> Node<V> {
         match message {
             Message::Push { ranges } => {
                 for range in ranges {
-                    let relay = self.relays();
-                    let copy = relay.then(|| range.clone());
-                    let changes = self.apply(range, now, &mut effects);
-                    if let Some(range) = copy.filter(|_| changes > 0) {
-                        self.enqueue(range, Some(from.clone()), now, &mut effects);
-                    }
+                    self.apply(from, range, now, &mut effects);
                 }
             }
             Message::Syn { floors } => {
@@ -175,7 +173,7 @@ impl<V: Clone + PartialEq> Node<V> {
             }
             Message::SynAck { floors, ranges } => {
                 for range in ranges {
-                    self.apply(range, now, &mut effects);
+                    self.apply(from, range, now, &mut effects);
                 }
                 let back = self.replica.delta_for(&floors, self.config.max_updates);
                 if !back.is_empty() {
@@ -184,7 +182,7 @@ impl<V: Clone + PartialEq> Node<V> {
             }
             Message::Ack { ranges } => {
                 for range in ranges {
-                    self.apply(range, now, &mut effects);
+                    self.apply(from, range, now, &mut effects);
                 }
             }
         }
@@ -251,12 +249,23 @@ impl<V: Clone + PartialEq> Node<V> {
         }
     }
 
-    /// Applies `range`; returns how many keys changed (reported as effects).
-    fn apply(&mut self, range: Range<V>, now: Duration, effects: &mut Vec<Effect<V>>) -> usize {
+    /// Applies `range` from the peer `from`, reporting the keys that
+    /// changed; a relay passes on what was new to it, however it came (a
+    /// push, or an anti-entropy exchange that got there first).
+    fn apply(
+        &mut self,
+        from: &NodeId,
+        range: Range<V>,
+        now: Duration,
+        effects: &mut Vec<Effect<V>>,
+    ) {
+        let copy = self.relays().then(|| range.clone());
         let changes = self.replica.apply(range, now);
-        let count = changes.len();
+        let changed = !changes.is_empty();
         effects.extend(changes.into_iter().map(Effect::Changed));
-        count
+        if let Some(range) = copy.filter(|_| changed) {
+            self.enqueue(range, Some(from.clone()), now, effects);
+        }
     }
 
     fn enqueue(

@@ -446,7 +446,10 @@ impl Run {
                 Effect::Changed(change) => {
                     if let (Some(value), Some(write)) = (
                         change.value,
-                        change.key.strip_prefix('w').and_then(|n| n.parse::<usize>().ok()),
+                        change
+                            .key
+                            .strip_prefix('w')
+                            .and_then(|n| n.parse::<usize>().ok()),
                     ) && value == write as u64
                         && let Some(slot) = self
                             .received

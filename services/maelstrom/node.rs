@@ -1,7 +1,10 @@
 //! The Maelstrom node as a state machine: lines in, envelopes out, with
 //! the gossip engine doing the broadcast. Before `init` it answers only
 //! `init` (and `echo`, which needs nothing); every other request gets
-//! "temporarily unavailable".
+//! "temporarily unavailable". It sends nothing to other nodes before a
+//! client has asked it something beyond `init` (the topology, say):
+//! Maelstrom starts nodes one by one, and a message to a node it has not
+//! registered yet would make it stop reading this node.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -43,6 +46,8 @@ struct Member {
     engine: gossip::Node<i64>,
     /// Ids handed out by `generate`.
     generated: u64,
+    /// Every node is up: a request other than `init` has come.
+    started: bool,
 }
 
 /// One Maelstrom node.
@@ -70,7 +75,9 @@ impl MaelstromNode {
         match protocol::parse(line) {
             Ok((envelope, request)) => self.handle(envelope, request, now),
             Err(BadInput::NotAnEnvelope(error)) => {
-                vec![Output::Log(format!("ignored a line that is not a message: {error}"))]
+                vec![Output::Log(format!(
+                    "ignored a line that is not a message: {error}"
+                ))]
             }
             Err(BadInput::Refused {
                 envelope,
@@ -124,6 +131,7 @@ impl MaelstromNode {
                     id: node_id,
                     engine,
                     generated: 0,
+                    started: false,
                 });
                 answer("init_ok", Map::new())
             }
@@ -143,6 +151,7 @@ impl MaelstromNode {
                     .into_iter()
                     .collect();
                 };
+                member.started = true;
                 match request {
                     Request::Generate { .. } => {
                         member.generated += 1;
@@ -160,10 +169,9 @@ impl MaelstromNode {
                     }
                     Request::Topology { .. } => answer("topology_ok", Map::new()),
                     Request::Broadcast { message, .. } => {
-                        let effects =
-                            member
-                                .engine
-                                .write(&message.to_string(), Some(message), now);
+                        let effects = member
+                            .engine
+                            .write(&message.to_string(), Some(message), now);
                         let mut out = member.carry_out(effects);
                         out.extend(answer("broadcast_ok", Map::new()));
                         out
@@ -195,9 +203,10 @@ impl Member {
         effects
             .into_iter()
             .filter_map(|effect| match effect {
-                Effect::Send { to, message } => {
+                Effect::Send { to, message } if self.started => {
                     Some(Output::Send(protocol::gossip(&self.id, &to, &message)))
                 }
+                Effect::Send { .. } => None,
                 Effect::Changed(_) => None,
             })
             .collect()
@@ -227,8 +236,12 @@ mod tests {
         let ids = json!(["n0", "n1"]);
         let mut nodes = [MaelstromNode::new(1, 1), MaelstromNode::new(1, 2)];
         // Before init: unavailable, not a crash.
-        let early = nodes[0].handle_line(&line("c0", "n0", json!({"type": "read", "msg_id": 1})), now);
-        assert_eq!(sent(&early)[0].body["code"], json!(code::TEMPORARILY_UNAVAILABLE));
+        let early =
+            nodes[0].handle_line(&line("c0", "n0", json!({"type": "read", "msg_id": 1})), now);
+        assert_eq!(
+            sent(&early)[0].body["code"],
+            json!(code::TEMPORARILY_UNAVAILABLE)
+        );
         for (i, node) in nodes.iter_mut().enumerate() {
             let out = node.handle_line(
                 &line(
@@ -243,8 +256,14 @@ mod tests {
                 json!({"type": "init_ok", "in_reply_to": 1})
             );
         }
+        // Nothing to peers before a client asked for more than init.
+        assert!(sent(&nodes[0].tick(SYNC_INTERVAL * 2)).is_empty());
         let echo = nodes[0].handle_line(
-            &line("c1", "n0", json!({"type": "echo", "msg_id": 2, "echo": "hi"})),
+            &line(
+                "c1",
+                "n0",
+                json!({"type": "echo", "msg_id": 2, "echo": "hi"}),
+            ),
             now,
         );
         assert_eq!(
@@ -254,7 +273,11 @@ mod tests {
         let ids: BTreeSet<String> = (0..100)
             .map(|i| {
                 let out = nodes[i % 2].handle_line(
-                    &line("c2", &format!("n{}", i % 2), json!({"type": "generate", "msg_id": i})),
+                    &line(
+                        "c2",
+                        &format!("n{}", i % 2),
+                        json!({"type": "generate", "msg_id": i}),
+                    ),
                     now,
                 );
                 sent(&out)[0].body["id"].as_str().unwrap().to_owned()
@@ -264,10 +287,17 @@ mod tests {
 
         // A broadcast to n1 (not the hub) goes to the hub, n0, at the push tick.
         let out = nodes[1].handle_line(
-            &line("c3", "n1", json!({"type": "broadcast", "msg_id": 5, "message": 42})),
+            &line(
+                "c3",
+                "n1",
+                json!({"type": "broadcast", "msg_id": 5, "message": 42}),
+            ),
             now,
         );
-        assert_eq!(sent(&out)[0].body, json!({"type": "broadcast_ok", "in_reply_to": 5}));
+        assert_eq!(
+            sent(&out)[0].body,
+            json!({"type": "broadcast_ok", "in_reply_to": 5})
+        );
         let pushed = nodes[1].tick(PUSH_INTERVAL);
         let gossip = sent(&pushed)
             .into_iter()
@@ -286,7 +316,11 @@ mod tests {
 
         // Malformed input: an error body, and the node goes on.
         let bad = nodes[0].handle_line(
-            &line("c5", "n0", json!({"type": "broadcast", "msg_id": 7, "message": "x"})),
+            &line(
+                "c5",
+                "n0",
+                json!({"type": "broadcast", "msg_id": 7, "message": "x"}),
+            ),
             now,
         );
         assert_eq!(sent(&bad)[0].body["code"], json!(code::MALFORMED_REQUEST));

@@ -148,7 +148,11 @@ pub fn parse(line: &str) -> Result<(Envelope, Request), BadInput> {
 /// The reply to `request_body`'s sender: `body` with `type` and
 /// `in_reply_to` added (when the request had a `msg_id`; a request without
 /// one is not answered).
-pub fn reply(to: &Envelope, kind: &str, mut fields: serde_json::Map<String, Value>) -> Option<Envelope> {
+pub fn reply(
+    to: &Envelope,
+    kind: &str,
+    mut fields: serde_json::Map<String, Value>,
+) -> Option<Envelope> {
     let msg_id = to.body.get("msg_id")?.as_u64()?;
     fields.insert("type".into(), json!(kind));
     fields.insert("in_reply_to".into(), json!(msg_id));
@@ -210,7 +214,10 @@ mod tests {
             refused(r#"{"src":"c1","dest":"n0","body":{"msg_id":1}}"#).0,
             code::MALFORMED_REQUEST
         );
-        assert!(matches!(parse("{not json"), Err(BadInput::NotAnEnvelope(_))));
+        assert!(matches!(
+            parse("{not json"),
+            Err(BadInput::NotAnEnvelope(_))
+        ));
         assert!(matches!(parse(""), Err(BadInput::NotAnEnvelope(_))));
     }
 

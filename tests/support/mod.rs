@@ -614,3 +614,26 @@ impl Gradebook {
         .await;
     }
 }
+
+/// Runs `gradebook glomers ARGS --json`; returns its report.
+pub fn glomers(args: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new(binary())
+        .arg("glomers")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run gradebook glomers");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "a JSON report: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(
+        output.status.success(),
+        report["valid"] == true,
+        "the exit status says the verdict"
+    );
+    report
+}
