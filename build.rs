@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "proto/gradebook/registry/v1/registry.proto",
+    "proto/gradebook/registry/v1/peer.proto",
     "proto/gradebook/log/v1/log.proto",
     "proto/gradebook/grading/v1/grading.proto",
 ];

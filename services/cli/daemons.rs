@@ -90,6 +90,13 @@ pub struct RegistryArgs {
     /// Events queued per watcher before a slow watcher is cut off to resync.
     #[arg(long, env = "GRADEBOOK_WATCH_QUEUE", default_value_t = registry::DEFAULT_WATCH_QUEUE)]
     pub watch_queue: usize,
+    /// The registry nodes of the group, as `host:port` (every node may be
+    /// given the same list: a node skips its own address); none: alone.
+    #[arg(long, env = "GRADEBOOK_REGISTRY_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// The group's name: a node refuses gossip from another group.
+    #[arg(long, env = "GRADEBOOK_REGISTRY_CLUSTER", default_value = registry::replication::DEFAULT_CLUSTER)]
+    pub cluster: String,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }
@@ -194,6 +201,8 @@ pub async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
         failure_threshold: args.failure_threshold,
         eviction_grace: args.eviction_grace,
         watch_queue: args.watch_queue,
+        peers: args.peers,
+        cluster: args.cluster,
     };
     config.validate()?;
     let listener = bind(args.listen).await?;

@@ -5,12 +5,15 @@
 //! # Layout
 //!
 //! - [`registry`]: instances, health, record versions and catalog changes.
+//! - [`peer`]: gossip messages between registry nodes (the `Peer` service
+//!   of the registry package).
 //! - [`log`]: log records, levels and filters.
 //! - [`page_token`]: opaque page tokens for every paged listing.
 
 pub mod grading;
 pub mod log;
 pub mod page_token;
+pub mod peer;
 pub mod registry;
 pub mod time;
 

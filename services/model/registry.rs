@@ -80,6 +80,35 @@ pub struct RecordVersion {
     pub origin: String,
 }
 
+/// A catalog record as registry nodes replicate it: an instance, or the
+/// mark that it was removed, versioned like any change, so that an older
+/// record of the instance held elsewhere cannot come back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CatalogRecord {
+    /// The instance as last changed.
+    Live(Box<Instance>),
+    /// The instance was removed by this version's change.
+    Removed(RecordVersion),
+}
+
+impl CatalogRecord {
+    /// The version of the change the record holds.
+    pub fn version(&self) -> &RecordVersion {
+        match self {
+            CatalogRecord::Live(instance) => &instance.record_version,
+            CatalogRecord::Removed(version) => version,
+        }
+    }
+
+    /// The instance, unless removed.
+    pub fn instance(&self) -> Option<&Instance> {
+        match self {
+            CatalogRecord::Live(instance) => Some(instance.as_ref()),
+            CatalogRecord::Removed(_) => None,
+        }
+    }
+}
+
 /// One registered instance of a service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {

@@ -4,13 +4,21 @@
 //! stop monitoring). No I/O, no clock, no tasks: tested exhaustively below.
 //!
 //! Every record carries its own [`RecordVersion`], a hybrid logical clock
-//! reading stamped by this node, so that catalogs can later be merged across
-//! registry nodes by gossip without a global counter.
+//! reading stamped by this node, so that catalogs merge across registry
+//! nodes without a global counter. This node *owns* (and monitors) the
+//! instances registered through it; the best record other nodes hold of
+//! each instance comes in through [`Catalog::apply_remote`]. What lists and
+//! watchers see is the merge: per instance, the record of the highest
+//! version, where a removal is a record too (so an older record held
+//! elsewhere cannot come back). A newer record elsewhere supersedes this
+//! node's own: it stops monitoring the instance and drops its record.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::model::registry::{Change, ChangeKind, Health, Instance, RecordVersion, Registration};
+use crate::model::registry::{
+    CatalogRecord, Change, ChangeKind, Health, Instance, RecordVersion, Registration,
+};
 use crate::registry::health::{HealthPolicy, HealthTracker, ProbeOutcome};
 
 /// What the shell must do after a catalog change.
@@ -35,7 +43,19 @@ pub enum Effect {
         /// The instance.
         instance_id: String,
     },
+    /// Tell the other registry nodes this node's record of the instance
+    /// (`None`: this node holds none any more).
+    Replicate {
+        /// The instance.
+        instance_id: String,
+        /// This node's record.
+        record: Option<CatalogRecord>,
+    },
 }
+
+/// How long this node keeps the mark that it removed an instance, so that
+/// every node learns of the removal before the mark goes.
+pub const REMOVAL_GRACE: Duration = Duration::from_secs(300);
 
 /// One catalog record and its health state machine.
 #[derive(Debug, Clone)]
@@ -70,7 +90,12 @@ fn same_details(instance: &Instance, registration: &Registration) -> bool {
 pub struct Catalog {
     node_id: String,
     policy: HealthPolicy,
+    /// The instances this node owns.
     entries: HashMap<String, Entry>,
+    /// The instances this node removed: the removal's version, and when.
+    removed: HashMap<String, (RecordVersion, SystemTime)>,
+    /// The best record other nodes hold of each instance.
+    remote: HashMap<String, CatalogRecord>,
     last_counter: u64,
 }
 
@@ -81,6 +106,8 @@ impl Catalog {
             node_id: node_id.into(),
             policy,
             entries: HashMap::new(),
+            removed: HashMap::new(),
+            remote: HashMap::new(),
             last_counter: 0,
         }
     }
@@ -90,14 +117,113 @@ impl Catalog {
         &self.node_id
     }
 
-    /// How many instances are registered.
+    /// How many instances are registered (through any node).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.ids().filter(|id| self.merged(id).is_some()).count()
     }
 
     /// Whether no instance is registered.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+
+    /// Every instance id this node knows something of.
+    fn ids(&self) -> impl Iterator<Item = &String> {
+        let ids: BTreeSet<&String> = self.entries.keys().chain(self.remote.keys()).collect();
+        ids.into_iter()
+    }
+
+    /// The instance as lists and watchers see it: the record of the
+    /// highest version among this node's own (or its removal mark) and the
+    /// best of the other nodes'; `None` when that is a removal.
+    fn merged(&self, id: &str) -> Option<Instance> {
+        let own = self
+            .entries
+            .get(id)
+            .map(|entry| CatalogRecord::Live(Box::new(entry.view())))
+            .or_else(|| {
+                self.removed
+                    .get(id)
+                    .map(|(version, _)| CatalogRecord::Removed(version.clone()))
+            });
+        let best = match (own, self.remote.get(id)) {
+            (Some(own), Some(remote)) if remote.version() > own.version() => remote.clone(),
+            (Some(own), _) => own,
+            (None, Some(remote)) => remote.clone(),
+            (None, None) => return None,
+        };
+        best.instance().cloned()
+    }
+
+    /// The version of the newest record of `id`, whatever it says.
+    fn newest_version(&self, id: &str) -> Option<RecordVersion> {
+        let own = self
+            .entries
+            .get(id)
+            .map(|e| e.instance.record_version.clone())
+            .or_else(|| self.removed.get(id).map(|(v, _)| v.clone()));
+        let remote = self.remote.get(id).map(|r| r.version().clone());
+        own.max(remote)
+    }
+
+    /// Runs a change of the instance `id`, then publishes what it changed
+    /// in the merged view (the change's own publications are replaced).
+    fn changing(&mut self, id: &str, change: impl FnOnce(&mut Self) -> Vec<Effect>) -> Vec<Effect> {
+        let before = self.merged(id);
+        let others: Vec<Effect> = change(self)
+            .into_iter()
+            .filter(|e| !matches!(e, Effect::Publish(_)))
+            .collect();
+        let after = self.merged(id);
+        let removal = self.removed.get(id).map(|(v, _)| v.clone());
+        let mut effects = publications(before, after, removal);
+        effects.extend(others);
+        effects
+    }
+
+    /// Takes in the best record the other nodes hold of `instance_id`
+    /// (`None`: they hold none).
+    pub fn apply_remote(
+        &mut self,
+        instance_id: &str,
+        best: Option<CatalogRecord>,
+        _now: SystemTime,
+    ) -> Vec<Effect> {
+        if self.remote.get(instance_id) == best.as_ref() {
+            return Vec::new();
+        }
+        let removal = best
+            .as_ref()
+            .filter(|r| r.instance().is_none())
+            .map(|r| r.version().clone());
+        let before = self.merged(instance_id);
+        match best {
+            Some(record) => {
+                self.remote.insert(instance_id.to_owned(), record);
+            }
+            None => {
+                self.remote.remove(instance_id);
+            }
+        }
+        let mut others = Vec::new();
+        let superseded = match (self.entries.get(instance_id), self.remote.get(instance_id)) {
+            (Some(entry), Some(remote)) => remote.version() > &entry.instance.record_version,
+            _ => false,
+        };
+        if superseded {
+            self.entries.remove(instance_id);
+            others.push(Effect::StopMonitor {
+                instance_id: instance_id.to_owned(),
+            });
+            others.push(Effect::Replicate {
+                instance_id: instance_id.to_owned(),
+                record: None,
+            });
+        }
+        let after = self.merged(instance_id);
+        let mut effects = publications(before, after, removal);
+        effects.extend(others);
+        effects
     }
 
     /// The next version for a record whose previous version is `previous`:
@@ -126,7 +252,14 @@ impl Catalog {
         generate_id: impl FnOnce() -> String,
     ) -> (Instance, Vec<Effect>) {
         let instance_id = registration.instance_id.clone().unwrap_or_else(generate_id);
-        self.register_as(registration, instance_id, now)
+        let mut instance = None;
+        let effects = self.changing(&instance_id.clone(), |catalog| {
+            let (registered, effects) = catalog.register_as(registration, instance_id, now);
+            instance = Some(registered);
+            effects
+        });
+        let instance = instance.expect("the change ran");
+        (instance, effects)
     }
 
     fn register_as(
@@ -146,7 +279,24 @@ impl Catalog {
         let health_service = registration.health_service();
         match previous {
             None => {
-                let version = self.next_version(None, now);
+                // Known from another node (this instance fails over to this
+                // node): this node's record supersedes it, and keeps its
+                // health while the address stays.
+                let known = self
+                    .remote
+                    .get(&instance_id)
+                    .and_then(CatalogRecord::instance)
+                    .cloned();
+                let newest = self.newest_version(&instance_id);
+                let version = self.next_version(newest.as_ref(), now);
+                self.removed.remove(&instance_id);
+                let health = match &known {
+                    Some(known) if known.address == registration.address => {
+                        HealthTracker::continuing(known)
+                    }
+                    _ => HealthTracker::new(now),
+                };
+                let registered_at = known.as_ref().map_or(now, |k| k.registered_at);
                 let entry = Entry {
                     instance: Instance {
                         service: registration.service,
@@ -157,12 +307,12 @@ impl Catalog {
                         requires: registration.requires,
                         health: Health::Unknown,
                         record_version: version,
-                        registered_at: now,
+                        registered_at,
                         last_check: None,
                         health_since: now,
                         last_error: None,
                     },
-                    health: HealthTracker::new(now),
+                    health,
                 };
                 let view = entry.view();
                 self.entries.insert(instance_id.clone(), entry);
@@ -172,10 +322,14 @@ impl Catalog {
                         instance: view.clone(),
                     }),
                     Effect::Monitor {
-                        instance_id,
+                        instance_id: instance_id.clone(),
                         service: view.service.clone(),
                         address: registration.address,
                         health_service,
+                    },
+                    Effect::Replicate {
+                        instance_id,
+                        record: Some(CatalogRecord::Live(Box::new(view.clone()))),
                     },
                 ];
                 (view, effects)
@@ -220,6 +374,10 @@ impl Catalog {
                     kind: ChangeKind::Updated,
                     instance: view.clone(),
                 }));
+                effects.push(Effect::Replicate {
+                    instance_id: instance_id.clone(),
+                    record: Some(CatalogRecord::Live(Box::new(view.clone()))),
+                });
                 if address_changed {
                     effects.push(Effect::Monitor {
                         instance_id,
@@ -233,34 +391,43 @@ impl Catalog {
         }
     }
 
-    /// The service `instance_id` is registered as, if it is.
-    pub fn service_of(&self, instance_id: &str) -> Option<&str> {
-        self.entries
-            .get(instance_id)
-            .map(|entry| entry.instance.service.as_str())
+    /// The service `instance_id` is registered as (through any node), if
+    /// it is.
+    pub fn service_of(&self, instance_id: &str) -> Option<String> {
+        self.merged(instance_id).map(|instance| instance.service)
     }
 
-    /// Removes an instance; returns whether it was registered.
+    /// Removes an instance, wherever it registered; returns whether it was
+    /// registered.
     pub fn deregister(&mut self, instance_id: &str, now: SystemTime) -> (bool, Vec<Effect>) {
-        let effects = self.remove(instance_id, now);
-        (!effects.is_empty(), effects)
+        if self.merged(instance_id).is_none() {
+            return (false, Vec::new());
+        }
+        let effects = self.changing(instance_id, |catalog| catalog.remove(instance_id, now));
+        (true, effects)
     }
 
+    /// Removes this node's record of `instance_id` (if it has one) and
+    /// marks the removal, newer than any record of it.
     fn remove(&mut self, instance_id: &str, now: SystemTime) -> Vec<Effect> {
-        let Some(entry) = self.entries.remove(instance_id) else {
+        let newest = self.newest_version(instance_id);
+        let Some(newest) = newest else {
             return Vec::new();
         };
-        let mut view = entry.view();
-        view.record_version = self.next_version(Some(&entry.instance.record_version), now);
-        vec![
-            Effect::Publish(Change {
-                kind: ChangeKind::Removed,
-                instance: view,
-            }),
-            Effect::StopMonitor {
+        let owned = self.entries.remove(instance_id).is_some();
+        let version = self.next_version(Some(&newest), now);
+        self.removed
+            .insert(instance_id.to_owned(), (version.clone(), now));
+        let mut effects = vec![Effect::Replicate {
+            instance_id: instance_id.to_owned(),
+            record: Some(CatalogRecord::Removed(version)),
+        }];
+        if owned {
+            effects.push(Effect::StopMonitor {
                 instance_id: instance_id.to_owned(),
-            },
-        ]
+            });
+        }
+        effects
     }
 
     /// Takes in a health probe's outcome for an instance.
@@ -274,22 +441,31 @@ impl Catalog {
         let Some(entry) = self.entries.get_mut(instance_id) else {
             return Vec::new();
         };
-        if entry.health.observe(outcome, now, &policy).is_none() {
+        let mut probed = entry.health.clone();
+        if probed.observe(outcome, now, &policy).is_none() {
+            entry.health = probed;
             return Vec::new();
         }
-        let previous = entry.instance.record_version.clone();
-        let version = self.next_version(Some(&previous), now);
-        let Some(entry) = self.entries.get_mut(instance_id) else {
-            return Vec::new();
-        };
-        entry.instance.record_version = version;
-        vec![Effect::Publish(Change {
-            kind: ChangeKind::HealthChanged,
-            instance: entry.view(),
-        })]
+        self.changing(instance_id, |catalog| {
+            let previous = catalog
+                .entries
+                .get(instance_id)
+                .map(|e| e.instance.record_version.clone());
+            let version = catalog.next_version(previous.as_ref(), now);
+            let Some(entry) = catalog.entries.get_mut(instance_id) else {
+                return Vec::new();
+            };
+            entry.health = probed;
+            entry.instance.record_version = version;
+            vec![Effect::Replicate {
+                instance_id: instance_id.to_owned(),
+                record: Some(CatalogRecord::Live(Box::new(entry.view()))),
+            }]
+        })
     }
 
-    /// Evicts the instances that have been down for longer than the grace.
+    /// Evicts the instances that have been down for longer than the grace,
+    /// and drops the marks of removals older than [`REMOVAL_GRACE`].
     pub fn tick(&mut self, now: SystemTime) -> Vec<Effect> {
         let expired: Vec<String> = self
             .entries
@@ -297,21 +473,41 @@ impl Catalog {
             .filter(|(_, e)| e.health.should_evict(now, &self.policy))
             .map(|(id, _)| id.clone())
             .collect();
-        expired.iter().flat_map(|id| self.remove(id, now)).collect()
+        let mut effects: Vec<Effect> = expired
+            .iter()
+            .flat_map(|id| self.changing(id, |catalog| catalog.remove(id, now)))
+            .collect();
+        let old_marks: Vec<String> = self
+            .removed
+            .iter()
+            .filter(|(_, (_, at))| now.duration_since(*at).unwrap_or_default() >= REMOVAL_GRACE)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in old_marks {
+            self.removed.remove(&id);
+            effects.push(Effect::Replicate {
+                instance_id: id,
+                record: None,
+            });
+        }
+        effects
     }
 
     /// The instances of `service` (or of every service when `None`), ordered
     /// by service then id; only healthy ones unless `include_unhealthy`.
     pub fn list(&self, service: Option<&str>, include_unhealthy: bool) -> Vec<Instance> {
-        let mut found: BTreeMap<(&str, &str), Instance> = BTreeMap::new();
-        for (id, entry) in &self.entries {
-            if service.is_some_and(|s| s != entry.instance.service) {
+        let mut found: BTreeMap<(String, String), Instance> = BTreeMap::new();
+        for id in self.ids() {
+            let Some(instance) = self.merged(id) else {
+                continue;
+            };
+            if service.is_some_and(|s| s != instance.service) {
                 continue;
             }
-            if !include_unhealthy && !entry.health.health().is_healthy() {
+            if !include_unhealthy && !instance.health.is_healthy() {
                 continue;
             }
-            found.insert((&entry.instance.service, id), entry.view());
+            found.insert((instance.service.clone(), id.clone()), instance);
         }
         found.into_values().collect()
     }
@@ -330,10 +526,47 @@ impl Catalog {
     }
 }
 
+/// What watchers must be told when the merged view of an instance goes
+/// from `before` to `after` (`removal`: the version of the removal, when
+/// it is one).
+fn publications(
+    before: Option<Instance>,
+    after: Option<Instance>,
+    removal: Option<RecordVersion>,
+) -> Vec<Effect> {
+    let publish = |kind, instance| Effect::Publish(Change { kind, instance });
+    match (before, after) {
+        (None, None) => Vec::new(),
+        (None, Some(after)) => vec![publish(ChangeKind::Added, after)],
+        (Some(mut before), None) => {
+            if let Some(removal) = removal.filter(|v| *v > before.record_version) {
+                before.record_version = removal;
+            }
+            vec![publish(ChangeKind::Removed, before)]
+        }
+        (Some(before), Some(after)) if before.service != after.service => vec![
+            publish(ChangeKind::Removed, before),
+            publish(ChangeKind::Added, after),
+        ],
+        (Some(before), Some(after)) => {
+            let same_details = before.address == after.address
+                && before.version == after.version
+                && before.metadata == after.metadata
+                && before.requires == after.requires;
+            if !same_details {
+                vec![publish(ChangeKind::Updated, after)]
+            } else if before.health != after.health {
+                vec![publish(ChangeKind::HealthChanged, after)]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     const POLICY: HealthPolicy = HealthPolicy {
         failure_threshold: 2,
@@ -371,8 +604,85 @@ mod tests {
                     ..
                 } => format!("monitor:{instance_id}:{address}"),
                 Effect::StopMonitor { instance_id } => format!("stop:{instance_id}"),
+                Effect::Replicate { instance_id, .. } => format!("replicate:{instance_id}"),
             })
+            .filter(|kind| !kind.starts_with("replicate:"))
             .collect()
+    }
+
+    fn remote(service: &str, id: &str, health: Health, counter: u64) -> CatalogRecord {
+        let mut instance = Instance::for_test(service, id, health);
+        instance.record_version = RecordVersion {
+            counter,
+            origin: "other".into(),
+        };
+        CatalogRecord::Live(Box::new(instance))
+    }
+
+    #[test]
+    fn records_of_other_nodes_merge_by_version_and_supersede_this_nodes() {
+        let mut c = Catalog::new("n1", POLICY);
+        // Another node's record appears: watchers see it added.
+        let effects = c.apply_remote("a", Some(remote("log", "a", Health::Serving, 5)), at(1));
+        assert_eq!(kinds(&effects), ["ADDED:a:SERVING"]);
+        assert_eq!(c.list(Some("log"), false).len(), 1);
+        assert_eq!(c.service_of("a").as_deref(), Some("log"));
+
+        // The instance fails over to this node: its record supersedes the
+        // other's, keeps the health, and is not announced as new.
+        let mut r = reg("log", "a", "a:1");
+        r.version = String::new();
+        let (mine, effects) = c.register(r, at(2), || unreachable!());
+        assert_eq!(mine.health, Health::Serving);
+        assert!(mine.record_version.counter > 5);
+        assert!(
+            kinds(&effects).iter().all(|k| k.starts_with("monitor:")),
+            "{effects:?}"
+        );
+
+        // A newer record elsewhere supersedes this node's: it stops
+        // monitoring and drops its record.
+        let newer = mine.record_version.counter + 10;
+        let effects = c.apply_remote(
+            "a",
+            Some(remote("log", "a", Health::NotServing, newer)),
+            at(3),
+        );
+        assert_eq!(kinds(&effects), ["HEALTH_CHANGED:a:NOT_SERVING", "stop:a"]);
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Replicate { record: None, .. }))
+        );
+
+        // Removed elsewhere: gone here, and an older record cannot bring it
+        // back.
+        let removal = CatalogRecord::Removed(RecordVersion {
+            counter: newer + 1,
+            origin: "other".into(),
+        });
+        let effects = c.apply_remote("a", Some(removal), at(4));
+        assert_eq!(kinds(&effects), ["REMOVED:a:NOT_SERVING"]);
+        assert!(c.is_empty());
+
+        // Removed through this node while another owns it: a removal mark
+        // newer than every record.
+        c.apply_remote("b", Some(remote("log", "b", Health::Serving, 7)), at(5));
+        let (removed, effects) = c.deregister("b", at(6));
+        assert!(removed);
+        assert_eq!(kinds(&effects), ["REMOVED:b:SERVING"]);
+        assert!(effects.iter().any(|e| matches!(
+            e,
+            Effect::Replicate {
+                record: Some(CatalogRecord::Removed(_)),
+                ..
+            }
+        )));
+        assert!(
+            c.apply_remote("b", Some(remote("log", "b", Health::Serving, 7)), at(7))
+                .is_empty()
+        );
+        assert!(c.is_empty());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::registry::access::{self, Denied};
 use crate::registry::catalog::{Catalog, Effect};
 use crate::registry::health::ProbeOutcome;
 use crate::registry::monitor::{self, Epoch, ProbeSettings, Target};
+use crate::registry::replication::{PeerConfig, Replication};
 use crate::registry::watchers::{WatchItem, Watchers};
 
 /// The running monitor of one instance.
@@ -33,6 +34,8 @@ struct State {
     watchers: Watchers,
     monitors: HashMap<String, MonitorHandle>,
     next_epoch: Epoch,
+    /// Gossip with the other registry nodes, when there are any.
+    replication: Option<Replication>,
 }
 
 /// The registry's state, shared by the gRPC service, the monitors and the
@@ -61,6 +64,7 @@ impl Core {
                 watchers: Watchers::new(watch_queue),
                 monitors: HashMap::new(),
                 next_epoch: 0,
+                replication: None,
             }),
             probe,
             tls,
@@ -91,7 +95,7 @@ impl Core {
         let mut state = self.lock();
         let instance_id = registration.instance_id.as_deref();
         let owner = instance_id.and_then(|id| state.catalog.service_of(id));
-        access::may_register(caller, &registration.service, instance_id, owner)?;
+        access::may_register(caller, &registration.service, instance_id, owner.as_deref())?;
         let service = registration.service.clone();
         let (instance, effects) = state.catalog.register(registration, SystemTime::now(), || {
             generate_instance_id(&service)
@@ -107,7 +111,8 @@ impl Core {
         caller: &Caller,
     ) -> Result<bool, Denied> {
         let mut state = self.lock();
-        access::may_deregister(caller, instance_id, state.catalog.service_of(instance_id))?;
+        let owner = state.catalog.service_of(instance_id);
+        access::may_deregister(caller, instance_id, owner.as_deref())?;
         let (removed, effects) = state.catalog.deregister(instance_id, SystemTime::now());
         self.execute(&mut state, effects);
         Ok(removed)
@@ -159,9 +164,98 @@ impl Core {
         self.execute(&mut state, effects);
     }
 
+    /// Joins a group of registry nodes: replicates the catalog with the
+    /// peers by gossip from now on, until shutdown.
+    pub fn replicate(self: &Arc<Self>, config: &PeerConfig) {
+        let replication = Replication::start(config, &self.tls, &self.shutdown);
+        self.lock().replication = Some(replication);
+        let core = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let wait = core.gossip_tick();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = core.shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Takes in a gossip message from the peer `from`.
+    pub fn receive_peer(
+        self: &Arc<Self>,
+        from: &str,
+        message: crate::gossip::Message<crate::model::registry::CatalogRecord>,
+    ) {
+        let mut state = self.lock();
+        let Some(replication) = state.replication.as_mut() else {
+            return;
+        };
+        let effects = replication.receive(from, message);
+        self.gossip_effects(&mut state, effects);
+    }
+
+    /// Runs the gossip engine's due work; returns how long until it is due
+    /// again (at most a second).
+    fn gossip_tick(self: &Arc<Self>) -> std::time::Duration {
+        let mut state = self.lock();
+        let Some(replication) = state.replication.as_mut() else {
+            return std::time::Duration::from_secs(1);
+        };
+        let effects = replication.tick();
+        let wait = replication.until_due();
+        self.gossip_effects(&mut state, effects);
+        wait.clamp(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_secs(1),
+        )
+    }
+
+    /// Carries out the gossip engine's effects: messages to the peers, and
+    /// the other nodes' records that changed into the catalog.
+    fn gossip_effects(
+        self: &Arc<Self>,
+        state: &mut State,
+        effects: Vec<crate::gossip::Effect<crate::model::registry::CatalogRecord>>,
+    ) {
+        let Some(replication) = state.replication.as_ref() else {
+            return;
+        };
+        let mut changed = Vec::new();
+        for effect in effects {
+            match effect {
+                crate::gossip::Effect::Send { to, message } => replication.send(&to, message),
+                crate::gossip::Effect::Changed(change) => {
+                    if change.origin != *replication.origin() {
+                        changed.push(change.key);
+                    }
+                }
+            }
+        }
+        for instance_id in changed {
+            let best = state
+                .replication
+                .as_ref()
+                .and_then(|r| r.best_remote(&instance_id));
+            let effects = state
+                .catalog
+                .apply_remote(&instance_id, best, SystemTime::now());
+            self.execute(state, effects);
+        }
+    }
+
     fn execute(self: &Arc<Self>, state: &mut State, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
+                Effect::Replicate {
+                    instance_id,
+                    record,
+                } => {
+                    if let Some(replication) = state.replication.as_mut() {
+                        let effects = replication.write(&instance_id, record);
+                        self.gossip_effects(state, effects);
+                    }
+                }
                 Effect::Publish(change) => {
                     tracing::info!(
                         change = change.kind.as_str(),

@@ -51,6 +51,18 @@ impl HealthTracker {
         }
     }
 
+    /// The tracker of an instance another registry node monitored until
+    /// now: its last known health, to be confirmed by this node's probes.
+    pub fn continuing(instance: &crate::model::registry::Instance) -> Self {
+        HealthTracker {
+            health: instance.health,
+            since: instance.health_since,
+            consecutive_timeouts: 0,
+            last_check: instance.last_check,
+            last_error: instance.last_error.clone(),
+        }
+    }
+
     /// The current health.
     pub fn health(&self) -> Health {
         self.health

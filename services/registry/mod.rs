@@ -11,12 +11,16 @@
 //! - [`monitor`]: the health probe task of one instance.
 //! - [`watchers`]: the bounded watch fan-out.
 //! - [`service`]: the `Registry` gRPC service.
+//! - [`replication`]: gossip with the other registry nodes.
+//! - [`peer`]: the `Peer` gRPC service other registry nodes call.
 
 pub mod access;
 pub mod catalog;
 pub mod core;
 pub mod health;
 pub mod monitor;
+pub mod peer;
+pub mod replication;
 pub mod service;
 pub mod watchers;
 
@@ -60,6 +64,11 @@ pub struct RegistryConfig {
     pub eviction_grace: Duration,
     /// Events queued per watcher before it is cut off to resync.
     pub watch_queue: usize,
+    /// The other registry nodes (their peer addresses; this node's own may
+    /// be among them): empty for a node on its own.
+    pub peers: Vec<String>,
+    /// The name of the group of registry nodes.
+    pub cluster: String,
 }
 
 impl Default for RegistryConfig {
@@ -71,6 +80,8 @@ impl Default for RegistryConfig {
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             eviction_grace: DEFAULT_EVICTION_GRACE,
             watch_queue: DEFAULT_WATCH_QUEUE,
+            peers: Vec::new(),
+            cluster: replication::DEFAULT_CLUSTER.to_owned(),
         }
     }
 }
@@ -133,15 +144,31 @@ pub async fn run(
         config.mesh.tls.clone(),
         shutdown.clone(),
     );
+    let address = mesh_config.advertised_address(local);
+    let peers: Vec<String> = config
+        .peers
+        .iter()
+        .filter(|p| **p != address)
+        .cloned()
+        .collect();
+    if !peers.is_empty() {
+        core.replicate(&replication::PeerConfig {
+            address,
+            peers,
+            cluster: config.cluster.clone(),
+        });
+    }
     let evictions = tokio::spawn(evict_periodically(
         core.clone(),
         config.eviction_grace,
         shutdown.clone(),
     ));
     let mesh = Mesh::start(mesh_config, &shutdown)?;
+    let peer = peer::PeerService::new(core.clone(), config.cluster.clone()).into_server();
     let service = RegistryService::new(core, shutdown.clone()).into_server();
     let served = MeshServer::new(mesh)
         .add_service(service)
+        .add_service(peer)
         .serve(listener)
         .await;
     let _ = evictions.await;

@@ -328,6 +328,33 @@ impl Mesh {
         daemon
     }
 
+    /// Starts a group of `n` registry nodes, each given every node's
+    /// address as `--peers`; waits until each serves.
+    pub async fn registry_group(&self, n: usize, extra: &[&str]) -> Vec<Daemon> {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let peers = ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut group = Vec::new();
+        for port in ports {
+            let mut args: Vec<String> = vec![
+                "registry".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--peers".into(),
+                peers.clone(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            group.push(Daemon::start("registry", port, args, self.dir.path()));
+        }
+        for node in &group {
+            node.wait_serving().await;
+        }
+        group
+    }
+
     /// Starts `gradebook <name>` on a free port, registered with
     /// `registry`, with `args` after the common flags; waits until SERVING.
     pub async fn member(&self, name: &'static str, registry: &Daemon, args: Vec<String>) -> Daemon {

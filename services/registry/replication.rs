@@ -1,0 +1,190 @@
+//! The registry's side of gossip: the engine ([`crate::gossip::Node`])
+//! with catalog records as values, and the senders that carry its messages
+//! to the peer nodes over the `gradebook.registry.v1.Peer` service, one
+//! bounded queue and one task per peer (a message that does not fit is
+//! dropped: anti-entropy repairs it). Every call has a deadline.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::gossip::{self, Message, Origin};
+use crate::mesh::Shutdown;
+use crate::mesh::Tls;
+use crate::mesh::client::{lazy_channel_to, request};
+use crate::model::peer::PeerMessage;
+use crate::model::registry::CatalogRecord;
+use crate::pb::registry::v1 as pb;
+use crate::pb::registry::v1::peer_client::PeerClient;
+
+/// The default name of a group of registry nodes.
+pub const DEFAULT_CLUSTER: &str = "gradebook";
+/// Messages waiting for one peer at most.
+pub const PEER_QUEUE: usize = 256;
+/// The deadline of one message to a peer.
+pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How this node takes part in a group of registry nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerConfig {
+    /// This node's peer address (as the others' `--peers` name it).
+    pub address: String,
+    /// Every node of the group (this one may be among them).
+    pub peers: Vec<String>,
+    /// The group's name: messages of another group are refused.
+    pub cluster: String,
+}
+
+/// The gossip engine and the queues to the peers.
+#[derive(Debug)]
+pub struct Replication {
+    engine: gossip::Node<CatalogRecord>,
+    epoch: Instant,
+    queues: HashMap<String, mpsc::Sender<Message<CatalogRecord>>>,
+}
+
+impl Replication {
+    /// Starts replicating as `config` says: the engine, and a sender task
+    /// per peer until `shutdown`.
+    pub fn start(config: &PeerConfig, tls: &Tls, shutdown: &Shutdown) -> Self {
+        let epoch = Instant::now();
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        let engine = gossip::Node::new(
+            Origin {
+                node: config.address.clone(),
+                generation,
+            },
+            &config.peers,
+            gossip::Config::default(),
+            generation,
+            Duration::ZERO,
+        );
+        let mut queues = HashMap::new();
+        for peer in config.peers.iter().filter(|p| **p != config.address) {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            tokio::spawn(send_to_peer(
+                peer.clone(),
+                config.address.clone(),
+                config.cluster.clone(),
+                tls.clone(),
+                rx,
+                shutdown.clone(),
+            ));
+            queues.insert(peer.clone(), tx);
+        }
+        Replication {
+            engine,
+            epoch,
+            queues,
+        }
+    }
+
+    /// The engine's time now.
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// This node's origin.
+    pub fn origin(&self) -> &Origin {
+        self.engine.origin()
+    }
+
+    /// Writes this node's record of `instance_id`; returns the effects.
+    pub fn write(
+        &mut self,
+        instance_id: &str,
+        record: Option<CatalogRecord>,
+    ) -> Vec<gossip::Effect<CatalogRecord>> {
+        let now = self.now();
+        self.engine.write(instance_id, record, now)
+    }
+
+    /// Takes in a message from the peer `from`.
+    pub fn receive(
+        &mut self,
+        from: &str,
+        message: Message<CatalogRecord>,
+    ) -> Vec<gossip::Effect<CatalogRecord>> {
+        let now = self.now();
+        self.engine.receive(&from.to_owned(), message, now)
+    }
+
+    /// Does what is due (pushes, anti-entropy).
+    pub fn tick(&mut self) -> Vec<gossip::Effect<CatalogRecord>> {
+        let now = self.now();
+        self.engine.tick(now)
+    }
+
+    /// How long until [`Replication::tick`] is due.
+    pub fn until_due(&self) -> Duration {
+        self.engine.next_deadline().saturating_sub(self.now())
+    }
+
+    /// Queues `message` for `peer`; a full queue drops it.
+    pub fn send(&self, peer: &str, message: Message<CatalogRecord>) {
+        if let Some(queue) = self.queues.get(peer)
+            && queue.try_send(message).is_err()
+        {
+            tracing::debug!(%peer, "peer queue full; dropped a gossip message");
+        }
+    }
+
+    /// The best record the other nodes hold of `instance_id`: the highest
+    /// version among the origins other than this node's.
+    pub fn best_remote(&self, instance_id: &str) -> Option<CatalogRecord> {
+        let me = self.engine.origin();
+        let replica = self.engine.replica();
+        replica
+            .origins()
+            .filter(|origin| *origin != me)
+            .filter_map(|origin| replica.get(origin, instance_id))
+            .max_by(|a, b| a.version().cmp(b.version()))
+            .cloned()
+    }
+}
+
+/// Sends the messages queued for `peer`, one at a time, each within
+/// [`PEER_CALL_TIMEOUT`], until `shutdown`. A failed send is dropped.
+async fn send_to_peer(
+    peer: String,
+    from: String,
+    cluster: String,
+    tls: Tls,
+    mut queue: mpsc::Receiver<Message<CatalogRecord>>,
+    shutdown: Shutdown,
+) {
+    let channel = match lazy_channel_to(&peer, crate::registry::SERVICE_NAME, &tls) {
+        Ok(channel) => channel,
+        Err(error) => {
+            tracing::error!(%peer, %error, "not a peer address; nothing is sent to it");
+            return;
+        }
+    };
+    let mut client = PeerClient::new(channel);
+    let mut failing = false;
+    loop {
+        let message = tokio::select! {
+            message = queue.recv() => match message {
+                Some(message) => message,
+                None => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let wire = pb::GossipMessage::from(&PeerMessage::new(&cluster, &from, message));
+        match client.gossip(request(wire, PEER_CALL_TIMEOUT)).await {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!(%peer, "peer reachable again");
+            }
+            Ok(_) => {}
+            Err(status) if !failing => {
+                failing = true;
+                tracing::warn!(%peer, error = %status.message(), "peer unreachable; gossip to it is dropped until it answers");
+            }
+            Err(_) => {}
+        }
+    }
+}

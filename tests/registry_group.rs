@@ -1,0 +1,119 @@
+//! Several registry nodes as one group: the catalog replicated between
+//! them by gossip (`--peers`), so a registration through any node is
+//! listed and watched through every node.
+
+mod support;
+
+use gradebook::pb::registry::v1 as pb;
+use support::{HealthServer, Mesh, PATIENCE, Watcher, eventually, list, registry_client_as};
+
+/// Waits until `registry` lists `service` with `health` (through its own
+/// catalog, whichever node the instance registered through).
+async fn listed(
+    registry: &support::Daemon,
+    service: &str,
+    health: pb::HealthStatus,
+) -> pb::Instance {
+    eventually(
+        &format!("{service} {health:?} on node {}", registry.port),
+        PATIENCE,
+        || async {
+            list(registry, service)
+                .await
+                .into_iter()
+                .find(|i| i.health == health as i32)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_registration_through_one_node_is_listed_and_watched_through_every_node() {
+    let mesh = Mesh::new();
+    let group = mesh.registry_group(3, &[]).await;
+    let (a, b, c) = (&group[0], &group[1], &group[2]);
+    let mut watcher = Watcher::open(c, &["log"]).await;
+    watcher.snapshot().await;
+
+    // The log service registers through A; A monitors it; B and C learn
+    // of it, SERVING, by gossip.
+    let mut log = mesh.log(a, "log", &[]).await;
+    let on_a = listed(a, "log", pb::HealthStatus::Serving).await;
+    for node in [b, c] {
+        let there = listed(node, "log", pb::HealthStatus::Serving).await;
+        assert_eq!(there.instance_id, on_a.instance_id);
+        assert_eq!(there.address, on_a.address);
+    }
+    let (kind, instance, _) = watcher
+        .until(PATIENCE, |_, i| {
+            i.health == pb::HealthStatus::Serving as i32
+        })
+        .await;
+    assert!(matches!(
+        kind,
+        pb::ChangeKind::Added | pb::ChangeKind::HealthChanged
+    ));
+    assert_eq!(instance.instance_id, on_a.instance_id);
+
+    // It stops: deregistered through A, removed everywhere.
+    assert!(log.terminate(PATIENCE).await.success());
+    let (kind, _, _) = watcher
+        .until(PATIENCE, |kind, i| {
+            kind == pb::ChangeKind::Removed && i.instance_id == on_a.instance_id
+        })
+        .await;
+    assert_eq!(kind, pb::ChangeKind::Removed);
+    for node in [a, b, c] {
+        eventually("the log service is gone everywhere", PATIENCE, || async {
+            list(node, "log").await.is_empty().then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn an_instance_deregistered_through_another_node_is_gone_everywhere_for_good() {
+    let mesh = Mesh::new();
+    let group = mesh.registry_group(3, &[]).await;
+    let (a, b, c) = (&group[0], &group[1], &group[2]);
+    let server = HealthServer::start(&a.certs, "reports").await;
+    let mut client = registry_client_as(a, "reports");
+    let registered = client
+        .register(pb::RegisterRequest {
+            service: "reports".into(),
+            instance_id: "reports-1".into(),
+            address: server.address.clone(),
+            version: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("register through A")
+        .into_inner();
+    assert_eq!(registered.instance.unwrap().instance_id, "reports-1");
+    listed(c, "reports", pb::HealthStatus::Serving).await;
+
+    // An operator removes it through B (A owns and monitors it).
+    let removed = registry_client_as(b, "admin")
+        .deregister(pb::DeregisterRequest {
+            instance_id: "reports-1".into(),
+        })
+        .await
+        .expect("deregister through B")
+        .into_inner();
+    assert!(removed.removed);
+    for node in [a, b, c] {
+        eventually("gone on every node", PATIENCE, || async {
+            list(node, "reports").await.is_empty().then_some(())
+        })
+        .await;
+    }
+    // And it does not come back (A's record, older, stays superseded):
+    // watched over two anti-entropy rounds (one a second).
+    let window = std::time::Instant::now();
+    while window.elapsed() < std::time::Duration::from_secs(2) {
+        for node in [a, b, c] {
+            assert!(list(node, "reports").await.is_empty(), "it came back");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
