@@ -117,3 +117,91 @@ async fn an_instance_deregistered_through_another_node_is_gone_everywhere_for_go
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn peer_messages_from_strangers_or_malformed_are_refused_and_change_nothing() {
+    use gradebook::pb::registry::v1::gossip_message::Kind;
+    use gradebook::pb::registry::v1::peer_client::PeerClient;
+    use tonic::Code;
+    let mesh = Mesh::new();
+    let group = mesh.registry_group(2, &[]).await;
+    let node = &group[0];
+    let instance = pb::Instance {
+        service: "forged".into(),
+        instance_id: "forged-1".into(),
+        address: "127.0.0.1:1".into(),
+        health: pb::HealthStatus::Serving as i32,
+        record_version: Some(pb::RecordVersion {
+            counter: u64::MAX / 2,
+            origin: "evil".into(),
+        }),
+        ..Default::default()
+    };
+    let push = |cluster: &str, protocol: pb::PeerProtocol, from: u64, to: u64| pb::GossipMessage {
+        protocol: protocol as i32,
+        cluster: cluster.into(),
+        from: "127.0.0.1:9".into(),
+        kind: Some(Kind::Push(pb::Push {
+            ranges: vec![pb::CatalogRange {
+                origin: Some(pb::Origin {
+                    node: "127.0.0.1:9".into(),
+                    generation: 1,
+                }),
+                from,
+                to,
+                reset: false,
+                updates: vec![pb::CatalogUpdate {
+                    instance_id: "forged-1".into(),
+                    seq: 1,
+                    record: Some(pb::catalog_update::Record::Instance(instance.clone())),
+                }],
+            }],
+        })),
+    };
+    let good = push("gradebook", pb::PeerProtocol::V1, 0, 1);
+    let cases = [
+        (
+            "admin",
+            good.clone(),
+            Code::PermissionDenied,
+            "registry nodes",
+        ),
+        (
+            "registry",
+            push("other", pb::PeerProtocol::V1, 0, 1),
+            Code::FailedPrecondition,
+            "cluster",
+        ),
+        (
+            "registry",
+            push("gradebook", pb::PeerProtocol::Unspecified, 0, 1),
+            Code::FailedPrecondition,
+            "protocol",
+        ),
+        (
+            "registry",
+            push("gradebook", pb::PeerProtocol::V1, 1, 1),
+            Code::InvalidArgument,
+            "push.ranges[0]",
+        ),
+    ];
+    for (identity, message, code, names) in cases {
+        let status = PeerClient::new(node.channel_as(identity))
+            .gossip(message)
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code, "{identity}: {status:?}");
+        assert!(status.message().contains(names), "{status:?}");
+    }
+    assert!(
+        list(node, "forged").await.is_empty(),
+        "nothing reached the catalog"
+    );
+    // Only the registry's own identity gets through (a compromised
+    // registry certificate is a compromised registry).
+    PeerClient::new(node.channel_as("registry"))
+        .gossip(good)
+        .await
+        .expect("a registry node's message");
+    listed(node, "forged", pb::HealthStatus::Serving).await;
+}
