@@ -205,3 +205,77 @@ async fn peer_messages_from_strangers_or_malformed_are_refused_and_change_nothin
         .expect("a registry node's message");
     listed(node, "forged", pb::HealthStatus::Serving).await;
 }
+
+/// The id of the registry node `registry` (from a watch's snapshot).
+async fn node_id(registry: &support::Daemon) -> String {
+    let mut watcher = Watcher::open(registry, &["registry"]).await;
+    match watcher.next(PATIENCE).await {
+        pb::watch_event::Event::Snapshot(s) => s.registry_node,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn when_its_registry_node_dies_an_instance_moves_to_another_and_dependents_never_see_it_go() {
+    let mesh = Mesh::new();
+    let mut group = mesh.registry_group(3, &[]).await;
+    let b_node = node_id(&group[1]).await;
+    // The log service knows every node and registers through the first.
+    let data = mesh.dir.path().join("log").display().to_string();
+    let log = mesh
+        .member_of(
+            "log",
+            &[&group[0], &group[1], &group[2]],
+            vec!["--data-dir".into(), data],
+        )
+        .await;
+    let serving = listed(&group[2], "log", pb::HealthStatus::Serving).await;
+    let mut dependent = Watcher::open(&group[2], &["log"]).await;
+    let snapshot = dependent.snapshot().await;
+    assert_eq!(snapshot.len(), 1);
+
+    group[0].kill9();
+    // Within 3 s it is registered through B (the next node): C lists B's
+    // record of it.
+    let started = std::time::Instant::now();
+    let moved = eventually(
+        "the instance moves to B",
+        std::time::Duration::from_secs(3),
+        || async {
+            list(&group[2], "log").await.into_iter().find(|i| {
+                i.record_version
+                    .as_ref()
+                    .is_some_and(|v| v.origin == b_node)
+            })
+        },
+    )
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(moved.instance_id, serving.instance_id);
+    assert_eq!(
+        moved.health,
+        pb::HealthStatus::Serving as i32,
+        "its health went along"
+    );
+    let on_b = listed(&group[1], "log", pb::HealthStatus::Serving).await;
+    assert_eq!(on_b.instance_id, serving.instance_id);
+    // The dependent watching C saw no removal and no health change.
+    while let Ok(Some(event)) = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        dependent.stream.message(),
+    )
+    .await
+    .map(Result::ok)
+    .map(Option::flatten)
+    {
+        if let Some(pb::watch_event::Event::Change(change)) = event.event {
+            let instance = change.instance.clone().unwrap_or_default();
+            assert!(
+                change.kind != pb::ChangeKind::Removed as i32
+                    && instance.health == pb::HealthStatus::Serving as i32,
+                "the dependent saw {change:?}"
+            );
+        }
+    }
+    drop(log);
+}

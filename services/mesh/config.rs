@@ -73,7 +73,8 @@ pub struct MeshConfig {
     pub instance_id: String,
     /// The `host:port` peers dial; `None` derives it from the listener.
     pub advertise: Option<String>,
-    /// The registry's URL, e.g. `http://127.0.0.1:50051`.
+    /// The registry's URL, e.g. `http://127.0.0.1:50051`, or several
+    /// nodes' URLs, comma-separated.
     pub registry_url: String,
     /// The software version to register.
     pub version: String,
@@ -137,7 +138,7 @@ impl MeshConfig {
             validate_service_name(&format!("requires[{i}]"), name)
                 .map_err(|e| ConfigError::invalid("requires", e.to_string()))?;
         }
-        parse_url("--registry", &self.registry_url)?;
+        crate::mesh::registry_nodes::RegistryNodes::parse("--registry", &self.registry_url)?;
         Ok(())
     }
 

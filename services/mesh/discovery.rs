@@ -17,11 +17,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::mesh::registry_nodes::RegistryNodes;
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use crate::mesh::backoff::Backoff;
 use crate::mesh::channel::discover::EndpointSet;
@@ -304,7 +304,7 @@ impl Feed {
 /// channels that connect as `tls` says; the returned view stays live until
 /// `shutdown`.
 pub fn spawn(
-    registry: Channel,
+    registry: RegistryNodes,
     services: Vec<String>,
     settings: ChannelSettings,
     tls: &Tls,
@@ -324,14 +324,15 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn run_watch(registry: Channel, mut feed: Feed, backoff: Backoff, shutdown: Shutdown) {
-    let mut client = registry_client(registry);
+async fn run_watch(registry: RegistryNodes, mut feed: Feed, backoff: Backoff, shutdown: Shutdown) {
     let mut attempt = 0u32;
     if feed.watched.is_empty() {
         // Nothing to discover (an empty watch would watch everything).
         return;
     }
     while !shutdown.is_cancelled() {
+        let node = registry.current();
+        let mut client = registry_client(node.channel.clone());
         let request = pb::WatchRequest {
             services: feed.watched.clone(),
         };
@@ -382,8 +383,15 @@ async fn run_watch(registry: Channel, mut feed: Feed, backoff: Backoff, shutdown
             }
             feed.lost();
         }
-        let delay = backoff.delay(attempt);
+        // The next registry node at once; after a round of them all, a
+        // while.
+        registry.failed(node.index);
         attempt = attempt.saturating_add(1);
+        let delay = if registry.all_failed(attempt) {
+            backoff.delay(attempt / registry.len() as u32 - 1)
+        } else {
+            Duration::ZERO
+        };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {},
             _ = shutdown.cancelled() => break,

@@ -7,6 +7,7 @@
 //! - [`server`]: the one way to serve: health, reflection, registration,
 //!   graceful drain ([`Mesh`], [`MeshServer`]).
 //! - [`registration`]: keeping this instance registered.
+//! - [`registry_nodes`]: the registry nodes, one in use at a time.
 //! - [`discovery`]: the live view of dependencies, feeding a channel per dependency.
 //! - [`api`]: typed clients of grading, log and the registry.
 //! - [`channel`]: the mesh channel: balancer, retries, deadlines, ejection.
@@ -45,6 +46,7 @@ pub mod config;
 pub mod discovery;
 pub mod logship;
 pub mod registration;
+pub mod registry_nodes;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 use crate::mesh::backoff::Backoff;
 use crate::mesh::client::{deadline, registry_client, request};
 use crate::mesh::config::REGISTRY_CALL_TIMEOUT;
+use crate::mesh::registry_nodes::RegistryNodes;
 use crate::mesh::shutdown::Shutdown;
 use crate::model::registry::{ChangeKind, Health, Registration, WatchUpdate};
 use crate::pb::registry::v1 as pb;
@@ -41,7 +42,7 @@ pub struct RegistrationHandle {
     own_health: watch::Receiver<Option<Health>>,
     stop: Shutdown,
     task: JoinHandle<()>,
-    channel: Channel,
+    nodes: RegistryNodes,
     instance_id: String,
 }
 
@@ -59,14 +60,15 @@ enum WatchEnd {
 
 impl RegistrationHandle {
     /// Starts keeping `registration` (which must carry its instance id)
-    /// registered through `channel`, until [`Self::deregister`] or the
+    /// registered through one of the registry `nodes` at a time (the next
+    /// one at once when it fails), until [`Self::deregister`] or the
     /// handle is dropped. Once `shutting_down` is cancelled (the daemon's
     /// shutdown signal), a lost registry is no longer registered with again:
     /// the registry may be stopping as well (its own instance, registered
     /// with itself, always is), and its watches end before this daemon's
     /// shutdown reaches [`Self::deregister`].
     pub fn spawn(
-        channel: Channel,
+        nodes: RegistryNodes,
         registration: Registration,
         backoff: Backoff,
         shutting_down: &Shutdown,
@@ -79,7 +81,7 @@ impl RegistrationHandle {
         let stop = Shutdown::new();
         let instance_id = registration.instance_id.clone().unwrap_or_default();
         let task = tokio::spawn(maintain(
-            channel.clone(),
+            nodes.clone(),
             registration,
             backoff,
             Signals {
@@ -94,7 +96,7 @@ impl RegistrationHandle {
             own_health,
             stop,
             task,
-            channel,
+            nodes,
             instance_id,
         }
     }
@@ -131,7 +133,7 @@ impl RegistrationHandle {
     pub async fn deregister(mut self) -> bool {
         self.stop.cancel();
         let _ = (&mut self.task).await;
-        let mut client = registry_client(self.channel.clone());
+        let mut client = registry_client(self.nodes.current().channel);
         let message = pb::DeregisterRequest {
             instance_id: self.instance_id.clone(),
         };
@@ -172,7 +174,7 @@ struct Signals {
 }
 
 async fn maintain(
-    channel: Channel,
+    nodes: RegistryNodes,
     registration: Registration,
     backoff: Backoff,
     signals: Signals,
@@ -180,7 +182,6 @@ async fn maintain(
     own_health: watch::Sender<Option<Health>>,
 ) {
     let Signals { stop, draining } = signals;
-    let mut client = registry_client(channel);
     let message = pb::RegisterRequest::from(&registration);
     let instance_id = registration.instance_id.clone().unwrap_or_default();
     let mut attempt = 0u32;
@@ -193,6 +194,8 @@ async fn maintain(
     // so waiting for it is not reported as one.
     let mut registry_left = false;
     loop {
+        let node = nodes.current();
+        let mut client = registry_client(node.channel.clone());
         let registered = deadline(
             REGISTRY_CALL_TIMEOUT,
             client.register(request(message.clone(), REGISTRY_CALL_TIMEOUT)),
@@ -218,13 +221,19 @@ async fn maintain(
                 attempt = 0;
             }
             Err(status) => {
-                if attempt == 0 && registry_left {
+                nodes.failed(node.index);
+                attempt = attempt.saturating_add(1);
+                if !nodes.all_failed(attempt) {
+                    tracing::info!(registry = %node.url, error = %status.message(), "registry node unreachable; trying the next");
+                    continue;
+                }
+                let round = attempt / nodes.len() as u32 - 1;
+                if round == 0 && registry_left {
                     tracing::info!(error = %status.message(), "the registry is not back yet; retrying registration");
-                } else if attempt == 0 {
+                } else if round == 0 {
                     tracing::warn!(error = %status.message(), code = ?status.code(), "registry unreachable; retrying registration");
                 }
-                let delay = backoff.delay(attempt);
-                attempt = attempt.saturating_add(1);
+                let delay = backoff.delay(round);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
                     _ = stop.cancelled() => break,
@@ -265,8 +274,15 @@ async fn maintain(
                     }
                     _ => tracing::debug!(quick_breaks, "lost the registry again"),
                 }
-                let delay = backoff.delay(quick_breaks);
+                // Another node at once, if there is one; the same one (or
+                // all of them again) after a while.
+                nodes.failed(node.index);
                 quick_breaks = quick_breaks.saturating_add(1);
+                let delay = if nodes.all_failed(quick_breaks) {
+                    backoff.delay(quick_breaks / nodes.len() as u32 - 1)
+                } else {
+                    Duration::ZERO
+                };
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {},
                     _ = stop.cancelled() => break,

@@ -20,7 +20,7 @@ use tonic::body::Body;
 use tonic::codegen::http::{self, HeaderValue};
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -28,16 +28,14 @@ use crate::mesh::config::{ConfigError, MeshConfig};
 use crate::mesh::discovery::{self, DependencyView};
 use crate::mesh::logship::{Destination, LocalSink};
 use crate::mesh::registration::RegistrationHandle;
+use crate::mesh::registry_nodes::RegistryNodes;
 use crate::mesh::shutdown::Shutdown;
+use crate::mesh::telemetry;
 use crate::mesh::tls::accept::{self, Accepting};
 use crate::mesh::tls::key_files::KeyFiles;
 use crate::mesh::tls::require::RequireIdentityLayer;
 use crate::mesh::tls::{ClientAuth, Tls, TlsError};
-use crate::mesh::{client, telemetry};
 use crate::model::registry::{HEALTH_SERVICE_METADATA, Health, Registration};
-
-/// The registry's service name, which its own certificate carries.
-const REGISTRY_SERVICE: &str = crate::mesh::api::registry::SERVICE;
 
 /// How long shutdown waits for the registry to see NOT_SERVING before it
 /// deregisters anyway.
@@ -71,7 +69,7 @@ pub enum ServeError {
 #[derive(Debug)]
 pub struct Mesh {
     config: MeshConfig,
-    registry: Channel,
+    registry: RegistryNodes,
     dependencies: DependencyView,
     shutdown: Shutdown,
     background: Vec<JoinHandle<()>>,
@@ -104,12 +102,7 @@ impl Mesh {
         local: Option<LocalSink>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let registry = client::lazy_channel(
-            "--registry",
-            &config.registry_url,
-            REGISTRY_SERVICE,
-            &config.tls,
-        )?;
+        let registry = RegistryNodes::new("--registry", &config.registry_url, &config.tls)?;
         let (dependencies, watch_task) = discovery::spawn(
             registry.clone(),
             config.discovered_services(),
@@ -152,8 +145,8 @@ impl Mesh {
         self.dependencies.clone()
     }
 
-    /// A channel to the registry (for daemons that show the catalog).
-    pub fn registry_channel(&self) -> Channel {
+    /// The registry nodes (for daemons that show the catalog).
+    pub fn registry_nodes(&self) -> RegistryNodes {
         self.registry.clone()
     }
 

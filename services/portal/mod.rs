@@ -106,7 +106,7 @@ impl AppState {
         AppState {
             grading: CachedGrading::new(grading, cache),
             logs: LogApi::new(dependencies.clone(), call_timeout),
-            registry: RegistryApi::new(mesh.registry_channel(), call_timeout),
+            registry: RegistryApi::new(mesh.registry_nodes(), call_timeout),
             dependencies,
             shutdown,
             auth: auth::Auth::new(accounts),

@@ -358,13 +358,26 @@ impl Mesh {
     /// Starts `gradebook <name>` on a free port, registered with
     /// `registry`, with `args` after the common flags; waits until SERVING.
     pub async fn member(&self, name: &'static str, registry: &Daemon, args: Vec<String>) -> Daemon {
+        self.member_of(name, &[registry], args).await
+    }
+
+    /// Starts `gradebook <name>` on a free port, given every node of
+    /// `registries` as `--registry`, with `args` after the common flags;
+    /// waits until SERVING.
+    pub async fn member_of(
+        &self,
+        name: &'static str,
+        registries: &[&Daemon],
+        args: Vec<String>,
+    ) -> Daemon {
         let port = free_port();
+        let urls: Vec<String> = registries.iter().map(|r| r.url()).collect();
         let mut all: Vec<String> = vec![
             name.into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--registry".into(),
-            registry.url(),
+            urls.join(","),
         ];
         all.extend(args);
         let daemon = Daemon::start(name, port, all, self.dir.path());

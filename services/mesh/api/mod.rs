@@ -62,6 +62,15 @@ impl CallError {
         }
     }
 
+    /// Whether the service could not answer (down, unreachable, or out of
+    /// time), rather than answered no: another instance might answer.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        )
+    }
+
     fn malformed(service: &'static str, reason: impl std::fmt::Display) -> Self {
         CallError::Malformed {
             service,

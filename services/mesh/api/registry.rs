@@ -1,16 +1,16 @@
 //! [`RegistryApi`]: the catalog as tools and the portal read it, in domain
-//! types, each call with a deadline. It holds one channel to the registry
-//! today; when the registry becomes several nodes, it is the one place that
-//! learns to try the next.
+//! types, each call with a deadline, through one registry node at a time:
+//! a call a node cannot answer (unavailable, or out of time) is tried on
+//! the next node at once, each node once.
 
 use std::time::Duration;
 
 use futures::stream::BoxStream;
-use tonic::transport::Channel;
 
 use crate::mesh::api::{CallError, Retry, request, stream, unary};
-use crate::mesh::client::{lazy_channel, registry_client};
+use crate::mesh::client::registry_client;
 use crate::mesh::config::{ConfigError, REGISTRY_CALL_TIMEOUT};
+use crate::mesh::registry_nodes::RegistryNodes;
 use crate::mesh::tls::Tls;
 use crate::model::registry::{Instance, WatchUpdate};
 use crate::pb::registry::v1 as pb;
@@ -21,23 +21,48 @@ pub const SERVICE: &str = "registry";
 /// Calls the registry, each call within `timeout`.
 #[derive(Debug, Clone)]
 pub struct RegistryApi {
-    channel: Channel,
+    nodes: RegistryNodes,
     timeout: Duration,
 }
 
 impl RegistryApi {
-    /// Calls the registry at `url` (connecting on first use, as `tls`
-    /// says), each call within the registry call deadline.
-    pub fn connect(url: &str, tls: &Tls) -> Result<Self, ConfigError> {
+    /// Calls the registry at `urls` (one or several, comma-separated;
+    /// connecting on first use, as `tls` says), each call within the
+    /// registry call deadline.
+    pub fn connect(urls: &str, tls: &Tls) -> Result<Self, ConfigError> {
         Ok(Self::new(
-            lazy_channel("--registry", url, SERVICE, tls)?,
+            RegistryNodes::new("--registry", urls, tls)?,
             REGISTRY_CALL_TIMEOUT,
         ))
     }
 
-    /// Calls the registry over `channel`, each call within `timeout`.
-    pub fn new(channel: Channel, timeout: Duration) -> Self {
-        RegistryApi { channel, timeout }
+    /// Calls the registry `nodes`, each call within `timeout`.
+    pub fn new(nodes: RegistryNodes, timeout: Duration) -> Self {
+        RegistryApi { nodes, timeout }
+    }
+
+    /// Runs `call` on the node in use, and on the next ones while a node
+    /// cannot answer: each node once.
+    async fn on_some_node<T, F, Fut>(&self, mut call: F) -> Result<T, CallError>
+    where
+        F: FnMut(tonic::transport::Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CallError>>,
+    {
+        let mut tries = 0;
+        loop {
+            let node = self.nodes.current();
+            match call(node.channel).await {
+                Err(error) if error.is_outage() && tries + 1 < self.nodes.len() => {
+                    self.nodes.failed(node.index);
+                    tries += 1;
+                }
+                Err(error) if error.is_outage() => {
+                    self.nodes.failed(node.index);
+                    return Err(error);
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The instances of `service` (every service when `None`), healthy
@@ -47,14 +72,21 @@ impl RegistryApi {
         service: Option<&str>,
         include_unhealthy: bool,
     ) -> Result<Vec<Instance>, CallError> {
-        let mut client = registry_client(self.channel.clone());
         let message = pb::ListRequest {
             service: service.unwrap_or_default().to_owned(),
             include_unhealthy,
         };
-        let call = client.list(request(message, self.timeout, Retry::Safe));
-        unary(SERVICE, self.timeout, call)
-            .await?
+        let response = self
+            .on_some_node(|channel| {
+                let message = message.clone();
+                async move {
+                    let mut client = registry_client(channel);
+                    let call = client.list(request(message, self.timeout, Retry::Safe));
+                    unary(SERVICE, self.timeout, call).await
+                }
+            })
+            .await?;
+        response
             .instances
             .into_iter()
             .map(Instance::try_from)
@@ -68,8 +100,14 @@ impl RegistryApi {
         &self,
         services: Vec<String>,
     ) -> Result<BoxStream<'static, Result<WatchUpdate, CallError>>, CallError> {
-        let mut client = registry_client(self.channel.clone());
-        let call = client.watch(pb::WatchRequest { services });
-        stream(SERVICE, self.timeout, call, WatchUpdate::try_from).await
+        self.on_some_node(|channel| {
+            let services = services.clone();
+            async move {
+                let mut client = registry_client(channel);
+                let call = client.watch(pb::WatchRequest { services });
+                stream(SERVICE, self.timeout, call, WatchUpdate::try_from).await
+            }
+        })
+        .await
     }
 }
