@@ -155,11 +155,6 @@ pub fn parse_scale(text: &str) -> Result<Scale, String> {
             "{service}=0: every service needs at least one instance"
         ));
     }
-    if kind == Kind::Registry && count > 1 {
-        return Err(
-            "the registry runs as one instance (several registry nodes are a later step)".into(),
-        );
-    }
     if count > 16 {
         return Err(format!("{service}={count}: at most 16 instances"));
     }
@@ -336,13 +331,12 @@ async fn terminate(name: &str, mut child: Child) {
 /// Binds every child's socket and lays out its command line.
 fn plan(args: &UpArgs) -> anyhow::Result<Vec<ChildSpec>> {
     let data = |sub: String| args.data_dir.join(sub).display().to_string();
-    // The registry binds first; the others are told where it really is
-    // (its port may have been 0).
-    let mut registry_url = url_of(&args.registry_listen.to_string());
-    let mut children = Vec::new();
+    // Every socket first: the registry nodes are told of each other, the
+    // others of every registry node, where they really are (a port may
+    // have been 0).
+    let mut sockets = Vec::new();
     for kind in Kind::START_ORDER {
-        let count = args.count(kind);
-        for index in 1..=count {
+        for index in 1..=args.count(kind) {
             let wanted = if index == 1 {
                 args.first_listen(kind)
             } else {
@@ -350,9 +344,22 @@ fn plan(args: &UpArgs) -> anyhow::Result<Vec<ChildSpec>> {
             };
             let listener = bind_for_child(wanted)?;
             let address = address_of(&listener)?;
-            if kind == Kind::Registry {
-                registry_url = url_of(&address.to_string());
-            }
+            sockets.push((kind, index, listener, address));
+        }
+    }
+    let registries: Vec<String> = sockets
+        .iter()
+        .filter(|(kind, ..)| *kind == Kind::Registry)
+        .map(|(_, _, _, address)| address.to_string())
+        .collect();
+    let registry_urls = registries
+        .iter()
+        .map(|address| url_of(address))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut children = Vec::new();
+    for (kind, index, listener, address) in sockets {
+        {
             let suffix = if index == 1 {
                 String::new()
             } else {
@@ -365,9 +372,12 @@ fn plan(args: &UpArgs) -> anyhow::Result<Vec<ChildSpec>> {
                 child_args.extend(["--certs".to_owned(), args.certs_dir().display().to_string()]);
             }
             if kind != Kind::Registry {
-                child_args.extend(["--registry".to_owned(), registry_url.clone()]);
+                child_args.extend(["--registry".to_owned(), registry_urls.clone()]);
             }
             match kind {
+                Kind::Registry if registries.len() > 1 => {
+                    child_args.extend(["--peers".to_owned(), registries.join(",")]);
+                }
                 Kind::Registry => {}
                 Kind::Portal => {
                     child_args.extend(["--data-dir".into(), data("portal".to_owned())]);
@@ -420,11 +430,13 @@ async fn portal_ready(address: SocketAddr, shutdown: &Shutdown) -> bool {
 /// `up` does not run where their defaults look: the registry's port or the
 /// data directory moved.
 fn tools_hint(args: &UpArgs, children: &[ChildSpec]) -> Option<String> {
-    let registry = children
+    let registries: Vec<String> = children
         .iter()
-        .find(|c| c.kind == Kind::Registry)
-        .map(|c| c.address.to_string())?;
-    let moved = registry != DEFAULT_REGISTRY_LISTEN || args.data_dir != Path::new("data");
+        .filter(|c| c.kind == Kind::Registry)
+        .map(|c| c.address.to_string())
+        .collect();
+    let moved = registries != [DEFAULT_REGISTRY_LISTEN] || args.data_dir != Path::new("data");
+    let registry = registries.join(",http://");
     moved.then(|| {
         let certs = if args.insecure {
             "GRADEBOOK_INSECURE=true".to_owned()
@@ -591,13 +603,16 @@ mod tests {
             "{error}"
         );
         up(&["--scale", "portal=2"]).unwrap().validate().unwrap();
+        let group = up(&["--scale", "registry=3"]).unwrap();
+        assert_eq!(group.count(Kind::Registry), 3);
+        group.validate().unwrap();
 
         for (bad, says) in [
             ("reports=2", "unknown service"),
             ("grading=0", "at least one instance"),
             ("grading=x", "not a number"),
             ("grading", "SERVICE=N"),
-            ("registry=2", "registry runs as one instance"),
+            ("grading=17", "at most 16"),
         ] {
             let error = up(&["--scale", bad]).unwrap_err();
             assert!(error.contains(says), "{bad}: {error}");

@@ -211,6 +211,20 @@ impl<V: Clone + PartialEq> Node<V> {
         effects
     }
 
+    /// Forgets everything of `origin`, a node's earlier life or a node gone
+    /// for good (never this node's own): its keys go, and whatever still
+    /// comes of it is ignored.
+    pub fn forget(&mut self, origin: &Origin) -> Vec<Effect<V>> {
+        if *origin == self.me {
+            return Vec::new();
+        }
+        self.replica
+            .forget(origin)
+            .into_iter()
+            .map(Effect::Changed)
+            .collect()
+    }
+
     /// When [`Node::tick`] must be called next.
     pub fn next_deadline(&self) -> Duration {
         let mut next = self.next_sync.min(self.next_collection);

@@ -169,12 +169,15 @@ impl<V: Clone> OriginState<V> {
 #[derive(Debug, Clone)]
 pub struct Replica<V> {
     origins: BTreeMap<Origin, OriginState<V>>,
+    /// Origins gone for good: whatever still comes of them is ignored.
+    forgotten: std::collections::BTreeSet<Origin>,
 }
 
 impl<V> Default for Replica<V> {
     fn default() -> Self {
         Replica {
             origins: BTreeMap::new(),
+            forgotten: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -212,7 +215,7 @@ impl<V: Clone + PartialEq> Replica<V> {
     /// Applies a range received from a peer; returns the keys whose value
     /// changed. A malformed range is ignored whole.
     pub fn apply(&mut self, range: Range<V>, now: Duration) -> Vec<KeyChange<V>> {
-        if !range.is_well_formed() {
+        if !range.is_well_formed() || self.forgotten.contains(&range.origin) {
             return Vec::new();
         }
         let state = self.origins.entry(range.origin.clone()).or_default();
@@ -369,9 +372,10 @@ impl<V: Clone + PartialEq> Replica<V> {
         collected
     }
 
-    /// Drops everything of `origin` (a node gone for good); returns the
-    /// live keys that went.
+    /// Drops everything of `origin` (a node gone for good) and ignores
+    /// whatever still comes of it; returns the live keys that went.
     pub fn forget(&mut self, origin: &Origin) -> Vec<KeyChange<V>> {
+        self.forgotten.insert(origin.clone());
         let Some(state) = self.origins.remove(origin) else {
             return Vec::new();
         };
@@ -556,9 +560,13 @@ mod tests {
         let mut replica = Replica::default();
         replica.write(&a, "x", Some(1), NOW);
         replica.write(&b, "y", Some(2), NOW);
+        let (late, _) = Replica::default().write(&a, "z", Some(3), NOW);
         let gone = replica.forget(&a);
         assert_eq!(gone.len(), 1);
         assert_eq!(live(&replica), [("y".to_owned(), 2)]);
+        assert_eq!(replica.origins().collect::<Vec<_>>(), [&b]);
+        // What still comes of it is ignored.
+        assert!(replica.apply(late, NOW).is_empty());
         assert_eq!(replica.origins().collect::<Vec<_>>(), [&b]);
     }
 }

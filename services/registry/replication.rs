@@ -24,6 +24,10 @@ pub const DEFAULT_CLUSTER: &str = "gradebook";
 pub const PEER_QUEUE: usize = 256;
 /// The deadline of one message to a peer.
 pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the records of a node's earlier life (before a restart) stay
+/// once its new life shows up: time for the instances it owned to register
+/// again, through any node. What nobody claims by then goes.
+pub const EARLIER_LIFE_GRACE: Duration = Duration::from_secs(10);
 
 /// How this node takes part in a group of registry nodes.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +46,8 @@ pub struct Replication {
     engine: gossip::Node<CatalogRecord>,
     epoch: Instant,
     queues: HashMap<String, mpsc::Sender<Message<CatalogRecord>>>,
+    /// Earlier lives of nodes, and when their later life showed up.
+    superseded: HashMap<Origin, Duration>,
 }
 
 impl Replication {
@@ -79,6 +85,7 @@ impl Replication {
             engine,
             epoch,
             queues,
+            superseded: HashMap::new(),
         }
     }
 
@@ -112,10 +119,37 @@ impl Replication {
         self.engine.receive(&from.to_owned(), message, now)
     }
 
-    /// Does what is due (pushes, anti-entropy).
+    /// Does what is due (pushes, anti-entropy), and forgets the earlier
+    /// lives of nodes past [`EARLIER_LIFE_GRACE`].
     pub fn tick(&mut self) -> Vec<gossip::Effect<CatalogRecord>> {
         let now = self.now();
-        self.engine.tick(now)
+        let mut effects = self.engine.tick(now);
+        let mut newest: HashMap<&str, u64> = HashMap::new();
+        let me = self.engine.origin();
+        for origin in self.engine.replica().origins().chain(std::iter::once(me)) {
+            let generation = newest.entry(origin.node.as_str()).or_default();
+            *generation = (*generation).max(origin.generation);
+        }
+        let earlier: Vec<Origin> = self
+            .engine
+            .replica()
+            .origins()
+            .filter(|o| {
+                newest
+                    .get(o.node.as_str())
+                    .is_some_and(|g| *g > o.generation)
+            })
+            .cloned()
+            .collect();
+        for origin in earlier {
+            let since = *self.superseded.entry(origin.clone()).or_insert(now);
+            if now.saturating_sub(since) >= EARLIER_LIFE_GRACE {
+                tracing::info!(node = %origin.node, generation = origin.generation, "forgot the records of a registry node's earlier life");
+                effects.extend(self.engine.forget(&origin));
+                self.superseded.remove(&origin);
+            }
+        }
+        effects
     }
 
     /// How long until [`Replication::tick`] is due.
