@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of the container stack with the real Docker engine and
 # Compose v2: builds both images offline (gradebook and gradebook-postgres),
-# starts the stack (PostgreSQL, registry, log x2, grading x2, portal), checks
+# starts the stack (PostgreSQL, registry x3, log x2, grading x2, portal), checks
 # it with grpcurl and the portal's JSON API, checks the demo data was seeded
 # once, adds a grade and kills each grading container's process with SIGKILL
 # from the host (so the restart policy applies, as to a crash) while reading
@@ -48,8 +48,8 @@ until_true() {
     done
 }
 
-services=(postgres registry log-1 log-2 grading-1 grading-2 portal)
-daemons=(registry log-1 log-2 grading-1 grading-2 portal)
+services=(postgres registry-1 registry-2 registry-3 log-1 log-2 grading-1 grading-2 portal)
+daemons=(registry-1 registry-2 registry-3 log-1 log-2 grading-1 grading-2 portal)
 healthy_count() { docker compose ps --format '{{.Service}} {{.Health}}' | grep -c ' healthy$' || true; }
 all_healthy() { [ "$(healthy_count)" = "${#services[@]}" ]; }
 portal=https://localhost:8080
@@ -122,11 +122,11 @@ done_step
 
 step "grpcurl from the host: list the registry's services, check every daemon's health"
 grpcurl "${tls[@]}" localhost:50051 list | grep -x gradebook.registry.v1.Registry >/dev/null || fail "registry reflection"
-for port in 50051 50052 50062 50053 50063 8080; do
+for port in 50051 50061 50071 50052 50062 50053 50063 8080; do
     grpcurl "${tls[@]}" "localhost:$port" grpc.health.v1.Health/Check | grep SERVING >/dev/null || fail "health of :$port"
 done
 listed=$(grpcurl "${tls[@]}" -d '{"include_unhealthy": true}' localhost:50051 gradebook.registry.v1.Registry/List)
-for address in registry:50051 log-1:50052 log-2:50052 grading-1:50053 grading-2:50053 portal:8080; do
+for address in registry-1:50051 registry-2:50051 registry-3:50051 log-1:50052 log-2:50052 grading-1:50053 grading-2:50053 portal:8080; do
     grep "\"address\": \"$address\"" <<<"$listed" >/dev/null || fail "$address is not advertised: $listed"
 done
 done_step
@@ -191,6 +191,50 @@ done_step
 
 step "add a grade, SIGKILL grading-2's process from the host; reads of the grade keep working; it comes back"
 kill_and_read grading-2
+done_step
+
+step "add a grade, SIGKILL registry-1's process from the host; reads of the grade keep working; it comes back"
+kill_and_read registry-1
+done_step
+
+# Lists `service` through the registry node on host port $1 (every
+# instance, whatever its health).
+instances_via() {
+    grpcurl "${tls[@]}" -max-time 3 -d "{\"service\": \"$2\", \"include_unhealthy\": true}" \
+        "localhost:$1" gradebook.registry.v1.Registry/List
+}
+# Whether the registry node on host port $1 answers, without grading-2.
+grading2_gone_via() {
+    local listed
+    listed=$(instances_via "$1" grading) || return 1
+    ! grep grading-2:50053 <<<"$listed" >/dev/null
+}
+# What registry-3 lists of grading, asked from inside its container (its
+# host port goes with its network).
+grading_on_registry3() {
+    docker compose exec -T registry-3 /usr/local/bin/gradebook services --service grading
+}
+# Whether registry-3 answers, without grading-2.
+grading2_gone_on_registry3() {
+    local listed
+    listed=$(grading_on_registry3) || return 1
+    ! grep grading-2:50053 <<<"$listed" >/dev/null
+}
+
+step "a partition: registry-3 cut off, both sides answer; a change on the majority reaches it soon after the heal"
+network="${COMPOSE_PROJECT_NAME}_default"
+registry3=$(docker compose ps -q registry-3)
+docker network disconnect "$network" "$registry3" >/dev/null || fail "disconnect registry-3"
+docker compose stop grading-2 >/dev/null 2>&1 || fail "stop grading-2"
+until_true 10 grading2_gone_via 50051 || fail "grading-2 is still listed on the majority side"
+listed=$(grading_on_registry3) || fail "registry-3 does not answer while cut off"
+grep grading-2:50053 <<<"$listed" >/dev/null || fail "registry-3 lost grading-2 while cut off: $listed"
+docker network connect --alias registry-3 "$network" "$registry3" >/dev/null || fail "reconnect registry-3"
+healed=$(date +%s%N)
+until_true 20 grading2_gone_on_registry3 || fail "registry-3 did not learn that grading-2 left"
+echo "   registry-3 caught up $(( ($(date +%s%N) - healed) / 1000000 )) ms after the heal"
+docker compose start grading-2 >/dev/null 2>&1 || fail "start grading-2"
+until_true 60 all_healthy || fail "not healthy after the partition"
 done_step
 
 step "docker compose stop grading-1: a write and 100 reads through the portal all succeed; start it again"

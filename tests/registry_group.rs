@@ -279,3 +279,40 @@ async fn when_its_registry_node_dies_an_instance_moves_to_another_and_dependents
     }
     drop(log);
 }
+
+#[tokio::test]
+async fn the_records_of_a_node_that_died_for_good_go_after_the_grace() {
+    let mesh = Mesh::new();
+    let mut group = mesh.registry_group(3, &["--peer-dead-after", "2s"]).await;
+    let c_node = node_id(&group[2]).await;
+    // A bare server registered through C: nothing will register it again.
+    let server = HealthServer::start(&group[2].certs, "reports").await;
+    registry_client_as(&group[2], "reports")
+        .register(pb::RegisterRequest {
+            service: "reports".into(),
+            instance_id: "reports-1".into(),
+            address: server.address.clone(),
+            version: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("register through C");
+    listed(&group[0], "reports", pb::HealthStatus::Serving).await;
+
+    group[2].kill9();
+    // A and B find C dead, and forget what only C owned: the instance and
+    // C's own record.
+    for node in [&group[0], &group[1]] {
+        eventually(
+            "C's records go",
+            std::time::Duration::from_secs(30),
+            || async {
+                let reports = list(node, "reports").await;
+                let registries = list(node, "registry").await;
+                (reports.is_empty() && registries.iter().all(|r| r.instance_id != c_node))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}

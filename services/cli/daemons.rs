@@ -97,6 +97,11 @@ pub struct RegistryArgs {
     /// The group's name: a node refuses gossip from another group.
     #[arg(long, env = "GRADEBOOK_REGISTRY_CLUSTER", default_value = registry::replication::DEFAULT_CLUSTER)]
     pub cluster: String,
+    /// How long a peer registry node stays down (silent past the failure
+    /// detector's threshold) before the records it owned, unclaimed since,
+    /// are forgotten.
+    #[arg(long, env = "GRADEBOOK_PEER_DEAD_AFTER", value_parser = parse_duration, default_value = "30s")]
+    pub peer_dead_after: Duration,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }
@@ -203,6 +208,7 @@ pub async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
         watch_queue: args.watch_queue,
         peers: args.peers,
         cluster: args.cluster,
+        peer_dead_after: args.peer_dead_after,
     };
     config.validate()?;
     let listener = bind(args.listen).await?;

@@ -12,9 +12,11 @@
 //! - [`message`]: what nodes send each other.
 //! - [`node`]: one node's engine: whom to push to and when, anti-entropy,
 //!   tombstone collection; time in, effects out.
+//! - [`membership`]: which peers are alive: a phi-accrual failure detector.
 //! - [`sim`]: many nodes in one process on virtual time, with latency,
 //!   loss, partitions and crashes: the figures of `gradebook sim`.
 
+pub mod membership;
 pub mod message;
 pub mod node;
 pub mod replica;

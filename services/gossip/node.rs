@@ -225,6 +225,12 @@ impl<V: Clone + PartialEq> Node<V> {
             .collect()
     }
 
+    /// Takes in what comes of `node`'s origins again (it was forgotten as
+    /// dead, and turned out alive).
+    pub fn unforget_node(&mut self, node: &str) {
+        self.replica.unforget_node(node);
+    }
+
     /// When [`Node::tick`] must be called next.
     pub fn next_deadline(&self) -> Duration {
         let mut next = self.next_sync.min(self.next_collection);

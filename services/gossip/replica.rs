@@ -391,6 +391,12 @@ impl<V: Clone + PartialEq> Replica<V> {
             .collect()
     }
 
+    /// Stops ignoring the origins of `node` (it turned out alive): what
+    /// comes of them is taken in again.
+    pub fn unforget_node(&mut self, node: &str) {
+        self.forgotten.retain(|origin| origin.node != node);
+    }
+
     /// Every origin this replica holds something of.
     pub fn origins(&self) -> impl Iterator<Item = &Origin> {
         self.origins.keys()

@@ -46,6 +46,8 @@ pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 2;
 /// Default time a down instance stays in the catalog before eviction.
 pub const DEFAULT_EVICTION_GRACE: Duration = Duration::from_secs(30);
+/// Default time a peer node stays down before the records it owned go.
+pub const DEFAULT_PEER_DEAD_AFTER: Duration = Duration::from_secs(30);
 /// Default number of events queued per watcher before it is resynced.
 pub const DEFAULT_WATCH_QUEUE: usize = 1024;
 
@@ -69,6 +71,8 @@ pub struct RegistryConfig {
     pub peers: Vec<String>,
     /// The name of the group of registry nodes.
     pub cluster: String,
+    /// How long a peer stays down before the records it owned go.
+    pub peer_dead_after: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -82,6 +86,7 @@ impl Default for RegistryConfig {
             watch_queue: DEFAULT_WATCH_QUEUE,
             peers: Vec::new(),
             cluster: replication::DEFAULT_CLUSTER.to_owned(),
+            peer_dead_after: DEFAULT_PEER_DEAD_AFTER,
         }
     }
 }
@@ -156,6 +161,7 @@ pub async fn run(
             address,
             peers,
             cluster: config.cluster.clone(),
+            dead_after: config.peer_dead_after,
         });
     }
     let evictions = tokio::spawn(evict_periodically(

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::gossip::membership::{Detector, DetectorConfig, Verdict};
 use crate::gossip::{self, Message, Origin};
 use crate::mesh::Shutdown;
 use crate::mesh::Tls;
@@ -38,6 +39,9 @@ pub struct PeerConfig {
     pub peers: Vec<String>,
     /// The group's name: messages of another group are refused.
     pub cluster: String,
+    /// How long a peer stays down (silent past the failure detector's
+    /// threshold) before the records it owned are forgotten.
+    pub dead_after: Duration,
 }
 
 /// The gossip engine and the queues to the peers.
@@ -48,6 +52,12 @@ pub struct Replication {
     queues: HashMap<String, mpsc::Sender<Message<CatalogRecord>>>,
     /// Earlier lives of nodes, and when their later life showed up.
     superseded: HashMap<Origin, Duration>,
+    /// Which peers are alive.
+    detector: Detector,
+    /// The peers.
+    peers: Vec<String>,
+    /// Peers found dead, whose records were forgotten.
+    dead: std::collections::BTreeSet<String>,
 }
 
 impl Replication {
@@ -86,6 +96,17 @@ impl Replication {
             epoch,
             queues,
             superseded: HashMap::new(),
+            detector: Detector::new(DetectorConfig {
+                dead_grace: config.dead_after,
+                ..DetectorConfig::default()
+            }),
+            peers: config
+                .peers
+                .iter()
+                .filter(|p| **p != config.address)
+                .cloned()
+                .collect(),
+            dead: std::collections::BTreeSet::new(),
         }
     }
 
@@ -116,6 +137,11 @@ impl Replication {
         message: Message<CatalogRecord>,
     ) -> Vec<gossip::Effect<CatalogRecord>> {
         let now = self.now();
+        self.detector.heard(&from.to_owned(), now);
+        if self.dead.remove(from) {
+            tracing::info!(peer = %from, "a registry node found dead is back");
+            self.engine.unforget_node(from);
+        }
         self.engine.receive(&from.to_owned(), message, now)
     }
 
@@ -148,6 +174,25 @@ impl Replication {
                 effects.extend(self.engine.forget(&origin));
                 self.superseded.remove(&origin);
             }
+        }
+        // A peer silent past the failure detector's threshold, for longer
+        // than its grace: what it owned and nobody claimed since goes.
+        for peer in &self.peers {
+            if self.dead.contains(peer) || self.detector.verdict(peer, now) != Verdict::Dead {
+                continue;
+            }
+            let origins: Vec<Origin> = self
+                .engine
+                .replica()
+                .origins()
+                .filter(|o| o.node == *peer)
+                .cloned()
+                .collect();
+            tracing::warn!(%peer, "registry node dead; forgot the records it owned");
+            for origin in origins {
+                effects.extend(self.engine.forget(&origin));
+            }
+            self.dead.insert(peer.clone());
         }
         effects
     }
