@@ -211,6 +211,15 @@ impl<V: Clone + PartialEq> Node<V> {
         effects
     }
 
+    /// Opens an anti-entropy exchange with `peer` now (a peer just back
+    /// from a partition or a crash).
+    pub fn sync_with(&mut self, peer: &NodeId) -> Vec<Effect<V>> {
+        let mut effects = Vec::new();
+        let floors = self.replica.floors();
+        self.send(peer, Message::Syn { floors }, &mut effects);
+        effects
+    }
+
     /// Forgets everything of `origin`, a node's earlier life or a node gone
     /// for good (never this node's own): its keys go, and whatever still
     /// comes of it is ignored.

@@ -137,12 +137,21 @@ impl Replication {
         message: Message<CatalogRecord>,
     ) -> Vec<gossip::Effect<CatalogRecord>> {
         let now = self.now();
-        self.detector.heard(&from.to_owned(), now);
+        let peer = from.to_owned();
+        let was_down = self.detector.verdict(&peer, now) != Verdict::Alive;
+        self.detector.heard(&peer, now);
         if self.dead.remove(from) {
             tracing::info!(peer = %from, "a registry node found dead is back");
             self.engine.unforget_node(from);
         }
-        self.engine.receive(&from.to_owned(), message, now)
+        let mut effects = self.engine.receive(&peer, message, now);
+        if was_down {
+            // Back from a partition or a crash: catch up both ways now,
+            // not at the next random exchange.
+            tracing::info!(peer = %from, "a registry node is back; syncing with it");
+            effects.extend(self.engine.sync_with(&peer));
+        }
+        effects
     }
 
     /// Does what is due (pushes, anti-entropy), and forgets the earlier
