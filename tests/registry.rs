@@ -10,7 +10,7 @@ use gradebook::pb::registry::v1 as pb;
 use nix::sys::signal::Signal;
 use support::{
     HealthServer, Mesh, PATIENCE, Watcher, eventually, list, registry_client, registry_client_as,
-    wait_health,
+    registry_node, wait_health,
 };
 use tonic::Code;
 
@@ -202,14 +202,6 @@ async fn watch_sends_a_snapshot_then_changes_in_order() {
             instance.record_version.as_ref().unwrap().origin,
             registry_node(&registry).await
         );
-    }
-}
-
-async fn registry_node(registry: &support::Daemon) -> String {
-    let mut watcher = Watcher::open(registry, &["registry"]).await;
-    match watcher.next(PATIENCE).await {
-        pb::watch_event::Event::Snapshot(s) => s.registry_node,
-        other => panic!("{other:?}"),
     }
 }
 

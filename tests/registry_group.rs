@@ -5,7 +5,9 @@
 mod support;
 
 use gradebook::pb::registry::v1 as pb;
-use support::{HealthServer, Mesh, PATIENCE, Watcher, eventually, list, registry_client_as};
+use support::{
+    HealthServer, Mesh, PATIENCE, Watcher, eventually, list, registry_client_as, registry_node,
+};
 
 /// Waits until `registry` lists `service` with `health` (through its own
 /// catalog, whichever node the instance registered through).
@@ -25,6 +27,25 @@ async fn listed(
         },
     )
     .await
+}
+
+/// Starts a bare health server of the service "reports" and registers it
+/// as `reports-1` through `registry`; keep the server while it should live.
+async fn register_reports_through(registry: &support::Daemon) -> HealthServer {
+    let server = HealthServer::start(&registry.certs, "reports").await;
+    let registered = registry_client_as(registry, "reports")
+        .register(pb::RegisterRequest {
+            service: "reports".into(),
+            instance_id: "reports-1".into(),
+            address: server.address.clone(),
+            version: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    assert_eq!(registered.instance.unwrap().instance_id, "reports-1");
+    server
 }
 
 #[tokio::test]
@@ -76,20 +97,7 @@ async fn an_instance_deregistered_through_another_node_is_gone_everywhere_for_go
     let mesh = Mesh::new();
     let group = mesh.registry_group(3, &[]).await;
     let (a, b, c) = (&group[0], &group[1], &group[2]);
-    let server = HealthServer::start(&a.certs, "reports").await;
-    let mut client = registry_client_as(a, "reports");
-    let registered = client
-        .register(pb::RegisterRequest {
-            service: "reports".into(),
-            instance_id: "reports-1".into(),
-            address: server.address.clone(),
-            version: "1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("register through A")
-        .into_inner();
-    assert_eq!(registered.instance.unwrap().instance_id, "reports-1");
+    let _server = register_reports_through(a).await;
     listed(c, "reports", pb::HealthStatus::Serving).await;
 
     // An operator removes it through B (A owns and monitors it).
@@ -206,20 +214,11 @@ async fn peer_messages_from_strangers_or_malformed_are_refused_and_change_nothin
     listed(node, "forged", pb::HealthStatus::Serving).await;
 }
 
-/// The id of the registry node `registry` (from a watch's snapshot).
-async fn node_id(registry: &support::Daemon) -> String {
-    let mut watcher = Watcher::open(registry, &["registry"]).await;
-    match watcher.next(PATIENCE).await {
-        pb::watch_event::Event::Snapshot(s) => s.registry_node,
-        other => panic!("{other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn when_its_registry_node_dies_an_instance_moves_to_another_and_dependents_never_see_it_go() {
     let mesh = Mesh::new();
     let mut group = mesh.registry_group(3, &[]).await;
-    let b_node = node_id(&group[1]).await;
+    let b_node = registry_node(&group[1]).await;
     // The log service knows every node and registers through the first.
     let data = mesh.dir.path().join("log").display().to_string();
     let log = mesh
@@ -284,19 +283,9 @@ async fn when_its_registry_node_dies_an_instance_moves_to_another_and_dependents
 async fn the_records_of_a_node_that_died_for_good_go_after_the_grace() {
     let mesh = Mesh::new();
     let mut group = mesh.registry_group(3, &["--peer-dead-after", "2s"]).await;
-    let c_node = node_id(&group[2]).await;
+    let c_node = registry_node(&group[2]).await;
     // A bare server registered through C: nothing will register it again.
-    let server = HealthServer::start(&group[2].certs, "reports").await;
-    registry_client_as(&group[2], "reports")
-        .register(pb::RegisterRequest {
-            service: "reports".into(),
-            instance_id: "reports-1".into(),
-            address: server.address.clone(),
-            version: "1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("register through C");
+    let _server = register_reports_through(&group[2]).await;
     listed(&group[0], "reports", pb::HealthStatus::Serving).await;
 
     group[2].kill9();

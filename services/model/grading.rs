@@ -202,6 +202,17 @@ pub struct StudentDetail {
     pub next_grades: Option<String>,
 }
 
+impl StudentDetail {
+    /// The student with `page`, the first page of their grades.
+    pub fn with_grades(student: Student, page: GradePage) -> Self {
+        StudentDetail {
+            student,
+            grades: page.grades,
+            next_grades: page.next,
+        }
+    }
+}
+
 /// A page of a student's grades.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradePage {

@@ -451,6 +451,15 @@ pub async fn wait_health(
 }
 
 /// A watch stream on `services`, with a helper to take the next message.
+/// The id of the registry node `registry` (from a watch's snapshot).
+pub async fn registry_node(registry: &Daemon) -> String {
+    let mut watcher = Watcher::open(registry, &["registry"]).await;
+    match watcher.next(PATIENCE).await {
+        pb::watch_event::Event::Snapshot(s) => s.registry_node,
+        other => panic!("{other:?}"),
+    }
+}
+
 pub struct Watcher {
     pub stream: tonic::Streaming<pb::WatchEvent>,
 }

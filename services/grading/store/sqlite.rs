@@ -647,11 +647,7 @@ impl GradeStore for SqliteStore {
             let student = require_student(&tx, &id)?;
             let page = grade_page(&tx, &id, grade_page_size, &GradeCursor::start())?;
             tx.commit().map_err(db("reading a student"))?;
-            Ok(StudentDetail {
-                student,
-                grades: page.grades,
-                next_grades: page.next,
-            })
+            Ok(StudentDetail::with_grades(student, page))
         })
         .await
     }

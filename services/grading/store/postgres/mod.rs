@@ -761,11 +761,7 @@ impl GradeStore for PostgresStore {
             let student = require_student(&tx, &id).await?;
             let page = grade_page(&tx, &id, grade_page_size, &GradeCursor::start()).await?;
             tx.commit().await.map_err(pg("reading a student"))?;
-            Ok(StudentDetail {
-                student,
-                grades: page.grades,
-                next_grades: page.next,
-            })
+            Ok(StudentDetail::with_grades(student, page))
         })
         .await
     }
