@@ -305,3 +305,60 @@ async fn the_records_of_a_node_that_died_for_good_go_after_the_grace() {
         .await;
     }
 }
+
+/// The portal's dependency watch fails over with its registration: after
+/// kill -9 of the registry node everything used, a grading instance that
+/// registers afterwards (through another node) reaches the portal's view,
+/// and the portal serves through it once the first grading is gone.
+#[tokio::test]
+async fn a_watcher_whose_node_dies_resumes_on_another_with_a_fresh_view() {
+    let mesh = Mesh::new();
+    let mut group = mesh.registry_group(3, &[]).await;
+    let nodes = [&group[0], &group[1], &group[2]];
+    let data = |name: &str| {
+        vec![
+            "--data-dir".to_owned(),
+            mesh.dir.path().join(name).display().to_string(),
+        ]
+    };
+    let _log = mesh.member_of("log", &nodes, data("log")).await;
+    let mut first = mesh.member_of("grading", &nodes, data("grading")).await;
+    let portal = mesh.member_of("portal", &nodes, data("portal")).await;
+    let token = mesh.add_user(support::TEST_USER, "admin", support::TEST_PASSWORD);
+    let http = support::signed_in_builder(&token).build().unwrap();
+    let students = format!("http://127.0.0.1:{}/api/students", portal.port);
+    let answers = || {
+        let (http, url) = (http.clone(), students.clone());
+        async move { (http.get(&url).send().await.ok()?.status() == 200).then_some(()) }
+    };
+    eventually("the portal serves", PATIENCE, answers).await;
+
+    group[0].kill9();
+    // A second grading instance (same database), given every node,
+    // registers through B (A is dead).
+    let nodes = [&group[0], &group[1], &group[2]];
+    let _second = mesh.member_of("grading", &nodes, data("grading")).await;
+    first.kill9();
+    // Only the second can answer now: the portal must have learnt of it
+    // from its watch, resumed on a node that is alive.
+    eventually(
+        "the portal serves through the second grading",
+        PATIENCE,
+        answers,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_node_catches_up_by_anti_entropy() {
+    let mesh = Mesh::new();
+    let mut group = mesh.registry_group(3, &[]).await;
+    let _server = register_reports_through(&group[0]).await;
+    listed(&group[2], "reports", pb::HealthStatus::Serving).await;
+    // C restarts with nothing: nobody pushes it the old registration, so
+    // only anti-entropy can bring it.
+    group[2].restart();
+    group[2].wait_serving().await;
+    let caught_up = listed(&group[2], "reports", pb::HealthStatus::Serving).await;
+    assert_eq!(caught_up.instance_id, "reports-1");
+}
