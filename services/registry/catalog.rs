@@ -140,19 +140,15 @@ impl Catalog {
         let own = self
             .entries
             .get(id)
-            .map(|entry| CatalogRecord::Live(Box::new(entry.view())))
-            .or_else(|| {
-                self.removed
-                    .get(id)
-                    .map(|(version, _)| CatalogRecord::Removed(version.clone()))
-            });
-        let best = match (own, self.remote.get(id)) {
-            (Some(own), Some(remote)) if remote.version() > own.version() => remote.clone(),
-            (Some(own), _) => own,
-            (None, Some(remote)) => remote.clone(),
-            (None, None) => return None,
-        };
-        best.instance().cloned()
+            .map(|entry| &entry.instance.record_version)
+            .or_else(|| self.removed.get(id).map(|(version, _)| version));
+        match (own, self.remote.get(id)) {
+            (Some(own), Some(remote)) if remote.version() > own => remote.instance().cloned(),
+            // This node's own record (a removal mark: none).
+            (Some(_), _) => self.entries.get(id).map(Entry::view),
+            (None, Some(remote)) => remote.instance().cloned(),
+            (None, None) => None,
+        }
     }
 
     /// The version of the newest record of `id`, whatever it says.
