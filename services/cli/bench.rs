@@ -28,7 +28,7 @@ use crate::pb::registry::v1::registry_client::RegistryClient;
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Which benchmarks to run.
-    #[arg(long, value_enum, default_values_t = [Part::Fanout, Part::Throughput, Part::Monitoring, Part::Gradebook])]
+    #[arg(long, value_enum, default_values_t = [Part::Fanout, Part::Throughput, Part::Monitoring, Part::Gradebook, Part::Group])]
     pub only: Vec<Part>,
     /// Watchers of the provider's service in the fan-out benchmark.
     #[arg(long, default_value_t = 1000)]
@@ -75,6 +75,8 @@ pub enum Part {
     Gradebook,
     /// The registry's hot paths with mutual TLS and without, side by side.
     Tls,
+    /// Three registry nodes: convergence of a change, and failover.
+    Group,
 }
 
 /// A daemon started by the benchmark, killed when dropped.
@@ -237,6 +239,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.only.contains(&Part::Tls) {
         crate::cli::bench_tls::run(&args).await?;
+    }
+    if args.only.contains(&Part::Group) {
+        crate::cli::bench_group::run(&args).await?;
     }
     Ok(())
 }

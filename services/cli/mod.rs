@@ -20,6 +20,7 @@
 
 pub mod bench;
 pub mod bench_gradebook;
+pub mod bench_group;
 pub mod bench_tls;
 pub mod certs;
 pub mod daemons;

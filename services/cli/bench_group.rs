@@ -1,0 +1,193 @@
+//! `gradebook bench --only group`: a group of three registry nodes on
+//! loopback (plaintext, as the other registry parts): how long a
+//! registration through one node takes to reach a watcher of another
+//! (p50/p99), and how long an instance takes to move to another node after
+//! kill -9 of the node it registered through.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+
+use crate::cli::bench::{
+    BenchArgs, Process, free_port, health_server, ms, percentile, spawn_daemon, wait_serving,
+};
+use crate::mesh::Tls;
+use crate::mesh::client::{lazy_channel, registry_client};
+use crate::model::registry::HEALTH_SERVICE_METADATA;
+use crate::pb::registry::v1 as pb;
+
+/// How long one change may take to arrive before the benchmark gives up.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A registry node of the group.
+struct Node {
+    url: String,
+    process: Process,
+}
+
+/// Starts `count` registry nodes that know each other.
+async fn start_group(count: usize) -> anyhow::Result<Vec<Node>> {
+    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let peers = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes = Vec::new();
+    for port in ports {
+        let process = spawn_daemon(&[
+            "registry".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--peers".into(),
+            peers.clone(),
+            "--ship-logs".into(),
+            "false".into(),
+        ])?;
+        nodes.push(Node {
+            url: format!("http://127.0.0.1:{port}"),
+            process,
+        });
+    }
+    for node in &nodes {
+        wait_serving(&node.url, &Tls::Off).await?;
+    }
+    Ok(nodes)
+}
+
+/// Runs the group benchmark.
+pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    println!("registry group: 3 nodes on loopback, plaintext");
+    let mut nodes = start_group(3).await?;
+    let client = |node: &Node| -> anyhow::Result<_> {
+        Ok(registry_client(lazy_channel(
+            "--registry",
+            &node.url,
+            "registry",
+            &Tls::Off,
+        )?))
+    };
+    let health = health_server(&["bench".into()], &Tls::Off).await?;
+
+    // A registration through A, until a watcher of C sees it.
+    let mut watch = client(&nodes[2])?
+        .watch(pb::WatchRequest {
+            services: vec!["bench".into()],
+        })
+        .await?
+        .into_inner();
+    watch.next().await.context("the snapshot")??;
+    let mut through_a = client(&nodes[0])?;
+    let mut times = Vec::new();
+    for round in 0..args.rounds {
+        let id = format!("bench-{round}");
+        let start = Instant::now();
+        through_a
+            .register(pb::RegisterRequest {
+                service: "bench".into(),
+                instance_id: id.clone(),
+                address: health.to_string(),
+                metadata: [(HEALTH_SERVICE_METADATA.to_owned(), "bench".to_owned())].into(),
+                ..Default::default()
+            })
+            .await?;
+        loop {
+            let event = tokio::time::timeout(PATIENCE, watch.next())
+                .await
+                .context("the change reaches the other node")?
+                .context("the watch ended")??;
+            if let Some(pb::watch_event::Event::Change(change)) = event.event
+                && change.kind == pb::ChangeKind::Added as i32
+                && change.instance.is_some_and(|i| i.instance_id == id)
+            {
+                break;
+            }
+        }
+        times.push(start.elapsed());
+        through_a
+            .deregister(pb::DeregisterRequest { instance_id: id })
+            .await?;
+    }
+    times.sort();
+    println!(
+        "  registration through A -> ADDED at a watcher of C: p50 {}, p99 {} ({} rounds)",
+        ms(percentile(&times, 50.0)),
+        ms(percentile(&times, 99.0)),
+        times.len()
+    );
+
+    // kill -9 of the node a real daemon registered through, until another
+    // node lists it registered through itself.
+    let data =
+        std::env::temp_dir().join(format!("gradebook-bench-{}", uuid::Uuid::new_v4().simple()));
+    let port = free_port()?;
+    let urls = nodes
+        .iter()
+        .map(|n| n.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let _log = spawn_daemon(&[
+        "log".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--registry".into(),
+        urls,
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--ship-logs".into(),
+        "false".into(),
+    ])?;
+    let mut on_c = client(&nodes[2])?;
+    let list_log = |records: pb::ListResponse| {
+        records
+            .instances
+            .into_iter()
+            .find(|i| i.service == crate::log::SERVICE_NAME)
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let before = loop {
+        let listed = on_c
+            .list(pb::ListRequest {
+                service: crate::log::SERVICE_NAME.into(),
+                include_unhealthy: false,
+            })
+            .await?
+            .into_inner();
+        if let Some(log) = list_log(listed) {
+            break log;
+        }
+        if Instant::now() > deadline {
+            bail!("the log daemon did not register");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let owner = before.record_version.map(|v| v.origin).unwrap_or_default();
+    let start = Instant::now();
+    nodes[0].process.0.kill()?;
+    let moved = loop {
+        let listed = on_c
+            .list(pb::ListRequest {
+                service: crate::log::SERVICE_NAME.into(),
+                include_unhealthy: false,
+            })
+            .await?
+            .into_inner();
+        if list_log(listed)
+            .and_then(|i| i.record_version)
+            .is_some_and(|v| v.origin != owner)
+        {
+            break start.elapsed();
+        }
+        if start.elapsed() > PATIENCE {
+            bail!("the log daemon did not move to another node");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!(
+        "  kill -9 of its registry node -> the instance registered through another: {}",
+        ms(moved)
+    );
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
