@@ -138,23 +138,24 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "--ship-logs".into(),
         "false".into(),
     ])?;
-    let mut on_c = client(&nodes[2])?;
-    let list_log = |records: pb::ListResponse| {
-        records
-            .instances
-            .into_iter()
-            .find(|i| i.service == crate::log::SERVICE_NAME)
+    let on_c = client(&nodes[2])?;
+    // The log daemon as C lists it, if it does.
+    let log_on_c = || {
+        let mut on_c = on_c.clone();
+        async move {
+            let listed = on_c
+                .list(pb::ListRequest {
+                    service: crate::log::SERVICE_NAME.into(),
+                    include_unhealthy: false,
+                })
+                .await?
+                .into_inner();
+            Ok::<_, tonic::Status>(listed.instances.into_iter().next())
+        }
     };
     let deadline = Instant::now() + PATIENCE;
     let before = loop {
-        let listed = on_c
-            .list(pb::ListRequest {
-                service: crate::log::SERVICE_NAME.into(),
-                include_unhealthy: false,
-            })
-            .await?
-            .into_inner();
-        if let Some(log) = list_log(listed) {
+        if let Some(log) = log_on_c().await? {
             break log;
         }
         if Instant::now() > deadline {
@@ -166,14 +167,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     nodes[0].process.0.kill()?;
     let moved = loop {
-        let listed = on_c
-            .list(pb::ListRequest {
-                service: crate::log::SERVICE_NAME.into(),
-                include_unhealthy: false,
-            })
+        if log_on_c()
             .await?
-            .into_inner();
-        if list_log(listed)
             .and_then(|i| i.record_version)
             .is_some_and(|v| v.origin != owner)
         {
