@@ -41,12 +41,15 @@ fn grpcurl_as(certs: &Path, identity: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn assert_lists_and_checks(daemon: &Daemon, service: &str) {
+/// Lists, describes and health-checks `daemon` with grpcurl: reflection
+/// lists exactly its own `services` (the first one is described and
+/// checked) besides health and reflection.
+fn assert_lists_and_checks(daemon: &Daemon, services: &[&str]) {
+    let service = services[0];
     let address = daemon.address();
     let certs = &daemon.certs;
     let listed = grpcurl(certs, &[&address, "list"]);
     for expected in [
-        service,
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {
@@ -55,13 +58,16 @@ fn assert_lists_and_checks(daemon: &Daemon, service: &str) {
             "{expected} missing from:\n{listed}"
         );
     }
-    let served = listed
+    let mut served: Vec<&str> = listed
         .lines()
         .filter(|l| l.starts_with("gradebook."))
-        .count();
+        .collect();
+    served.sort();
+    let mut own = services.to_vec();
+    own.sort();
     assert_eq!(
-        served, 1,
-        "only the daemon's own service is listed:\n{listed}"
+        served, own,
+        "only the daemon's own services are listed:\n{listed}"
     );
     let described = grpcurl(certs, &[&address, "describe", service]);
     assert!(described.contains("service"), "{described}");
@@ -85,10 +91,18 @@ async fn grpcurl_lists_describes_and_checks_every_daemon() {
     let registry = mesh.registry(&[]).await;
     let certs = &registry.certs;
     let log = mesh.log(&registry, "log", &[]).await;
-    assert_lists_and_checks(&registry, "gradebook.registry.v1.Registry");
-    assert_lists_and_checks(&log, "gradebook.log.v1.LogService");
+    // The registry serves its clients and, for the other registry nodes,
+    // the peer service.
+    assert_lists_and_checks(
+        &registry,
+        &[
+            "gradebook.registry.v1.Registry",
+            "gradebook.registry.v1.Peer",
+        ],
+    );
+    assert_lists_and_checks(&log, &["gradebook.log.v1.LogService"]);
     let grading = mesh.grading(&registry, "grading", &[]).await;
-    assert_lists_and_checks(&grading, "gradebook.grading.v1.Grading");
+    assert_lists_and_checks(&grading, &["gradebook.grading.v1.Grading"]);
     let students = grpcurl(
         certs,
         &[
