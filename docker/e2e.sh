@@ -20,7 +20,12 @@ passed=0
 # the host's curl and grpcurl speak (mutual) TLS like the daemons.
 certs=$(mktemp -d)
 tls=(-cacert "$certs/ca.crt" -cert "$certs/admin.crt" -key "$certs/admin.key")
-cleanup() { docker compose down -v --remove-orphans >/dev/null 2>&1 || true; rm -rf "$certs"; }
+cleanup() {
+    docker rm -f "${COMPOSE_PROJECT_NAME}-log-minority" >/dev/null 2>&1 || true
+    docker compose down -v --remove-orphans >/dev/null 2>&1 || true
+    docker network rm "${COMPOSE_PROJECT_NAME}_minority" >/dev/null 2>&1 || true
+    rm -rf "$certs"
+}
 fail() {
     echo "FAILED: $*"
     docker compose ps -a || true
@@ -209,30 +214,67 @@ grading2_gone_via() {
     listed=$(instances_via "$1" grading) || return 1
     ! grep grading-2:50053 <<<"$listed" >/dev/null
 }
-# What registry-3 lists of grading, asked from inside its container (its
-# host port goes with its network).
-grading_on_registry3() {
-    docker compose exec -T registry-3 /usr/local/bin/gradebook services --service grading
+# What registry-3 lists of `service` ($1), asked from inside its container
+# (its host port goes with its network).
+listed_on_registry3() {
+    docker compose exec -T registry-3 /usr/local/bin/gradebook services --service "$1"
 }
 # Whether registry-3 answers, without grading-2.
 grading2_gone_on_registry3() {
     local listed
-    listed=$(grading_on_registry3) || return 1
+    listed=$(listed_on_registry3 grading) || return 1
     ! grep grading-2:50053 <<<"$listed" >/dev/null
 }
+# Whether registry-3 lists log-minority as serving.
+minority_log_on_registry3() { listed_on_registry3 log | grep -E "log-minority:50052 .* SERVING$" >/dev/null; }
+# Whether the registry node on host port $1 lists log-minority as serving.
+minority_log_via() {
+    instances_via "$1" log | python3 -c '
+import json, sys
+instances = json.load(sys.stdin).get("instances", [])
+sys.exit(0 if any(i["address"] == "log-minority:50052" and i.get("health") == "HEALTH_STATUS_SERVING" for i in instances) else 1)'
+}
+# Whether both sides' changes are everywhere: grading-2 gone on registry-3,
+# log-minority serving on registry-1 and registry-2.
+healed_everywhere() { grading2_gone_on_registry3 && minority_log_via 50051 && minority_log_via 50061; }
 
-step "a partition: registry-3 cut off, both sides answer; a change on the majority reaches it soon after the heal"
+step "a partition: registry-3 cut off with a log instance of its own; both sides answer and change; both changes are everywhere soon after the heal"
 network="${COMPOSE_PROJECT_NAME}_default"
+minority="${COMPOSE_PROJECT_NAME}_minority"
+minority_log="${COMPOSE_PROJECT_NAME}-log-minority"
 registry3=$(docker compose ps -q registry-3)
+docker network create "$minority" >/dev/null || fail "create the minority network"
 docker network disconnect "$network" "$registry3" >/dev/null || fail "disconnect registry-3"
+docker network connect --alias registry-3 "$minority" "$registry3" >/dev/null || fail "move registry-3 to the minority network"
+# The majority side's change: grading-2 leaves.
 docker compose stop grading-2 >/dev/null 2>&1 || fail "stop grading-2"
 until_true 10 grading2_gone_via 50051 || fail "grading-2 is still listed on the majority side"
-listed=$(grading_on_registry3) || fail "registry-3 does not answer while cut off"
+# The minority side's change: a log instance that only registry-3 can reach
+# registers through it.
+docker run -d --name "$minority_log" --network "$minority" --network-alias log-minority \
+    -v "${COMPOSE_PROJECT_NAME}_certs:/data/certs" -e GRADEBOOK_LISTEN=0.0.0.0:50052 \
+    -e GRADEBOOK_ADVERTISE=log-minority:50052 -e GRADEBOOK_REGISTRY=http://registry-3:50051 \
+    -e GRADEBOOK_DATA_DIR=/data/log gradebook:latest log >/dev/null || fail "start log-minority"
+until_true 30 minority_log_on_registry3 || fail "log-minority did not register through registry-3"
+listed=$(listed_on_registry3 grading) || fail "registry-3 does not answer while cut off"
 grep grading-2:50053 <<<"$listed" >/dev/null || fail "registry-3 lost grading-2 while cut off: $listed"
+! minority_log_via 50051 || fail "registry-1 lists log-minority although cut off from it"
+# The heal: registry-3 and log-minority join the majority's network again
+# (staying on theirs until log-minority has stopped, so that registry-3's
+# health watch of it is not cut by the heal itself).
 docker network connect --alias registry-3 "$network" "$registry3" >/dev/null || fail "reconnect registry-3"
+docker network connect --alias log-minority "$network" "$minority_log" >/dev/null || fail "connect log-minority"
 healed=$(date +%s%N)
-until_true 20 grading2_gone_on_registry3 || fail "registry-3 did not learn that grading-2 left"
-echo "   registry-3 caught up $(( ($(date +%s%N) - healed) / 1000000 )) ms after the heal"
+echo "   healed at $(date -u +%H:%M:%S.%N | cut -c1-12) UTC"
+until_true 20 healed_everywhere || fail "the two sides did not converge after the heal"
+converged=$(( ($(date +%s%N) - healed) / 1000000 ))
+echo "   both sides' changes everywhere ${converged} ms after the heal (polled through docker exec and grpcurl)"
+(( converged <= 2000 )) || fail "convergence took ${converged} ms after the heal, over 2 s"
+docker stop "$minority_log" >/dev/null || fail "stop log-minority"
+[ "$(docker inspect -f '{{.State.ExitCode}}' "$minority_log")" = 0 ] || fail "log-minority did not exit 0"
+docker rm "$minority_log" >/dev/null
+docker network disconnect "$minority" "$registry3" >/dev/null || fail "take registry-3 off the minority network"
+docker network rm "$minority" >/dev/null || fail "remove the minority network"
 docker compose start grading-2 >/dev/null 2>&1 || fail "start grading-2"
 until_true 60 all_healthy || fail "not healthy after the partition"
 done_step

@@ -6,7 +6,8 @@ mod support;
 
 use gradebook::pb::registry::v1 as pb;
 use support::{
-    HealthServer, Mesh, PATIENCE, Watcher, eventually, list, registry_client_as, registry_node,
+    HealthServer, Mesh, PATIENCE, Watcher, eventually, free_port, list, registry_client,
+    registry_client_as, registry_node,
 };
 
 /// Waits until `registry` lists `service` with `health` (through its own
@@ -361,4 +362,58 @@ async fn a_restarted_node_catches_up_by_anti_entropy() {
     group[2].wait_serving().await;
     let caught_up = listed(&group[2], "reports", pb::HealthStatus::Serving).await;
     assert_eq!(caught_up.instance_id, "reports-1");
+}
+
+#[tokio::test]
+async fn a_node_says_it_is_catching_up_until_a_peer_answers_then_sends_a_fresh_snapshot() {
+    let mesh = Mesh::new();
+    let (early, late) = (free_port(), free_port());
+    let peers = format!("127.0.0.1:{early},127.0.0.1:{late}");
+    // The early node starts alone: its peer is not up, so it cannot have
+    // caught up with the group, and says so.
+    let early_node = mesh.registry_peer(early, &peers, &[]);
+    early_node.wait_serving().await;
+    let listing = registry_client(&early_node)
+        .list(pb::ListRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(
+        listing.catching_up,
+        "a node that has met no peer is catching up"
+    );
+    let mut watcher = Watcher::open(&early_node, &[]).await;
+    match watcher.next(PATIENCE).await {
+        pb::watch_event::Event::Snapshot(snapshot) => assert!(snapshot.catching_up),
+        other => panic!("the stream starts with a snapshot, not {other:?}"),
+    }
+    // Its peer comes up: one exchange, and the early node has caught up.
+    let late_node = mesh.registry_peer(late, &peers, &[]);
+    late_node.wait_serving().await;
+    // Changes may come first (the late node registering itself); each
+    // wait is bounded by `next`'s patience.
+    let fresh = loop {
+        match watcher.next(PATIENCE).await {
+            pb::watch_event::Event::Snapshot(snapshot) => break snapshot,
+            pb::watch_event::Event::Change(_) => continue,
+        }
+    };
+    assert!(!fresh.catching_up, "{fresh:?}");
+    let listing = registry_client(&early_node)
+        .list(pb::ListRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(!listing.catching_up);
+    // A node alone by configuration never catches up with anyone.
+    let alone = mesh.registry(&[]).await;
+    let listing = registry_client(&alone)
+        .list(pb::ListRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(
+        !listing.catching_up,
+        "a node without peers is never catching up"
+    );
 }

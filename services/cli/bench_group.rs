@@ -1,8 +1,9 @@
 //! `gradebook bench --only group`: a group of three registry nodes on
 //! loopback (plaintext, as the other registry parts): how long a
 //! registration through one node takes to reach a watcher of another
-//! (p50/p99), and how long an instance takes to move to another node after
-//! kill -9 of the node it registered through.
+//! (p50/p99), how long an instance takes to move to another node after
+//! kill -9 of the node it registered through, and how long an SDK watcher
+//! takes to be live again on another node after kill -9 of its own.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,12 @@ use crate::cli::bench::{
     BenchArgs, Process, free_port, health_server, ms, percentile, spawn_daemon, wait_serving,
 };
 use crate::mesh::Tls;
+use crate::mesh::backoff::Backoff;
+use crate::mesh::channel::ChannelSettings;
 use crate::mesh::client::{lazy_channel, registry_client};
+use crate::mesh::discovery;
+use crate::mesh::registry_nodes::RegistryNodes;
+use crate::mesh::shutdown::Shutdown;
 use crate::model::registry::HEALTH_SERVICE_METADATA;
 use crate::pb::registry::v1 as pb;
 
@@ -184,5 +190,56 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         ms(moved)
     );
     let _ = std::fs::remove_dir_all(&data);
+
+    // kill -9 of the node an SDK watcher uses, until its view is live
+    // again, on another node (A is down already: B, then C).
+    let next = nodes[2].url.clone();
+    let failovers = watcher_failover(&mut nodes[1], &next).await?;
+    println!(
+        "  kill -9 of a watcher's registry node -> its view live again on another: {}",
+        ms(failovers)
+    );
     Ok(())
+}
+
+/// Watches through `node` first and `next` after it with the SDK's own
+/// dependency watch; kills `node`; returns how long until the view is live
+/// again.
+async fn watcher_failover(node: &mut Node, next: &str) -> anyhow::Result<Duration> {
+    let registry = RegistryNodes::new("--registry", &format!("{},{next}", node.url), &Tls::Off)?;
+    let shutdown = Shutdown::new();
+    let (view, _task) = discovery::spawn(
+        registry,
+        vec!["bench".into()],
+        ChannelSettings::default(),
+        &Tls::Off,
+        Backoff::default(),
+        &shutdown,
+    );
+    let mut state = view.subscribe();
+    let live = |state: &mut tokio::sync::watch::Receiver<_>, want: bool| {
+        let mut state = state.clone();
+        async move {
+            tokio::time::timeout(
+                PATIENCE,
+                state.wait_for(|deps: &std::sync::Arc<discovery::Dependencies>| deps.live == want),
+            )
+            .await
+            .map(|_| ())
+        }
+    };
+    live(&mut state, true)
+        .await
+        .context("the watcher did not start")?;
+    let start = Instant::now();
+    node.process.0.kill()?;
+    live(&mut state, false)
+        .await
+        .context("the watcher did not notice")?;
+    live(&mut state, true)
+        .await
+        .context("the watcher did not fail over")?;
+    let took = start.elapsed();
+    shutdown.cancel();
+    Ok(took)
 }

@@ -95,10 +95,16 @@ pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
     let tls = args.tls.load(ADMIN)?;
     let registry = RegistryApi::connect(&args.registry.registry, &tls)?;
     if !args.watch {
-        let instances = registry
-            .list(args.service.as_deref(), true)
+        let listing = registry
+            .listing(args.service.as_deref(), true)
             .await
             .with_context(|| format!("cannot list services at {}", args.registry.registry))?;
+        if listing.catching_up {
+            eprintln!(
+                "note: the registry node that answered has just started and is catching up with its peers; instances may be missing"
+            );
+        }
+        let instances = listing.instances;
         if args.json {
             let rows: Vec<Row> = instances.iter().map(Row::from).collect();
             println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -11,7 +11,10 @@
 //! registry has probed them. An instance that was healthy before the
 //! reconnect stays healthy in the view until the registry says something
 //! definite about it (SERVING, NOT_SERVING, UNREACHABLE, or removed), or
-//! [`REREGISTRATION_GRACE`] passes: callers keep their endpoints.
+//! [`REREGISTRATION_GRACE`] passes: callers keep their endpoints. A
+//! snapshot from a node that says it is still catching up with its peers
+//! drops nothing at all: whatever it lacks stays as it was until the node's
+//! next snapshot, sent once it has caught up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -67,7 +70,11 @@ impl Dependencies {
     /// Applies one watch message received at `now`.
     pub fn apply(&mut self, update: WatchUpdate, watched: &[String], now: Instant) {
         match update {
-            WatchUpdate::Snapshot { instances, .. } => {
+            WatchUpdate::Snapshot {
+                instances,
+                catching_up,
+                ..
+            } => {
                 let mut services: BTreeMap<String, BTreeMap<String, Instance>> = watched
                     .iter()
                     .map(|s| (s.clone(), BTreeMap::new()))
@@ -84,6 +91,12 @@ impl Dependencies {
                     let fresh = services.entry(service.clone()).or_default();
                     for (id, instance) in known.iter() {
                         let unknown = fresh.get(id).is_none_or(|f| f.health == Health::Unknown);
+                        if catching_up && !instance.health.is_healthy() && !fresh.contains_key(id) {
+                            // A node still catching up may lack it: keep it
+                            // as it was until the node's caught-up snapshot.
+                            fresh.insert(id.clone(), instance.clone());
+                            continue;
+                        }
                         if instance.health.is_healthy() && unknown {
                             fresh.insert(id.clone(), instance.clone());
                             let key = (service.clone(), id.clone());
@@ -412,7 +425,54 @@ mod tests {
         WatchUpdate::Snapshot {
             instances,
             registry_node: "n".into(),
+            catching_up: false,
         }
+    }
+
+    fn catching_up_snapshot(instances: Vec<Instance>) -> WatchUpdate {
+        WatchUpdate::Snapshot {
+            instances,
+            registry_node: "n".into(),
+            catching_up: true,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_from_a_node_catching_up_drops_nothing_until_it_has_caught_up() {
+        let watched = vec!["grading".to_string()];
+        let now = Instant::now();
+        let mut deps = Dependencies::default();
+        deps.apply(
+            snapshot(vec![
+                instance("grading", "up", Health::Serving),
+                instance("grading", "down", Health::NotServing),
+                instance("grading", "gone", Health::Serving),
+            ]),
+            &watched,
+            now,
+        );
+        // A node that has just started knows only one of them so far.
+        deps.apply(
+            catching_up_snapshot(vec![instance("grading", "up", Health::Serving)]),
+            &watched,
+            now,
+        );
+        let known: Vec<&String> = deps.services["grading"].keys().collect();
+        assert_eq!(known, ["down", "gone", "up"], "nothing dropped");
+        assert_eq!(ids(&deps, "grading"), ["gone", "up"]);
+        // Caught up: "down" was removed meanwhile, "gone" is not known
+        // either but was healthy, so it waits out its grace.
+        deps.apply(
+            snapshot(vec![instance("grading", "up", Health::Serving)]),
+            &watched,
+            now,
+        );
+        let known: Vec<&String> = deps.services["grading"].keys().collect();
+        assert_eq!(known, ["gone", "up"]);
+        assert!(
+            deps.retained
+                .contains_key(&("grading".to_owned(), "gone".to_owned()))
+        );
     }
 
     fn change(kind: ChangeKind, instance: Instance) -> WatchUpdate {

@@ -1,9 +1,12 @@
 //! The registry nodes a daemon or a tool talks to: `--registry` names one
-//! or several (comma-separated URLs). Everything that talks to the registry
+//! or several (comma-separated URLs), and a host name that resolves to
+//! several addresses (a DNS round-robin name, or a Compose network alias
+//! that every node shares) counts as one node per address. Everything that talks to the registry
 //! (registration, the dependency watch, the tools, the portal's views) uses
 //! one node at a time, the same one, and moves on to the next at once when
 //! it fails; only when every node has failed in a row do callers back off.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -45,7 +48,7 @@ impl RegistryNodes {
     /// The nodes `urls` (comma-separated) names, each connecting on first
     /// use as `tls` says; an invalid URL is an error about `setting`.
     pub fn new(setting: &'static str, urls: &str, tls: &Tls) -> Result<Self, ConfigError> {
-        let nodes = Self::parse(setting, urls)?
+        let nodes = expand(Self::parse(setting, urls)?, resolve)
             .into_iter()
             .map(|url| {
                 Ok(Node {
@@ -114,9 +117,83 @@ impl RegistryNodes {
     }
 }
 
+/// The addresses `authority` (`host:port`) resolves to now, none when it
+/// does not resolve (it is dialed by name later, when it may).
+fn resolve(authority: &str) -> Vec<SocketAddr> {
+    authority
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .unwrap_or_default()
+}
+
+/// `urls`, with each one whose host name resolves (by `resolve`) to several
+/// addresses replaced by one URL per address, in the resolver's order.
+/// Addresses, and names that resolve to one address or none, stay as they
+/// are. A node named twice is kept once.
+fn expand(urls: Vec<String>, resolve: impl Fn(&str) -> Vec<SocketAddr>) -> Vec<String> {
+    let mut expanded: Vec<String> = Vec::new();
+    for url in urls {
+        let authority = url
+            .strip_prefix("http://")
+            .unwrap_or(&url)
+            .trim_end_matches('/');
+        let addresses = if authority.parse::<SocketAddr>().is_ok() {
+            Vec::new()
+        } else {
+            resolve(authority)
+        };
+        let urls = if addresses.len() > 1 {
+            addresses.iter().map(|a| format!("http://{a}")).collect()
+        } else {
+            vec![url]
+        };
+        for url in urls {
+            if !expanded.contains(&url) {
+                expanded.push(url);
+            }
+        }
+    }
+    expanded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_name_of_several_addresses_is_one_node_per_address() {
+        let resolve = |authority: &str| -> Vec<SocketAddr> {
+            match authority {
+                "registry:50051" => vec![
+                    "10.0.0.2:50051".parse().unwrap(),
+                    "10.0.0.3:50051".parse().unwrap(),
+                    "[fd00::4]:50051".parse().unwrap(),
+                ],
+                "one:50051" => vec!["10.0.0.9:50051".parse().unwrap()],
+                _ => Vec::new(),
+            }
+        };
+        let urls = [
+            "http://registry:50051",
+            "http://one:50051",
+            "http://unknown:50051",
+            "http://10.0.0.3:50051",
+        ];
+        assert_eq!(
+            expand(urls.map(String::from).to_vec(), resolve),
+            [
+                "http://10.0.0.2:50051",
+                "http://10.0.0.3:50051",
+                "http://[fd00::4]:50051",
+                "http://one:50051",
+                "http://unknown:50051",
+            ]
+        );
+        // Every URL it makes is one `--registry` accepts.
+        for url in expand(vec!["http://registry:50051".into()], resolve) {
+            RegistryNodes::new("--registry", &url, &Tls::Off).unwrap();
+        }
+    }
 
     #[tokio::test]
     async fn callers_move_on_together_and_back_off_after_a_full_round() {

@@ -230,6 +230,9 @@ pub enum WatchUpdate {
         instances: Vec<Instance>,
         /// The registry node serving the stream.
         registry_node: String,
+        /// The node has not caught up with its peers yet: instances may be
+        /// missing, so nothing should be dropped for lacking here.
+        catching_up: bool,
     },
     /// One change after the snapshot.
     Change(Box<Change>),
@@ -511,11 +514,16 @@ impl From<&Change> for pb::WatchEvent {
 }
 
 /// Builds the snapshot message that starts (or restarts) a watch stream.
-pub fn snapshot_event(instances: &[Instance], registry_node: &str) -> pb::WatchEvent {
+pub fn snapshot_event(
+    instances: &[Instance],
+    registry_node: &str,
+    catching_up: bool,
+) -> pb::WatchEvent {
     pb::WatchEvent {
         event: Some(pb::watch_event::Event::Snapshot(pb::Snapshot {
             instances: instances.iter().map(pb::Instance::from).collect(),
             registry_node: registry_node.to_owned(),
+            catching_up,
         })),
     }
 }
@@ -532,6 +540,7 @@ impl TryFrom<pb::WatchEvent> for WatchUpdate {
                     .map(Instance::try_from)
                     .collect::<Result<_, _>>()?,
                 registry_node: snapshot.registry_node,
+                catching_up: snapshot.catching_up,
             }),
             Some(pb::watch_event::Event::Change(change)) => {
                 let kind = match pb::ChangeKind::try_from(change.kind) {

@@ -14,6 +14,7 @@ use crate::mesh::Tls;
 use crate::mesh::config::generate_instance_id;
 use crate::mesh::tls::Caller;
 use crate::model::registry::{Instance, Registration, snapshot_event};
+use crate::pb::registry::v1 as pb;
 use crate::registry::access::{self, Denied};
 use crate::registry::catalog::{Catalog, Effect};
 use crate::registry::health::ProbeOutcome;
@@ -36,6 +37,37 @@ struct State {
     next_epoch: Epoch,
     /// Gossip with the other registry nodes, when there are any.
     replication: Option<Replication>,
+}
+
+impl State {
+    /// Whether this node has peers and has not caught up with them yet.
+    fn catching_up(&self) -> bool {
+        self.replication.as_ref().is_some_and(|r| !r.caught_up())
+    }
+
+    /// The snapshot that starts a watch of `services` (all when empty).
+    fn snapshot(&self, services: &[String]) -> pb::WatchEvent {
+        snapshot_event(
+            &self.catalog.snapshot(services),
+            self.catalog.node_id(),
+            self.catching_up(),
+        )
+    }
+
+    /// Sends every watcher a fresh snapshot: the node has just caught up,
+    /// and what its first snapshot lacked is now known.
+    fn resend_snapshots(&mut self) {
+        let State {
+            catalog, watchers, ..
+        } = self;
+        let catching_up = self.replication.as_ref().is_some_and(|r| !r.caught_up());
+        let overflowed = watchers.resend_snapshots(|services| {
+            snapshot_event(&catalog.snapshot(services), catalog.node_id(), catching_up)
+        });
+        if overflowed > 0 {
+            tracing::warn!(overflowed, "dropped watchers whose queue overflowed");
+        }
+    }
 }
 
 /// The registry's state, shared by the gRPC service, the monitors and the
@@ -123,16 +155,21 @@ impl Core {
         &self.tls
     }
 
-    /// Lists instances (see [`Catalog::list`]).
-    pub fn list(&self, service: Option<&str>, include_unhealthy: bool) -> Vec<Instance> {
-        self.lock().catalog.list(service, include_unhealthy)
+    /// Lists instances (see [`Catalog::list`]), and whether this node is
+    /// still catching up with its peers (so some may be missing).
+    pub fn list(&self, service: Option<&str>, include_unhealthy: bool) -> (Vec<Instance>, bool) {
+        let state = self.lock();
+        (
+            state.catalog.list(service, include_unhealthy),
+            state.catching_up(),
+        )
     }
 
     /// Adds a watcher of `services`; its stream starts with a snapshot taken
     /// under the same lock as every publication, so nothing falls between.
     pub fn watch(&self, services: &[String]) -> mpsc::Receiver<WatchItem> {
         let mut state = self.lock();
-        let snapshot = snapshot_event(&state.catalog.snapshot(services), state.catalog.node_id());
+        let snapshot = state.snapshot(services);
         state.watchers.add(services, snapshot)
     }
 
@@ -191,8 +228,12 @@ impl Core {
         let Some(replication) = state.replication.as_mut() else {
             return;
         };
+        let was_catching_up = !replication.caught_up();
         let effects = replication.receive(from, message);
         self.gossip_effects(&mut state, effects);
+        if was_catching_up && !state.catching_up() {
+            state.resend_snapshots();
+        }
     }
 
     /// Runs the gossip engine's due work; returns how long until it is due
@@ -202,9 +243,13 @@ impl Core {
         let Some(replication) = state.replication.as_mut() else {
             return std::time::Duration::from_secs(1);
         };
+        let was_catching_up = !replication.caught_up();
         let effects = replication.tick();
         let wait = replication.until_due();
         self.gossip_effects(&mut state, effects);
+        if was_catching_up && !state.catching_up() {
+            state.resend_snapshots();
+        }
         wait.clamp(
             std::time::Duration::from_millis(1),
             std::time::Duration::from_secs(1),

@@ -13,7 +13,7 @@ use crate::gossip::membership::{Detector, DetectorConfig, Verdict};
 use crate::gossip::{self, Message, Origin};
 use crate::mesh::Shutdown;
 use crate::mesh::Tls;
-use crate::mesh::client::{lazy_channel_to, request};
+use crate::mesh::client::{deadline, lazy_channel_to, request};
 use crate::model::peer::PeerMessage;
 use crate::model::registry::CatalogRecord;
 use crate::pb::registry::v1 as pb;
@@ -25,6 +25,10 @@ pub const DEFAULT_CLUSTER: &str = "gradebook";
 pub const PEER_QUEUE: usize = 256;
 /// The deadline of one message to a peer.
 pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a node that has just started may wait for a peer to answer
+/// an anti-entropy exchange before it stops saying it is catching up (and
+/// serves what it has, alone).
+pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
 /// How long the records of a node's earlier life (before a restart) stay
 /// once its new life shows up: time for the instances it owned to register
 /// again, through any node. What nobody claims by then goes.
@@ -58,6 +62,9 @@ pub struct Replication {
     peers: Vec<String>,
     /// Peers found dead, whose records were forgotten.
     dead: std::collections::BTreeSet<String>,
+    /// Whether a first anti-entropy exchange with a peer has completed
+    /// since this node started (or [`CATCH_UP_LIMIT`] has passed).
+    caught_up: bool,
 }
 
 impl Replication {
@@ -107,7 +114,14 @@ impl Replication {
                 .cloned()
                 .collect(),
             dead: std::collections::BTreeSet::new(),
+            caught_up: false,
         }
+    }
+
+    /// Whether this node has caught up with its peers since it started:
+    /// until then, instances registered through other nodes may be missing.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
     }
 
     /// The engine's time now.
@@ -144,6 +158,11 @@ impl Replication {
             tracing::info!(peer = %from, "a registry node found dead is back");
             self.engine.unforget_node(from);
         }
+        if !self.caught_up && matches!(message, Message::SynAck { .. } | Message::Ack { .. }) {
+            // The peer answered an exchange with everything this node lacked.
+            tracing::info!(peer = %from, "caught up with the registry group");
+            self.caught_up = true;
+        }
         let mut effects = self.engine.receive(&peer, message, now);
         if was_down {
             // Back from a partition or a crash: catch up both ways now,
@@ -158,6 +177,13 @@ impl Replication {
     /// lives of nodes past [`EARLIER_LIFE_GRACE`].
     pub fn tick(&mut self) -> Vec<gossip::Effect<CatalogRecord>> {
         let now = self.now();
+        if !self.caught_up && now >= CATCH_UP_LIMIT {
+            tracing::warn!(
+                after = ?CATCH_UP_LIMIT,
+                "no registry peer completed an exchange; serving what this node has"
+            );
+            self.caught_up = true;
+        }
         let mut effects = self.engine.tick(now);
         let mut newest: HashMap<&str, u64> = HashMap::new();
         let me = self.engine.origin();
@@ -236,6 +262,13 @@ impl Replication {
 
 /// Sends the messages queued for `peer`, one at a time, each within
 /// [`PEER_CALL_TIMEOUT`], until `shutdown`. A failed send is dropped.
+///
+/// A send that fails in transport also drops the connection and what is
+/// queued behind it: a connection cut by a partition can stay open with
+/// its retransmissions backing off for seconds after the heal, and a peer
+/// that moved (a container that came back with a new address) is only
+/// found by dialing its name again. The next message dials afresh, and
+/// anti-entropy repairs whatever was dropped.
 async fn send_to_peer(
     peer: String,
     from: String,
@@ -244,14 +277,15 @@ async fn send_to_peer(
     mut queue: mpsc::Receiver<Message<CatalogRecord>>,
     shutdown: Shutdown,
 ) {
-    let channel = match lazy_channel_to(&peer, crate::registry::SERVICE_NAME, &tls) {
-        Ok(channel) => channel,
+    let connect =
+        || lazy_channel_to(&peer, crate::registry::SERVICE_NAME, &tls).map(PeerClient::new);
+    let mut client = match connect() {
+        Ok(client) => client,
         Err(error) => {
             tracing::error!(%peer, %error, "not a peer address; nothing is sent to it");
             return;
         }
     };
-    let mut client = PeerClient::new(channel);
     let mut failing = false;
     loop {
         let message = tokio::select! {
@@ -262,17 +296,37 @@ async fn send_to_peer(
             _ = shutdown.cancelled() => return,
         };
         let wire = pb::GossipMessage::from(&PeerMessage::new(&cluster, &from, message));
-        match client.gossip(request(wire, PEER_CALL_TIMEOUT)).await {
+        let call = client.gossip(request(wire, PEER_CALL_TIMEOUT));
+        match deadline(PEER_CALL_TIMEOUT, call).await {
             Ok(_) if failing => {
                 failing = false;
                 tracing::info!(%peer, "peer reachable again");
             }
             Ok(_) => {}
-            Err(status) if !failing => {
-                failing = true;
-                tracing::warn!(%peer, error = %status.message(), "peer unreachable; gossip to it is dropped until it answers");
+            Err(status) => {
+                if !failing {
+                    failing = true;
+                    tracing::warn!(%peer, error = %status.message(), "peer unreachable; gossip to it is dropped until it answers");
+                }
+                if is_transport_failure(&status) {
+                    while queue.try_recv().is_ok() {}
+                    if let Ok(fresh) = connect() {
+                        client = fresh;
+                    }
+                }
             }
-            Err(_) => {}
         }
     }
+}
+
+/// Whether `status` says the call did not get through (as opposed to a
+/// peer that answered with a refusal).
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+    )
 }

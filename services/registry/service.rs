@@ -87,9 +87,10 @@ impl Registry for RegistryService {
             validate_service_name("service", service)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
-        let instances = self.core.list(service, request.include_unhealthy);
+        let (instances, catching_up) = self.core.list(service, request.include_unhealthy);
         Ok(Response::new(pb::ListResponse {
             instances: instances.iter().map(pb::Instance::from).collect(),
+            catching_up,
         }))
     }
 

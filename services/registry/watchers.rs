@@ -74,20 +74,45 @@ impl Watchers {
         let event = pb::WatchEvent::from(change);
         let mut overflowed = 0;
         self.watchers.retain(|watcher| {
-            if watcher.services.as_ref().is_some_and(|s| !s.contains(service)) {
+            if watcher
+                .services
+                .as_ref()
+                .is_some_and(|s| !s.contains(service))
+            {
                 return !watcher.queue.is_closed();
             }
-            if watcher.queue.capacity() <= 1 {
-                overflowed += 1;
-                let _ = watcher.queue.try_send(Err(Status::resource_exhausted(format!(
-                    "watch queue overflowed ({} events behind); reconnect to receive a fresh snapshot",
-                    watcher.queue.max_capacity() - 1
-                ))));
-                return false;
-            }
-            watcher.queue.try_send(Ok(event.clone())).is_ok()
+            watcher.offer(event.clone(), &mut overflowed)
         });
         overflowed
+    }
+
+    /// Queues a fresh snapshot for every watcher, made by `snapshot` from
+    /// the services it watches (empty: all); drops watchers that are gone
+    /// or overflowing. Returns how many watchers were overflowing.
+    pub fn resend_snapshots(&mut self, snapshot: impl Fn(&[String]) -> pb::WatchEvent) -> usize {
+        let mut overflowed = 0;
+        self.watchers.retain(|watcher| {
+            let services: Vec<String> = watcher.services.iter().flatten().cloned().collect();
+            watcher.offer(snapshot(&services), &mut overflowed)
+        });
+        overflowed
+    }
+}
+
+impl Watcher {
+    /// Queues `event`; returns whether the watcher stays. A watcher with
+    /// only the last slot left gets the overflow status instead (counted
+    /// in `overflowed`) and goes.
+    fn offer(&self, event: pb::WatchEvent, overflowed: &mut usize) -> bool {
+        if self.queue.capacity() <= 1 {
+            *overflowed += 1;
+            let _ = self.queue.try_send(Err(Status::resource_exhausted(format!(
+                "watch queue overflowed ({} events behind); reconnect to receive a fresh snapshot",
+                self.queue.max_capacity() - 1
+            ))));
+            return false;
+        }
+        self.queue.try_send(Ok(event)).is_ok()
     }
 }
 

@@ -337,22 +337,45 @@ impl Mesh {
             .map(|port| format!("127.0.0.1:{port}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut group = Vec::new();
-        for port in ports {
-            let mut args: Vec<String> = vec![
-                "registry".into(),
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--peers".into(),
-                peers.clone(),
-            ];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            group.push(Daemon::start("registry", port, args, self.dir.path()));
-        }
+        let group: Vec<Daemon> = ports
+            .into_iter()
+            .map(|port| self.registry_peer(port, &peers, extra))
+            .collect();
         for node in &group {
             node.wait_serving().await;
         }
+        // A group that has formed: every node has caught up with a peer
+        // (so no watch opened from here on gets a second snapshot).
+        for node in &group {
+            eventually(
+                "the node has caught up with its peers",
+                PATIENCE,
+                || async {
+                    let listing = registry_client(node)
+                        .list(pb::ListRequest::default())
+                        .await
+                        .ok()?
+                        .into_inner();
+                    (!listing.catching_up).then_some(())
+                },
+            )
+            .await;
+        }
         group
+    }
+
+    /// Starts a registry node on `port` in the group `peers` (comma-separated
+    /// `host:port`), with `extra` flags; does not wait for it.
+    pub fn registry_peer(&self, port: u16, peers: &str, extra: &[&str]) -> Daemon {
+        let mut args: Vec<String> = vec![
+            "registry".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--peers".into(),
+            peers.to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Daemon::start("registry", port, args, self.dir.path())
     }
 
     /// Starts `gradebook <name>` on a free port, registered with

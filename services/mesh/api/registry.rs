@@ -25,6 +25,16 @@ pub struct RegistryApi {
     timeout: Duration,
 }
 
+/// What `List` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    /// The instances.
+    pub instances: Vec<Instance>,
+    /// The node that answered has just started and has not caught up with
+    /// its peers: instances registered through other nodes may be missing.
+    pub catching_up: bool,
+}
+
 impl RegistryApi {
     /// Calls the registry at `urls` (one or several, comma-separated;
     /// connecting on first use, as `tls` says), each call within the
@@ -72,6 +82,16 @@ impl RegistryApi {
         service: Option<&str>,
         include_unhealthy: bool,
     ) -> Result<Vec<Instance>, CallError> {
+        Ok(self.listing(service, include_unhealthy).await?.instances)
+    }
+
+    /// As [`RegistryApi::list`], with whether the node that answered is
+    /// still catching up with its peers.
+    pub async fn listing(
+        &self,
+        service: Option<&str>,
+        include_unhealthy: bool,
+    ) -> Result<Listing, CallError> {
         let message = pb::ListRequest {
             service: service.unwrap_or_default().to_owned(),
             include_unhealthy,
@@ -86,12 +106,16 @@ impl RegistryApi {
                 }
             })
             .await?;
-        response
+        let instances = response
             .instances
             .into_iter()
             .map(Instance::try_from)
             .collect::<Result<_, _>>()
-            .map_err(|e| CallError::malformed(SERVICE, e))
+            .map_err(|e| CallError::malformed(SERVICE, e))?;
+        Ok(Listing {
+            instances,
+            catching_up: response.catching_up,
+        })
     }
 
     /// A snapshot of `services` (every service when empty), then every
