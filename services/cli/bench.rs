@@ -28,7 +28,7 @@ use crate::pb::registry::v1::registry_client::RegistryClient;
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Which benchmarks to run.
-    #[arg(long, value_enum, default_values_t = [Part::Fanout, Part::Throughput, Part::Monitoring, Part::Gradebook, Part::Group])]
+    #[arg(long, value_enum, default_values_t = [Part::Fanout, Part::Throughput, Part::Monitoring, Part::Gradebook, Part::Group, Part::Gossip])]
     pub only: Vec<Part>,
     /// Watchers of the provider's service in the fan-out benchmark.
     #[arg(long, default_value_t = 1000)]
@@ -77,6 +77,9 @@ pub enum Part {
     Tls,
     /// Three registry nodes: convergence of a change, and failover.
     Group,
+    /// The gossip engine: the simulator at 25 to 1,000 nodes, and Gossip
+    /// Glomers #3d/#3e in the harness.
+    Gossip,
 }
 
 /// A daemon started by the benchmark, killed when dropped.
@@ -242,6 +245,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.only.contains(&Part::Group) {
         crate::cli::bench_group::run(&args).await?;
+    }
+    if args.only.contains(&Part::Gossip) {
+        crate::cli::bench_gossip::run(&args).await?;
     }
     Ok(())
 }

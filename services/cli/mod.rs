@@ -19,6 +19,7 @@
 //! - [`bench_tls`]: `gradebook bench --only tls`, mutual TLS against plaintext.
 
 pub mod bench;
+pub mod bench_gossip;
 pub mod bench_gradebook;
 pub mod bench_group;
 pub mod bench_tls;

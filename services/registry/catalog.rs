@@ -13,7 +13,7 @@
 //! elsewhere cannot come back). A newer record elsewhere supersedes this
 //! node's own: it stops monitoring the instance and drops its record.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::model::registry::{
@@ -76,6 +76,39 @@ impl Entry {
     }
 }
 
+/// The record the merged view of an instance shows, borrowed.
+#[derive(Debug, Clone, Copy)]
+enum Winner<'a> {
+    /// This node's own record, with its live health.
+    Own(&'a Entry),
+    /// The best record of the other nodes.
+    Remote(&'a Instance),
+}
+
+impl<'a> Winner<'a> {
+    fn service(&self) -> &'a str {
+        match self {
+            Winner::Own(entry) => &entry.instance.service,
+            Winner::Remote(instance) => &instance.service,
+        }
+    }
+
+    fn health(&self) -> Health {
+        match self {
+            Winner::Own(entry) => entry.health.health(),
+            Winner::Remote(instance) => instance.health,
+        }
+    }
+
+    /// The record as watchers and listers see it.
+    fn view(&self) -> Instance {
+        match self {
+            Winner::Own(entry) => entry.view(),
+            Winner::Remote(instance) => (*instance).clone(),
+        }
+    }
+}
+
 /// Whether `registration` asks for exactly what `instance` already has.
 fn same_details(instance: &Instance, registration: &Registration) -> bool {
     instance.service == registration.service
@@ -97,6 +130,9 @@ pub struct Catalog {
     /// The best record other nodes hold of each instance.
     remote: HashMap<String, CatalogRecord>,
     last_counter: u64,
+    /// Whether other registry nodes take this node's records: without
+    /// peers, no [`Effect::Replicate`] is made (nor its copy of a record).
+    replicated: bool,
 }
 
 impl Catalog {
@@ -109,7 +145,27 @@ impl Catalog {
             removed: HashMap::new(),
             remote: HashMap::new(),
             last_counter: 0,
+            replicated: false,
         }
+    }
+
+    /// From now on, every change of this node's records comes with an
+    /// [`Effect::Replicate`] for the other registry nodes.
+    pub fn replicate_to_peers(&mut self) {
+        self.replicated = true;
+    }
+
+    /// The effect that tells the peers this node's record of `instance_id`
+    /// (made by `record`), when there are peers.
+    fn replicate(
+        &self,
+        instance_id: &str,
+        record: impl FnOnce() -> Option<CatalogRecord>,
+    ) -> Option<Effect> {
+        self.replicated.then(|| Effect::Replicate {
+            instance_id: instance_id.to_owned(),
+            record: record(),
+        })
     }
 
     /// The id of the registry node that keeps this catalog.
@@ -127,28 +183,38 @@ impl Catalog {
         self.len() == 0
     }
 
-    /// Every instance id this node knows something of.
+    /// Every instance id this node knows something of, each once.
     fn ids(&self) -> impl Iterator<Item = &String> {
-        let ids: BTreeSet<&String> = self.entries.keys().chain(self.remote.keys()).collect();
-        ids.into_iter()
+        let remote_only = self
+            .remote
+            .keys()
+            .filter(|id| !self.entries.contains_key(*id));
+        self.entries.keys().chain(remote_only)
     }
 
-    /// The instance as lists and watchers see it: the record of the
-    /// highest version among this node's own (or its removal mark) and the
-    /// best of the other nodes'; `None` when that is a removal.
-    fn merged(&self, id: &str) -> Option<Instance> {
+    /// Which record the merged view of `id` shows: the one of the highest
+    /// version among this node's own (or its removal mark) and the best of
+    /// the other nodes'; `None` when that is a removal.
+    fn winner(&self, id: &str) -> Option<Winner<'_>> {
         let own = self
             .entries
             .get(id)
             .map(|entry| &entry.instance.record_version)
             .or_else(|| self.removed.get(id).map(|(version, _)| version));
         match (own, self.remote.get(id)) {
-            (Some(own), Some(remote)) if remote.version() > own => remote.instance().cloned(),
+            (Some(own), Some(remote)) if remote.version() > own => {
+                remote.instance().map(Winner::Remote)
+            }
             // This node's own record (a removal mark: none).
-            (Some(_), _) => self.entries.get(id).map(Entry::view),
-            (None, Some(remote)) => remote.instance().cloned(),
+            (Some(_), _) => self.entries.get(id).map(Winner::Own),
+            (None, Some(remote)) => remote.instance().map(Winner::Remote),
             (None, None) => None,
         }
+    }
+
+    /// The instance as lists and watchers see it (see [`Catalog::winner`]).
+    fn merged(&self, id: &str) -> Option<Instance> {
+        self.winner(id).map(|winner| winner.view())
     }
 
     /// The version of the newest record of `id`, whatever it says.
@@ -211,10 +277,7 @@ impl Catalog {
             others.push(Effect::StopMonitor {
                 instance_id: instance_id.to_owned(),
             });
-            others.push(Effect::Replicate {
-                instance_id: instance_id.to_owned(),
-                record: None,
-            });
+            others.extend(self.replicate(instance_id, || None));
         }
         let after = self.merged(instance_id);
         let mut effects = publications(before, after, removal);
@@ -312,22 +375,15 @@ impl Catalog {
                 };
                 let view = entry.view();
                 self.entries.insert(instance_id.clone(), entry);
-                let effects = vec![
-                    Effect::Publish(Change {
-                        kind: ChangeKind::Added,
-                        instance: view.clone(),
-                    }),
-                    Effect::Monitor {
-                        instance_id: instance_id.clone(),
-                        service: view.service.clone(),
-                        address: registration.address,
-                        health_service,
-                    },
-                    Effect::Replicate {
-                        instance_id,
-                        record: Some(CatalogRecord::Live(Box::new(view.clone()))),
-                    },
-                ];
+                let mut effects = vec![Effect::Monitor {
+                    instance_id: instance_id.clone(),
+                    service: view.service.clone(),
+                    address: registration.address,
+                    health_service,
+                }];
+                effects.extend(self.replicate(&instance_id, || {
+                    Some(CatalogRecord::Live(Box::new(view.clone())))
+                }));
                 (view, effects)
             }
             Some(old) => {
@@ -370,10 +426,9 @@ impl Catalog {
                     kind: ChangeKind::Updated,
                     instance: view.clone(),
                 }));
-                effects.push(Effect::Replicate {
-                    instance_id: instance_id.clone(),
-                    record: Some(CatalogRecord::Live(Box::new(view.clone()))),
-                });
+                effects.extend(self.replicate(&instance_id, || {
+                    Some(CatalogRecord::Live(Box::new(view.clone())))
+                }));
                 if address_changed {
                     effects.push(Effect::Monitor {
                         instance_id,
@@ -414,10 +469,10 @@ impl Catalog {
         let version = self.next_version(Some(&newest), now);
         self.removed
             .insert(instance_id.to_owned(), (version.clone(), now));
-        let mut effects = vec![Effect::Replicate {
-            instance_id: instance_id.to_owned(),
-            record: Some(CatalogRecord::Removed(version)),
-        }];
+        let mut effects: Vec<Effect> = self
+            .replicate(instance_id, || Some(CatalogRecord::Removed(version)))
+            .into_iter()
+            .collect();
         if owned {
             effects.push(Effect::StopMonitor {
                 instance_id: instance_id.to_owned(),
@@ -453,10 +508,13 @@ impl Catalog {
             };
             entry.health = probed;
             entry.instance.record_version = version;
-            vec![Effect::Replicate {
-                instance_id: instance_id.to_owned(),
-                record: Some(CatalogRecord::Live(Box::new(entry.view()))),
-            }]
+            let entry = &catalog.entries[instance_id];
+            catalog
+                .replicate(instance_id, || {
+                    Some(CatalogRecord::Live(Box::new(entry.view())))
+                })
+                .into_iter()
+                .collect()
         })
     }
 
@@ -481,10 +539,7 @@ impl Catalog {
             .collect();
         for id in old_marks {
             self.removed.remove(&id);
-            effects.push(Effect::Replicate {
-                instance_id: id,
-                record: None,
-            });
+            effects.extend(self.replicate(&id, || None));
         }
         effects
     }
@@ -492,20 +547,20 @@ impl Catalog {
     /// The instances of `service` (or of every service when `None`), ordered
     /// by service then id; only healthy ones unless `include_unhealthy`.
     pub fn list(&self, service: Option<&str>, include_unhealthy: bool) -> Vec<Instance> {
-        let mut found: BTreeMap<(String, String), Instance> = BTreeMap::new();
+        let mut found: BTreeMap<(&str, &str), Winner<'_>> = BTreeMap::new();
         for id in self.ids() {
-            let Some(instance) = self.merged(id) else {
+            let Some(winner) = self.winner(id) else {
                 continue;
             };
-            if service.is_some_and(|s| s != instance.service) {
+            if service.is_some_and(|s| s != winner.service()) {
                 continue;
             }
-            if !include_unhealthy && !instance.health.is_healthy() {
+            if !include_unhealthy && !winner.health().is_healthy() {
                 continue;
             }
-            found.insert((instance.service.clone(), id.clone()), instance);
+            found.insert((winner.service(), id), winner);
         }
-        found.into_values().collect()
+        found.into_values().map(|winner| winner.view()).collect()
     }
 
     /// Every instance of the given services (all services when empty),
@@ -618,6 +673,7 @@ mod tests {
     #[test]
     fn records_of_other_nodes_merge_by_version_and_supersede_this_nodes() {
         let mut c = Catalog::new("n1", POLICY);
+        c.replicate_to_peers();
         // Another node's record appears: watchers see it added.
         let effects = c.apply_remote("a", Some(remote("log", "a", Health::Serving, 5)), at(1));
         assert_eq!(kinds(&effects), ["ADDED:a:SERVING"]);
@@ -684,6 +740,7 @@ mod tests {
     #[test]
     fn register_publishes_added_and_starts_monitoring() {
         let mut c = Catalog::new("n1", POLICY);
+        c.replicate_to_peers();
         let (instance, effects) = c.register(reg("log", "a", "h:1"), at(1), || unreachable!());
         assert_eq!(instance.health, Health::Unknown);
         assert_eq!(kinds(&effects), ["ADDED:a:UNKNOWN", "monitor:a:h:1"]);
@@ -693,6 +750,7 @@ mod tests {
     #[test]
     fn missing_id_is_generated() {
         let mut c = Catalog::new("n1", POLICY);
+        c.replicate_to_peers();
         let mut r = reg("log", "x", "h:1");
         r.instance_id = None;
         let (instance, _) = c.register(r, at(1), || "generated".into());
@@ -702,6 +760,7 @@ mod tests {
     #[test]
     fn re_registering_is_idempotent_and_updates_bump_the_version() {
         let mut c = Catalog::new("n1", POLICY);
+        c.replicate_to_peers();
         let (first, _) = c.register(reg("log", "a", "h:1"), at(1), || unreachable!());
         let (same, effects) = c.register(reg("log", "a", "h:1"), at(2), || unreachable!());
         assert!(effects.is_empty());
@@ -719,6 +778,7 @@ mod tests {
     #[test]
     fn changing_service_removes_then_adds() {
         let mut c = Catalog::new("n1", POLICY);
+        c.replicate_to_peers();
         c.register(reg("log", "a", "h:1"), at(1), || unreachable!());
         let (_, effects) = c.register(reg("grading", "a", "h:1"), at(2), || unreachable!());
         assert_eq!(
@@ -732,6 +792,7 @@ mod tests {
     #[test]
     fn deregister_removes_and_stops_monitoring() {
         let mut c = Catalog::new("n1", POLICY);
+        c.replicate_to_peers();
         c.register(reg("log", "a", "h:1"), at(1), || unreachable!());
         let (removed, effects) = c.deregister("a", at(2));
         assert!(removed);
@@ -744,6 +805,7 @@ mod tests {
     #[test]
     fn health_changes_are_published_once_and_listing_filters_unhealthy() {
         let mut c = Catalog::new("n1", POLICY);
+        c.replicate_to_peers();
         c.register(reg("log", "a", "h:1"), at(1), || unreachable!());
         c.register(reg("log", "b", "h:2"), at(1), || unreachable!());
         assert!(c.list(Some("log"), false).is_empty());
@@ -774,6 +836,7 @@ mod tests {
     #[test]
     fn instances_down_past_the_grace_are_evicted() {
         let mut c = Catalog::new("n1", POLICY);
+        c.replicate_to_peers();
         c.register(reg("log", "a", "h:1"), at(0), || unreachable!());
         c.observe("a", ProbeOutcome::Serving, at(1));
         c.observe("a", ProbeOutcome::Disconnected("reset".into()), at(2));
@@ -785,6 +848,7 @@ mod tests {
     #[test]
     fn versions_increase_per_record_even_when_the_clock_stands_still_or_steps_back() {
         let mut c = Catalog::new("n1", POLICY);
+        c.replicate_to_peers();
         let (a1, _) = c.register(reg("log", "a", "h:1"), at(5), || unreachable!());
         let (b1, _) = c.register(reg("log", "b", "h:1"), at(5), || unreachable!());
         assert!(b1.record_version.counter > a1.record_version.counter);
@@ -798,6 +862,7 @@ mod tests {
     #[test]
     fn snapshot_covers_requested_services_whatever_their_health() {
         let mut c = Catalog::new("n1", POLICY);
+        c.replicate_to_peers();
         c.register(reg("log", "a", "h:1"), at(0), || unreachable!());
         c.register(reg("grading", "b", "h:2"), at(0), || unreachable!());
         c.register(reg("portal", "c", "h:3"), at(0), || unreachable!());

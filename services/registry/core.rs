@@ -205,7 +205,11 @@ impl Core {
     /// peers by gossip from now on, until shutdown.
     pub fn replicate(self: &Arc<Self>, config: &PeerConfig) {
         let replication = Replication::start(config, &self.tls, &self.shutdown);
-        self.lock().replication = Some(replication);
+        {
+            let mut state = self.lock();
+            state.catalog.replicate_to_peers();
+            state.replication = Some(replication);
+        }
         let core = self.clone();
         tokio::spawn(async move {
             loop {
