@@ -6,7 +6,7 @@ mod support;
 
 use gradebook::pb::registry::v1 as pb;
 use support::{
-    HealthServer, Mesh, PATIENCE, Watcher, eventually, free_port, list, registry_client,
+    HealthServer, Mesh, PATIENCE, Watcher, catching_up, eventually, free_port, list,
     registry_client_as, registry_node,
 };
 
@@ -373,13 +373,9 @@ async fn a_node_says_it_is_catching_up_until_a_peer_answers_then_sends_a_fresh_s
     // caught up with the group, and says so.
     let early_node = mesh.registry_peer(early, &peers, &[]);
     early_node.wait_serving().await;
-    let listing = registry_client(&early_node)
-        .list(pb::ListRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
-    assert!(
-        listing.catching_up,
+    assert_eq!(
+        catching_up(&early_node).await,
+        Some(true),
         "a node that has met no peer is catching up"
     );
     let mut watcher = Watcher::open(&early_node, &[]).await;
@@ -399,21 +395,12 @@ async fn a_node_says_it_is_catching_up_until_a_peer_answers_then_sends_a_fresh_s
         }
     };
     assert!(!fresh.catching_up, "{fresh:?}");
-    let listing = registry_client(&early_node)
-        .list(pb::ListRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
-    assert!(!listing.catching_up);
+    assert_eq!(catching_up(&early_node).await, Some(false));
     // A node alone by configuration never catches up with anyone.
     let alone = mesh.registry(&[]).await;
-    let listing = registry_client(&alone)
-        .list(pb::ListRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
-    assert!(
-        !listing.catching_up,
+    assert_eq!(
+        catching_up(&alone).await,
+        Some(false),
         "a node without peers is never catching up"
     );
 }

@@ -350,14 +350,7 @@ impl Mesh {
             eventually(
                 "the node has caught up with its peers",
                 PATIENCE,
-                || async {
-                    let listing = registry_client(node)
-                        .list(pb::ListRequest::default())
-                        .await
-                        .ok()?
-                        .into_inner();
-                    (!listing.catching_up).then_some(())
-                },
+                || async { (catching_up(node).await == Some(false)).then_some(()) },
             )
             .await;
         }
@@ -475,6 +468,17 @@ pub async fn wait_health(
 
 /// A watch stream on `services`, with a helper to take the next message.
 /// The id of the registry node `registry` (from a watch's snapshot).
+/// Whether `registry` says it is still catching up with its peers (in
+/// its `List` answer); `None` when it does not answer.
+pub async fn catching_up(registry: &Daemon) -> Option<bool> {
+    let listing = registry_client(registry)
+        .list(pb::ListRequest::default())
+        .await
+        .ok()?
+        .into_inner();
+    Some(listing.catching_up)
+}
+
 pub async fn registry_node(registry: &Daemon) -> String {
     let mut watcher = Watcher::open(registry, &["registry"]).await;
     match watcher.next(PATIENCE).await {
