@@ -12,6 +12,7 @@
 //! - [`api`]: typed clients of grading, log and the registry.
 //! - [`channel`]: the mesh channel: balancer, retries, deadlines, ejection.
 //! - [`logship`]: shipping this daemon's `tracing` records to the log service.
+//! - [`metrics`]: the process's Prometheus metrics, served at `GET /metrics`.
 //! - [`telemetry`]: setting up `tracing` for a daemon or a tool.
 //! - [`client`]: dialing peers with timeouts and calling with deadlines.
 //! - [`tls`]: mutual TLS: the local authority, identities, both sides of a connection.
@@ -45,6 +46,7 @@ pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod logship;
+pub mod metrics;
 pub mod registration;
 pub mod registry_nodes;
 pub mod server;

@@ -27,6 +27,7 @@ use tonic_health::server::HealthReporter;
 use crate::mesh::config::{ConfigError, MeshConfig};
 use crate::mesh::discovery::{self, DependencyView};
 use crate::mesh::logship::{Destination, LocalSink};
+use crate::mesh::metrics::{self, Metrics, grpc_server::GrpcServerMetrics};
 use crate::mesh::registration::RegistrationHandle;
 use crate::mesh::registry_nodes::RegistryNodes;
 use crate::mesh::shutdown::Shutdown;
@@ -71,6 +72,8 @@ pub struct Mesh {
     config: MeshConfig,
     registry: RegistryNodes,
     dependencies: DependencyView,
+    /// This process's metrics, served at `GET /metrics`.
+    metrics: Metrics,
     shutdown: Shutdown,
     background: Vec<JoinHandle<()>>,
     /// Stops log shipping: after the server has drained, so that the
@@ -133,11 +136,17 @@ impl Mesh {
             config,
             registry,
             dependencies,
+            metrics: Metrics::new(),
             shutdown: shutdown.clone(),
             background,
             shipping_stop,
             shipping,
         })
+    }
+
+    /// This process's metrics: a daemon registers its own in them.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
     }
 
     /// The live view of the required services, with balanced channels.
@@ -303,11 +312,16 @@ impl MeshServer {
             }
         };
 
-        let mut routes = routes.routes();
         let browsers = http.is_some();
+        let mut router = routes.routes().into_axum_router().merge(metrics::route(
+            mesh.metrics.clone(),
+            mesh.config.tls.is_on(),
+        ));
         if let Some(http) = http {
-            routes = tonic::service::Routes::from(routes.into_axum_router().fallback_service(http));
+            router = router.fallback_service(http);
         }
+        let routes = tonic::service::Routes::from(router);
+        let calls = GrpcServerMetrics::register(&mesh.metrics);
         let accepting = accepting(
             &mesh.config.tls,
             browsers.then_some(web_certificate.clone()),
@@ -323,6 +337,7 @@ impl MeshServer {
             .tcp_nodelay(true)
             .timeout(mesh.config.request_timeout)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(calls.layer())
             .layer(RequireIdentityLayer {
                 enabled: mesh.config.tls.is_on(),
             })

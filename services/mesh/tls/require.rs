@@ -71,7 +71,8 @@ fn is_grpc<B>(request: &http::Request<B>) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
-fn has_identity<B>(request: &http::Request<B>) -> bool {
+/// Whether the peer of `request`'s connection proved a mesh identity.
+pub(crate) fn has_identity<B>(request: &http::Request<B>) -> bool {
     request
         .extensions()
         .get::<Peer>()
