@@ -30,6 +30,7 @@ use tonic::body::Body;
 use tonic::codegen::http;
 
 use crate::mesh::metrics::Metrics;
+use crate::mesh::tls::require::is_grpc;
 
 /// A method, as labels.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,12 +106,7 @@ impl GrpcServerMetrics {
 
     /// The labels of the gRPC call `request` makes, if it is one.
     fn method_of<B>(&self, request: &http::Request<B>) -> Option<Method> {
-        let grpc = request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/grpc"));
-        if !grpc {
+        if !is_grpc(request) {
             return None;
         }
         let path = request.uri().path();

@@ -63,7 +63,8 @@ where
     }
 }
 
-fn is_grpc<B>(request: &http::Request<B>) -> bool {
+/// Whether `request` is a gRPC call (by its content type).
+pub(crate) fn is_grpc<B>(request: &http::Request<B>) -> bool {
     request
         .headers()
         .get(http::header::CONTENT_TYPE)
