@@ -1,17 +1,26 @@
-//! Prometheus metrics on every daemon: `GET /metrics` on the daemon's own
-//! port, read with the real curl over mutual TLS as Prometheus reads it.
+//! Prometheus metrics on every daemon (`GET /metrics` on the daemon's own
+//! port) and the registry's Prometheus service discovery (`GET
+//! /sd/prometheus`), read with the real curl over mutual TLS as
+//! Prometheus reads them.
 
 mod support;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use gradebook::mesh::tls::authority;
-use support::{Mesh, list};
+use support::{Mesh, PATIENCE, eventually, free_port, list, tls_as};
 
 /// GETs `https://127.0.0.1:PORT/metrics` with curl, as `identity` (with its
 /// certificate) or anonymously; returns the status code and the body.
 fn curl_metrics(certs: &Path, port: u16, identity: Option<&str>) -> (u16, String) {
+    curl_get(certs, port, "/metrics", identity)
+}
+
+/// GETs `https://127.0.0.1:PORT{path}` with curl, as `identity` (with its
+/// certificate) or anonymously; returns the status code and the body.
+fn curl_get(certs: &Path, port: u16, path: &str, identity: Option<&str>) -> (u16, String) {
     let mut curl = Command::new("curl");
     curl.args(["-s", "--max-time", "10", "-w", "\n%{http_code}", "--cacert"])
         .arg(certs.join(authority::CA_CERT));
@@ -22,7 +31,7 @@ fn curl_metrics(certs: &Path, port: u16, identity: Option<&str>) -> (u16, String
             .arg(authority::key_path(certs, identity));
     }
     let output = curl
-        .arg(format!("https://127.0.0.1:{port}/metrics"))
+        .arg(format!("https://127.0.0.1:{port}{path}"))
         .output()
         .expect("curl runs (it is installed with the tests' tools)");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -98,4 +107,176 @@ async fn every_daemon_serves_its_call_metrics_to_mesh_identities() {
         body.contains("# TYPE grpc_server_handled counter"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn the_registry_answers_prometheus_service_discovery_from_its_catalog() {
+    let mesh = Mesh::new();
+    let registry = mesh.registry(&[]).await;
+    let log = mesh.log(&registry, "log", &[]).await;
+    let address = log.address();
+    let group = eventually("the log daemon is a SERVING target", PATIENCE, || {
+        let address = address.clone();
+        let certs = registry.certs.clone();
+        let port = registry.port;
+        async move {
+            let (status, body) = curl_get(&certs, port, "/sd/prometheus", Some("admin"));
+            assert_eq!(status, 200, "{body}");
+            let groups: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
+            groups.into_iter().find(|g| {
+                g["targets"] == serde_json::json!([address]) && g["labels"]["health"] == "SERVING"
+            })
+        }
+    })
+    .await;
+    assert_eq!(group["labels"]["service"], "log", "{group}");
+    assert!(
+        group["labels"]["instance_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("log-")),
+        "{group}"
+    );
+    assert!(group["labels"]["version"].is_string(), "{group}");
+    // Without a mesh certificate: refused at the handshake.
+    let (status, _) = curl_get(&registry.certs, registry.port, "/sd/prometheus", None);
+    assert_ne!(status, 200);
+}
+
+/// A Prometheus server, killed when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Starts the machine's Prometheus (Debian's package) in `dir`,
+    /// discovering its targets at `https://127.0.0.1:{registry_port}/sd/prometheus`
+    /// and scraping them over mutual TLS as the `prometheus` identity, every
+    /// second. `None` (after a skip message) when it is not installed,
+    /// unless `CI` is set.
+    fn start(dir: &Path, certs: &Path, registry_port: u16) -> Option<Prometheus> {
+        if Command::new("prometheus")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "prometheus is not installed (on the PATH) and CI is set: install the Debian package `prometheus`"
+            );
+            eprintln!("skipped: prometheus is not installed (Debian package `prometheus`)");
+            return None;
+        }
+        tls_as(certs, "prometheus");
+        let tls = format!(
+            "{{ ca_file: {}, cert_file: {}, key_file: {} }}",
+            certs.join(authority::CA_CERT).display(),
+            authority::cert_path(certs, "prometheus").display(),
+            authority::key_path(certs, "prometheus").display(),
+        );
+        let config = format!(
+            "global: {{ scrape_interval: 1s, scrape_timeout: 1s }}\n\
+             scrape_configs:\n\
+             \x20 - job_name: gradebook\n\
+             \x20   scheme: https\n\
+             \x20   tls_config: {tls}\n\
+             \x20   http_sd_configs:\n\
+             \x20     - url: https://127.0.0.1:{registry_port}/sd/prometheus\n\
+             \x20       refresh_interval: 1s\n\
+             \x20       tls_config: {tls}\n"
+        );
+        let config_file = dir.join("prometheus.yml");
+        std::fs::write(&config_file, config).expect("write prometheus.yml");
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prometheus-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).expect("log file"))
+            .spawn()
+            .expect("start prometheus");
+        Some(Prometheus { child, port })
+    }
+
+    /// The result of the instant query `query` (empty while it has none).
+    async fn query(&self, query: &str) -> Vec<serde_json::Value> {
+        let encoded: String = query
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let url = format!(
+            "http://127.0.0.1:{}/api/v1/query?query={encoded}",
+            self.port
+        );
+        let Ok(response) = reqwest::get(&url).await else {
+            return Vec::new();
+        };
+        let Ok(body) = response.json::<serde_json::Value>().await else {
+            return Vec::new();
+        };
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_finds_every_daemon_through_the_registry_and_scrapes_it() {
+    let mesh = Mesh::new();
+    let registry = mesh.registry(&[]).await;
+    let _log = mesh.log(&registry, "log", &[]).await;
+    let Some(prometheus) = Prometheus::start(mesh.dir.path(), &registry.certs, registry.port)
+    else {
+        return;
+    };
+    // Both daemons up, found through the registry with their labels.
+    let patience = Duration::from_secs(60);
+    for service in ["registry", "log"] {
+        let query = format!("up{{service=\"{service}\"}}");
+        let result = eventually(&format!("Prometheus scrapes {service}"), patience, || {
+            let query = query.clone();
+            let prometheus = &prometheus;
+            async move {
+                let result = prometheus.query(&query).await;
+                result
+                    .iter()
+                    .any(|sample| sample["value"][1] == "1")
+                    .then_some(result)
+            }
+        })
+        .await;
+        let labels = &result[0]["metric"];
+        assert_eq!(labels["health"], "SERVING", "{labels}");
+        assert!(labels["instance_id"].is_string(), "{labels}");
+    }
+    // And it has read their request counters: the log daemon's
+    // registration was a call the registry handled.
+    let handled = eventually("a non-zero request counter", patience, || {
+        let prometheus = &prometheus;
+        async move {
+            let result = prometheus
+                .query(r#"sum(grpc_server_handled_total{service="registry"})"#)
+                .await;
+            let value: f64 = result.first()?["value"][1].as_str()?.parse().ok()?;
+            (value > 0.0).then_some(value)
+        }
+    })
+    .await;
+    assert!(handled > 0.0);
 }

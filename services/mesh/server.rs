@@ -183,6 +183,7 @@ pub struct MeshServer {
     service_names: Vec<&'static str>,
     health: HealthReporter,
     http: Option<axum::Router>,
+    mesh_routes: axum::Router,
     web_certificate: Option<Arc<KeyFiles>>,
     readiness: Option<tokio::sync::watch::Receiver<bool>>,
 }
@@ -199,9 +200,19 @@ impl MeshServer {
             service_names: Vec::new(),
             health,
             http: None,
+            mesh_routes: axum::Router::new(),
             web_certificate: None,
             readiness: None,
         }
+    }
+
+    /// HTTP routes for mesh callers and operators' tools (Prometheus),
+    /// served beside gRPC on the same port, as `/metrics` is: the
+    /// registry's service discovery. Unlike [`MeshServer::with_http`], they
+    /// do not open the port to browsers.
+    pub fn with_mesh_routes(mut self, routes: axum::Router) -> Self {
+        self.mesh_routes = self.mesh_routes.merge(routes);
+        self
     }
 
     /// Serves NOT_SERVING (every service, "" and the instance id) while
@@ -262,6 +273,7 @@ impl MeshServer {
             service_names,
             health,
             http,
+            mesh_routes,
             web_certificate,
             readiness,
         } = self;
@@ -313,10 +325,14 @@ impl MeshServer {
         };
 
         let browsers = http.is_some();
-        let mut router = routes.routes().into_axum_router().merge(metrics::route(
-            mesh.metrics.clone(),
-            mesh.config.tls.is_on(),
-        ));
+        let mut router = routes
+            .routes()
+            .into_axum_router()
+            .merge(metrics::route(
+                mesh.metrics.clone(),
+                mesh.config.tls.is_on(),
+            ))
+            .merge(mesh_routes);
         if let Some(http) = http {
             router = router.fallback_service(http);
         }

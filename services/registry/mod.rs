@@ -13,6 +13,7 @@
 //! - [`service`]: the `Registry` gRPC service.
 //! - [`replication`]: gossip with the other registry nodes.
 //! - [`peer`]: the `Peer` gRPC service other registry nodes call.
+//! - [`prometheus_sd`]: Prometheus's HTTP service discovery, from the catalog.
 
 pub mod access;
 pub mod catalog;
@@ -20,6 +21,7 @@ pub mod core;
 pub mod health;
 pub mod monitor;
 pub mod peer;
+pub mod prometheus_sd;
 pub mod replication;
 pub mod service;
 pub mod watchers;
@@ -171,10 +173,12 @@ pub async fn run(
     ));
     let mesh = Mesh::start(mesh_config, &shutdown)?;
     let peer = peer::PeerService::new(core.clone(), config.cluster.clone()).into_server();
+    let discovery = prometheus_sd::route(core.clone());
     let service = RegistryService::new(core, shutdown.clone()).into_server();
     let served = MeshServer::new(mesh)
         .add_service(service)
         .add_service(peer)
+        .with_mesh_routes(discovery)
         .serve(listener)
         .await;
     let _ = evictions.await;
