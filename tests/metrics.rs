@@ -85,6 +85,17 @@ async fn every_daemon_serves_its_call_metrics_to_mesh_identities() {
         "latency histogram: {body}"
     );
     assert!(body.contains("grpc_server_in_flight{"), "{body}");
+    // The process's own figures.
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "tokio_alive_tasks",
+    ] {
+        let value = sample(&body, name).unwrap_or_else(|| panic!("{name}: {body}"));
+        assert!(value > 0.0, "{name} {value}");
+    }
 
     // The log daemon serves its own, on its own port.
     let (status, body) = curl_metrics(&log.certs, log.port, Some("admin"));

@@ -27,6 +27,7 @@ use tonic_health::server::HealthReporter;
 use crate::mesh::config::{ConfigError, MeshConfig};
 use crate::mesh::discovery::{self, DependencyView};
 use crate::mesh::logship::{Destination, LocalSink};
+use crate::mesh::metrics::process::ProcessCollector;
 use crate::mesh::metrics::{self, Metrics, grpc_server::GrpcServerMetrics};
 use crate::mesh::registration::RegistrationHandle;
 use crate::mesh::registry_nodes::RegistryNodes;
@@ -136,7 +137,11 @@ impl Mesh {
             config,
             registry,
             dependencies,
-            metrics: Metrics::new(),
+            metrics: {
+                let metrics = Metrics::new();
+                metrics.register_collector(ProcessCollector::new());
+                metrics
+            },
             shutdown: shutdown.clone(),
             background,
             shipping_stop,

@@ -8,6 +8,7 @@
 //! registry's lock, so a scrape never waits on request handling.
 
 pub mod grpc_server;
+pub mod process;
 mod route;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,6 +49,11 @@ impl Metrics {
     /// `_seconds` or `_bytes`).
     pub fn register_with_unit(&self, name: &str, help: &str, unit: Unit, metric: impl Metric) {
         self.lock().register_with_unit(name, help, unit, metric);
+    }
+
+    /// Registers `collector`, asked for its figures at each scrape.
+    pub fn register_collector(&self, collector: impl prometheus_client::collector::Collector) {
+        self.lock().register_collector(Box::new(collector));
     }
 
     /// Every metric, in the OpenMetrics text format.
