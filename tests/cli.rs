@@ -190,12 +190,16 @@ async fn a_tool_printing_into_a_closed_pipe_ends_quietly() {
             message: format!("record {i} {}", "x".repeat(200)),
             fields: Default::default(),
             trace_id: String::new(),
+            span_id: String::new(),
             sequence: 0,
         })
         .collect();
     support::log_client_as(&log, "loadgen")
         .write(futures::stream::iter([
-            gradebook::pb::log::v1::WriteRequest { records },
+            gradebook::pb::log::v1::WriteRequest {
+                records,
+                ..Default::default()
+            },
         ]))
         .await
         .unwrap();

@@ -255,6 +255,7 @@ fn log_batches_and_filters_are_stored_or_refused_naming_a_field() {
             message,
             fields: Default::default(),
             trace_id,
+            span_id: String::new(),
             sequence: 0,
         },
     );
@@ -494,6 +495,7 @@ fn log_segments_recover_from_any_damage() {
                 message: format!("record {i}"),
                 fields: Default::default(),
                 trace_id: None,
+                span_id: None,
                 sequence: 0,
             })
             .collect();
@@ -543,6 +545,7 @@ fn log_segments_recover_from_any_damage() {
                 message: "after".into(),
                 fields: Default::default(),
                 trace_id: None,
+                span_id: None,
                 sequence: 0,
             };
             store

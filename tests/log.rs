@@ -19,6 +19,7 @@ fn record(service: &str, level: pb::Level, message: &str, trace: &str) -> pb::Lo
         message: message.into(),
         fields: [("student".to_string(), "42".to_string())].into(),
         trace_id: trace.into(),
+        span_id: String::new(),
         sequence: 0,
     }
 }
@@ -35,7 +36,10 @@ async fn write(
         .unwrap_or_else(|| "grading".to_owned());
     let requests: Vec<pb::WriteRequest> = batches
         .into_iter()
-        .map(|records| pb::WriteRequest { records })
+        .map(|records| pb::WriteRequest {
+            records,
+            ..Default::default()
+        })
         .collect();
     log_client_as(log, &writer)
         .write(futures::stream::iter(requests))

@@ -63,6 +63,7 @@ fn record(n: usize) -> LogRecord {
         message: format!("record {n}"),
         fields: Default::default(),
         trace_id: None,
+        span_id: None,
         sequence: 0,
     }
 }
@@ -116,7 +117,7 @@ async fn writes_survive_the_kill_of_a_log_instance_and_queries_merge_every_insta
         if n == 100 {
             log_a.kill9();
         }
-        match logs.write(&[record(n)]).await {
+        match logs.write(&vec![record(n)].into()).await {
             Ok(()) => {
                 acknowledged.insert(format!("record {n}"));
             }
@@ -179,7 +180,7 @@ async fn a_log_instance_that_does_not_answer_is_named_and_tails_follow_every_ins
     );
     let mut tail = logs.tail(&only_loadgen(), 0).await.expect("tail both");
     for n in 0..20 {
-        logs.write(&[record(n)]).await.expect("write");
+        logs.write(&vec![record(n)].into()).await.expect("write");
     }
     let mut followed = BTreeSet::new();
     while followed.len() < 20 {

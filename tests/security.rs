@@ -122,11 +122,13 @@ async fn log_records_are_stamped_with_their_writers_identity() {
         message: "backdated forgery".into(),
         fields: Default::default(),
         trace_id: String::new(),
+        span_id: String::new(),
         sequence: 0,
     };
     let status = support::log_client_as(&log, "portal")
         .write(futures::stream::iter([log_pb::WriteRequest {
             records: vec![forged.clone()],
+            ..Default::default()
         }]))
         .await
         .unwrap_err();
@@ -139,6 +141,7 @@ async fn log_records_are_stamped_with_their_writers_identity() {
     let accepted = support::log_client_as(&log, "grading")
         .write(futures::stream::iter([log_pb::WriteRequest {
             records: vec![forged],
+            ..Default::default()
         }]))
         .await
         .unwrap()

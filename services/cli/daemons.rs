@@ -213,6 +213,7 @@ pub async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
     config.validate()?;
     let listener = bind(args.listen).await?;
     registry::run(config, listener, shutdown_on_signal()).await?;
+    telemetry::flush_spans();
     Ok(())
 }
 
@@ -233,6 +234,7 @@ pub async fn log(args: LogArgs) -> anyhow::Result<()> {
     };
     let listener = bind(args.listen).await?;
     crate::log::run(config, listener, shutdown_on_signal()).await?;
+    telemetry::flush_spans();
     Ok(())
 }
 
@@ -252,6 +254,7 @@ pub async fn grading(args: GradingArgs) -> anyhow::Result<()> {
     };
     let listener = bind(args.listen).await?;
     crate::grading::run(config, listener, shutdown_on_signal()).await?;
+    telemetry::flush_spans();
     Ok(())
 }
 
@@ -274,6 +277,7 @@ pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
     };
     let listener = bind(args.listen).await?;
     crate::portal::run(config, listener, shutdown_on_signal()).await?;
+    telemetry::flush_spans();
     Ok(())
 }
 

@@ -4,6 +4,9 @@
 //! transaction, one fsync per group), and serves `WatchGrades` from the
 //! store's change feed (with PostgreSQL, changes made through any instance).
 
+use tracing::Instrument;
+
+use crate::mesh::trace::child_span;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -160,6 +163,7 @@ impl Grading for GradingService {
         let (students, next) = self
             .store()?
             .list_students(page_size, cursor.as_ref())
+            .instrument(child_span("store list_students"))
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListStudentsResponse {
@@ -179,6 +183,7 @@ impl Grading for GradingService {
         let detail = self
             .store()?
             .get_student(&request.id, page_size)
+            .instrument(child_span("store get_student"))
             .await
             .map_err(status)?;
         Ok(Response::new(pb::StudentDetail::from(&detail)))
@@ -199,6 +204,7 @@ impl Grading for GradingService {
         let page = self
             .store()?
             .list_grades(&request.student_id, page_size, cursor.as_ref())
+            .instrument(child_span("store list_grades"))
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListGradesResponse::from(&page)))
@@ -213,8 +219,10 @@ impl Grading for GradingService {
         let student = self
             .store()?
             .create_student(&new, key)
+            .instrument(child_span("store create_student"))
             .await
             .map_err(status)?;
+        tracing::info!(student_id = %student.id, "student created");
         Ok(Response::new(pb::Student::from(&student)))
     }
 
@@ -229,8 +237,10 @@ impl Grading for GradingService {
         let student = self
             .store()?
             .update_student(&request.id, &new, key)
+            .instrument(child_span("store update_student"))
             .await
             .map_err(status)?;
+        tracing::info!(student_id = %student.id, "student updated");
         Ok(Response::new(pb::Student::from(&student)))
     }
 
@@ -243,8 +253,10 @@ impl Grading for GradingService {
         let key = request_key(&request)?;
         self.store()?
             .delete_student(&request.id, key)
+            .instrument(child_span("store delete_student"))
             .await
             .map_err(status)?;
+        tracing::info!(student_id = %request.id, "student deleted");
         Ok(Response::new(pb::DeleteStudentResponse {}))
     }
 
@@ -268,9 +280,11 @@ impl Grading for GradingService {
             .await
             .map_err(|_| Status::unavailable("the grading service is shutting down"))?;
         let (grade, _) = answer
+            .instrument(child_span("store add_grades (group commit)"))
             .await
             .map_err(|_| Status::unavailable("the grading service is shutting down"))?
             .map_err(status)?;
+        tracing::info!(student_id = %grade.student_id, grade_id = %grade.id, "grade added");
         Ok(Response::new(pb::Grade::from(&grade)))
     }
 
@@ -283,8 +297,10 @@ impl Grading for GradingService {
         let (grade, _) = self
             .store()?
             .update_grade(&update.student_id, &update.grade_id, &update.grade, key)
+            .instrument(child_span("store update_grade"))
             .await
             .map_err(status)?;
+        tracing::info!(student_id = %update.student_id, grade_id = %update.grade_id, "grade updated");
         Ok(Response::new(pb::Grade::from(&grade)))
     }
 
@@ -298,8 +314,10 @@ impl Grading for GradingService {
         let key = request_key(&request)?;
         self.store()?
             .delete_grade(&request.student_id, &request.grade_id, key)
+            .instrument(child_span("store delete_grade"))
             .await
             .map_err(status)?;
+        tracing::info!(student_id = %request.student_id, grade_id = %request.grade_id, "grade deleted");
         Ok(Response::new(pb::DeleteGradeResponse {}))
     }
 

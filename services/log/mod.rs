@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //!
-//! - [`store`]: the durable, append-only segment store.
+//! - [`store`]: the durable, append-only segment stores (records; spans in
+//!   `spans/` under the data directory, with the same retention).
 //! - [`service`]: the `LogService` gRPC service (group-committing writer,
 //!   queries, tails).
 
@@ -25,6 +26,8 @@ pub const SERVICE_NAME: &str = crate::mesh::config::LOG_SERVICE;
 pub const DEFAULT_RETENTION_BYTES: u64 = 256 * 1024 * 1024;
 /// Default age above which records are deleted.
 pub const DEFAULT_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The directory, under the data directory, of the span store.
+pub const SPANS_DIR: &str = "spans";
 /// How often retention is enforced.
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -58,15 +61,20 @@ pub async fn run(
 ) -> Result<(), LogError> {
     let data_dir = config.data_dir.clone();
     let retention = config.retention;
-    let store = tokio::task::spawn_blocking(move || store::LogStore::open(&data_dir, retention))
-        .await
-        .map_err(|e| store::StoreError::Io {
-            operation: "opening",
-            path: config.data_dir.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
-    tracing::info!(records = store.len(), bytes = store.disk_bytes(), dir = %config.data_dir.display(), "log store opened");
-    let server = service::LogServer::new(store, shutdown.clone()).with_tls(config.mesh.tls.clone());
+    let (store, spans) = tokio::task::spawn_blocking(move || {
+        let store = store::LogStore::open(&data_dir, retention)?;
+        let spans = store::SpanStore::open(&data_dir.join(SPANS_DIR), retention)?;
+        Ok::<_, store::StoreError>((store, spans))
+    })
+    .await
+    .map_err(|e| store::StoreError::Io {
+        operation: "opening",
+        path: config.data_dir.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    tracing::info!(records = store.len(), spans = spans.len(), bytes = store.disk_bytes() + spans.disk_bytes(), dir = %config.data_dir.display(), "log store opened");
+    let server =
+        service::LogServer::new(store, spans, shutdown.clone()).with_tls(config.mesh.tls.clone());
     let background = server.spawn_background(RETENTION_INTERVAL);
     // Its own records go straight into its store, not over the network.
     let mesh = Mesh::start_shipping_to(config.mesh, &shutdown, Some(server.local_sink()))

@@ -1,12 +1,14 @@
 //! The gRPC `LogService` of the log daemon: durable writes, paged queries and
-//! live tails over a [`LogStore`].
+//! live tails over a [`LogStore`], and the spans of traces in a
+//! [`SpanStore`] beside it (written in the same batches, read by trace).
 //!
 //! # Concurrency
 //!
-//! The store sits behind an `Arc<std::sync::RwLock<LogStore>>`. One writer
+//! Each store sits behind an `Arc<std::sync::RwLock<_>>`. One writer
 //! task takes append requests from a bounded queue ([`WRITE_QUEUE`]); it
 //! drains everything queued (up to [`MAX_COMMIT_RECORDS`] records), appends
-//! it as one group commit on a blocking thread, answers every request, then
+//! it as one group commit on a blocking thread (records, then spans: one
+//! fsync each when the commit has any), answers every request, then
 //! publishes the stored records to tailers on a broadcast channel of
 //! batches. The writer holds the write lock for the whole append, fsync
 //! included, so a query waits for at most one group commit; queries and
@@ -33,10 +35,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::log::store::{LogStore, StoreError};
+use crate::log::store::{LogStore, SpanStore, StoreError};
 use crate::mesh::Tls;
-use crate::mesh::logship::LocalSink;
+use crate::mesh::logship::{LocalSink, Shipment};
 use crate::mesh::tls::Caller;
+use crate::model::log::trace::{InvalidSpan, Span, TraceId, TraceQuery};
 use crate::model::log::{InvalidRecord, LogFilter, LogRecord, MAX_BATCH_RECORDS};
 use crate::pb::log::v1 as pb;
 use crate::pb::log::v1::log_service_server::{LogService, LogServiceServer};
@@ -63,12 +66,17 @@ const MIN_RETENTION_INTERVAL: Duration = Duration::from_millis(10);
 /// own last records); it stops sooner once nobody can send any more.
 pub const SHUTDOWN_INTAKE: Duration = Duration::from_secs(5);
 
+/// How many of the newest spans a trace query looks at, at most.
+pub const TRACE_SCAN_LIMIT: usize = 200_000;
+
 /// The store, shared by the writer, queries, tails and retention.
 type SharedStore = Arc<RwLock<LogStore>>;
-/// The answer to an append request: how many records were stored.
-type AppendReply = Result<u64, Status>;
+/// The span store, shared by the writer, trace queries and retention.
+type SharedSpans = Arc<RwLock<SpanStore>>;
+/// The answer to an append request: how many records and spans were stored.
+type AppendReply = Result<(u64, u64), Status>;
 /// An append request: one validated batch, and where to send the answer.
-type AppendRequest = (Vec<LogRecord>, oneshot::Sender<AppendReply>);
+type AppendRequest = (Shipment, oneshot::Sender<AppendReply>);
 /// The records of one group commit, in sequence order.
 type Published = Arc<Vec<LogRecord>>;
 /// The stream of a `Tail` call.
@@ -79,6 +87,8 @@ type TailStream = Pin<Box<dyn Stream<Item = Result<pb::LogRecord, Status>> + Sen
 pub struct LogServer {
     /// The store.
     store: SharedStore,
+    /// The span store.
+    spans: SharedSpans,
     /// The queue of the writer task.
     appends: mpsc::Sender<AppendRequest>,
     /// The live fan-out to tailers.
@@ -98,18 +108,25 @@ impl LogServer {
     /// ends when `shutdown` is cancelled (after committing what is queued).
     /// Must be called inside a Tokio runtime. Retention runs only once
     /// [`LogServer::spawn_background`] is called.
-    pub fn new(store: LogStore, shutdown: CancellationToken) -> Self {
-        Self::with_tail_buffer(store, shutdown, TAIL_BUFFER)
+    pub fn new(store: LogStore, spans: SpanStore, shutdown: CancellationToken) -> Self {
+        Self::with_tail_buffer(store, spans, shutdown, TAIL_BUFFER)
     }
 
     /// [`LogServer::new`] with a different live fan-out capacity.
-    fn with_tail_buffer(store: LogStore, shutdown: CancellationToken, tail_buffer: usize) -> Self {
+    fn with_tail_buffer(
+        store: LogStore,
+        spans: SpanStore,
+        shutdown: CancellationToken,
+        tail_buffer: usize,
+    ) -> Self {
         let published = Arc::new(AtomicU64::new(store.last_sequence()));
         let store = Arc::new(RwLock::new(store));
+        let spans = Arc::new(RwLock::new(spans));
         let (appends, queue) = mpsc::channel(WRITE_QUEUE);
         let (live, _) = broadcast::channel(tail_buffer.max(1));
         let writer = tokio::spawn(run_writer(
             Arc::clone(&store),
+            Arc::clone(&spans),
             queue,
             live.clone(),
             Arc::clone(&published),
@@ -117,6 +134,7 @@ impl LogServer {
         ));
         LogServer {
             store,
+            spans,
             appends,
             live,
             published,
@@ -131,12 +149,12 @@ impl LogServer {
     /// those of its shutdown (after its server has drained) are kept.
     pub fn local_sink(&self) -> LocalSink {
         let appends = self.appends.clone();
-        Arc::new(move |records: Vec<LogRecord>| {
+        Arc::new(move |shipment: Shipment| {
             let appends = appends.clone();
             Box::pin(async move {
                 let (reply, answer) = oneshot::channel();
                 appends
-                    .send((records, reply))
+                    .send((shipment, reply))
                     .await
                     .map_err(|_| "the log store has closed".to_owned())?;
                 match answer.await {
@@ -162,6 +180,7 @@ impl LogServer {
     /// retention.
     pub fn spawn_background(&self, retention_interval: Duration) -> JoinHandle<()> {
         let store = Arc::clone(&self.store);
+        let spans = Arc::clone(&self.spans);
         let shutdown = self.shutdown.clone();
         let writer = self
             .writer
@@ -180,9 +199,15 @@ impl LogServer {
                     _ = ticker.tick() => {}
                 }
                 let store = Arc::clone(&store);
+                let spans = Arc::clone(&spans);
                 let result = tokio::task::spawn_blocking(move || {
-                    let mut store = store.write().unwrap_or_else(PoisonError::into_inner);
-                    store.enforce_retention(SystemTime::now())
+                    let now = SystemTime::now();
+                    let removed = {
+                        let mut store = store.write().unwrap_or_else(PoisonError::into_inner);
+                        store.enforce_retention(now)?
+                    };
+                    let mut spans = spans.write().unwrap_or_else(PoisonError::into_inner);
+                    Ok::<_, StoreError>(removed + spans.enforce_retention(now)?)
                 })
                 .await;
                 match result {
@@ -209,25 +234,37 @@ impl LogServer {
         self
     }
 
-    async fn store_batch(&self, batch: pb::WriteRequest, writer: &Caller) -> Result<u64, Status> {
+    async fn store_batch(
+        &self,
+        batch: pb::WriteRequest,
+        writer: &Caller,
+    ) -> Result<(u64, u64), Status> {
         let records = LogRecord::batch_from_pb(batch.records, SystemTime::now())
             .map_err(invalid_record_status)?;
-        if records.is_empty() {
-            return Ok(0);
+        let spans = Span::batch_from_pb(batch.spans).map_err(invalid_span_status)?;
+        if records.is_empty() && spans.is_empty() {
+            return Ok((0, 0));
         }
-        if let Some((index, forged)) = records
+        let services = records
             .iter()
+            .map(|record| ("records", &record.service))
             .enumerate()
-            .find(|(_, record)| !writer.acts_for(&record.service))
-        {
-            return Err(Status::permission_denied(format!(
-                "records[{index}].service: {writer} may write only its own service's records, not {:?}'s; nothing of this batch was stored",
-                forged.service
-            )));
+            .chain(
+                spans
+                    .iter()
+                    .map(|span| ("spans", &span.service))
+                    .enumerate(),
+            );
+        for (index, (list, service)) in services {
+            if !writer.acts_for(service) {
+                return Err(Status::permission_denied(format!(
+                    "{list}[{index}].service: {writer} may write only its own service's {list}, not {service:?}'s; nothing of this batch was stored"
+                )));
+            }
         }
         let (reply, answer) = oneshot::channel();
         self.appends
-            .send((records, reply))
+            .send((Shipment { records, spans }, reply))
             .await
             .map_err(|_| shutting_down())?;
         answer.await.map_err(|_| shutting_down())?
@@ -237,6 +274,15 @@ impl LogServer {
 /// The status of a rejected record: `RESOURCE_EXHAUSTED` for a size limit,
 /// `INVALID_ARGUMENT` otherwise.
 fn invalid_record_status(e: InvalidRecord) -> Status {
+    if e.is_oversize() {
+        Status::resource_exhausted(e.to_string())
+    } else {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+/// The status of a rejected span, as [`invalid_record_status`].
+fn invalid_span_status(e: InvalidSpan) -> Status {
     if e.is_oversize() {
         Status::resource_exhausted(e.to_string())
     } else {
@@ -267,6 +313,7 @@ fn task_failed(e: tokio::task::JoinError) -> Status {
 /// The writer task: group commits of everything queued, until shutdown.
 async fn run_writer(
     store: SharedStore,
+    spans: SharedSpans,
     mut queue: mpsc::Receiver<AppendRequest>,
     live: broadcast::Sender<Published>,
     published: Arc<AtomicU64>,
@@ -312,7 +359,7 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        commit(&store, &live, &published, requests).await;
+        commit(&store, &spans, &live, &published, requests).await;
     }
     tracing::debug!("log writer stopped");
 }
@@ -331,14 +378,26 @@ enum Intake {
 /// the stored records to tailers.
 async fn commit(
     store: &SharedStore,
+    spans: &SharedSpans,
     live: &broadcast::Sender<Published>,
     published: &AtomicU64,
     requests: Vec<AppendRequest>,
 ) {
-    let (batches, replies): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+    let (shipments, replies): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+    let (batches, span_batches): (Vec<_>, Vec<_>) = shipments
+        .into_iter()
+        .map(|shipment| (shipment.records, shipment.spans))
+        .unzip();
     let task_store = Arc::clone(store);
+    let task_spans = Arc::clone(spans);
     let task_live = live.clone();
     let result = tokio::task::spawn_blocking(move || {
+        let span_counts = if span_batches.iter().any(|batch| !batch.is_empty()) {
+            let mut spans = task_spans.write().unwrap_or_else(PoisonError::into_inner);
+            spans.append(span_batches)?
+        } else {
+            vec![0; span_batches.len()]
+        };
         let mut store = task_store.write().unwrap_or_else(PoisonError::into_inner);
         let before = store.last_sequence();
         let counts = store.append(batches)?;
@@ -346,6 +405,7 @@ async fn commit(
         // the store after this commit, so its backlog covers these records.
         let stored = (task_live.receiver_count() > 0)
             .then(|| store.records_after(before).cloned().collect::<Vec<_>>());
+        let counts = counts.into_iter().zip(span_counts).collect::<Vec<_>>();
         Ok::<_, StoreError>((counts, stored, store.last_sequence()))
     })
     .await;
@@ -450,7 +510,7 @@ impl LogService for LogServer {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let writer = Caller::of(&request, &self.tls);
         let mut stream = request.into_inner();
-        let mut accepted = 0;
+        let (mut accepted, mut accepted_spans) = (0, 0);
         loop {
             let message = tokio::select! {
                 biased;
@@ -464,9 +524,62 @@ impl LogService for LogServer {
             let Some(batch) = message else {
                 break;
             };
-            accepted += self.store_batch(batch, &writer).await?;
+            let (records, spans) = self.store_batch(batch, &writer).await?;
+            accepted += records;
+            accepted_spans += spans;
         }
-        Ok(Response::new(pb::WriteResponse { accepted }))
+        Ok(Response::new(pb::WriteResponse {
+            accepted,
+            accepted_spans,
+        }))
+    }
+
+    async fn get_trace(
+        &self,
+        request: Request<pb::GetTraceRequest>,
+    ) -> Result<Response<pb::Trace>, Status> {
+        let text = request.into_inner().trace_id;
+        let trace: TraceId = text
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("trace_id: {e}")))?;
+        let spans = Arc::clone(&self.spans);
+        let found = tokio::task::spawn_blocking(move || {
+            spans
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .trace(trace)
+        })
+        .await
+        .map_err(task_failed)?;
+        if found.is_empty() {
+            return Err(Status::not_found(format!(
+                "trace_id: no span of trace {trace} is stored"
+            )));
+        }
+        Ok(Response::new(pb::Trace {
+            trace_id: trace.to_string(),
+            spans: found.iter().map(pb::Span::from).collect(),
+        }))
+    }
+
+    async fn query_traces(
+        &self,
+        request: Request<pb::QueryTracesRequest>,
+    ) -> Result<Response<pb::QueryTracesResponse>, Status> {
+        let query = TraceQuery::try_from(request.into_inner())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let spans = Arc::clone(&self.spans);
+        let traces = tokio::task::spawn_blocking(move || {
+            spans
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .recent_traces(&query, TRACE_SCAN_LIMIT)
+        })
+        .await
+        .map_err(task_failed)?;
+        Ok(Response::new(pb::QueryTracesResponse {
+            traces: traces.iter().map(Into::into).collect(),
+        }))
     }
 
     async fn query(
@@ -570,8 +683,15 @@ mod tests {
         }
     }
 
+    fn spans_in(dir: &tempfile::TempDir) -> SpanStore {
+        SpanStore::open(&dir.path().join("spans"), Retention::default()).unwrap()
+    }
+
     fn batch(records: Vec<pb::LogRecord>) -> pb::WriteRequest {
-        pb::WriteRequest { records }
+        pb::WriteRequest {
+            records,
+            spans: Vec::new(),
+        }
     }
 
     struct Harness {
@@ -590,8 +710,9 @@ mod tests {
 
         async fn start_in(dir: tempfile::TempDir, tail_buffer: usize) -> Self {
             let store = LogStore::open(dir.path(), Retention::default()).unwrap();
+            let spans = SpanStore::open(&dir.path().join("spans"), Retention::default()).unwrap();
             let shutdown = CancellationToken::new();
-            let server = LogServer::with_tail_buffer(store, shutdown.clone(), tail_buffer);
+            let server = LogServer::with_tail_buffer(store, spans, shutdown.clone(), tail_buffer);
             let background = server.spawn_background(Duration::from_secs(3600));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr: SocketAddr = listener.local_addr().unwrap();
@@ -654,7 +775,7 @@ mod tests {
     async fn query_validation_errors() {
         let dir = tempfile::tempdir().unwrap();
         let store = LogStore::open(dir.path(), Retention::default()).unwrap();
-        let server = LogServer::new(store, CancellationToken::new());
+        let server = LogServer::new(store, spans_in(&dir), CancellationToken::new());
         let ask = |request: pb::QueryRequest| server.query(Request::new(request));
 
         let e = ask(pb::QueryRequest {
@@ -898,7 +1019,8 @@ mod tests {
     async fn lagging_tail_gets_resource_exhausted() {
         let dir = tempfile::tempdir().unwrap();
         let store = LogStore::open(dir.path(), Retention::default()).unwrap();
-        let server = LogServer::with_tail_buffer(store, CancellationToken::new(), 2);
+        let server =
+            LogServer::with_tail_buffer(store, spans_in(&dir), CancellationToken::new(), 2);
         server
             .store_batch(batch(vec![record("a", "backlog")]), &Caller::Unverified)
             .await
@@ -920,7 +1042,7 @@ mod tests {
                     .store_batch(batch(records), &Caller::Unverified)
                     .await
                     .unwrap(),
-                2
+                (2, 0)
             );
         }
         let first = tail.next().await.unwrap().unwrap();
@@ -942,7 +1064,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LogStore::open(dir.path(), Retention::default()).unwrap();
         let shutdown = CancellationToken::new();
-        let server = LogServer::new(store, shutdown.clone());
+        let server = LogServer::new(store, spans_in(&dir), shutdown.clone());
         server
             .store_batch(batch(vec![record("a", "before")]), &Caller::Unverified)
             .await

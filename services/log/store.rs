@@ -1,9 +1,12 @@
-//! The durable, append-only store of the log daemon.
+//! The durable, append-only stores of the log daemon: one for log records
+//! ([`LogStore`]) and one for the spans of traces ([`SpanStore`]), the same
+//! [`SegmentStore`] over a different [`Entry`].
 //!
-//! Records live in segment files `segment-<first sequence>.log` (the number
+//! Entries (records or spans) live in segment files `segment-<first sequence>.log` (the number
 //! zero-padded to 20 digits) in one directory. Each record is one frame:
 //! `[u32 LE payload length][u32 LE CRC-32 of the payload][payload]`, the
-//! payload being the protobuf encoding of [`pb::LogRecord`] with its sequence.
+//! payload being the protobuf encoding of the entry ([`pb::LogRecord`],
+//! [`pb::Span`]) with its sequence.
 //! An append writes every frame of a group commit with one write and makes it
 //! durable with one `sync_data` before it returns. Every retained record is
 //! also held in memory, oldest first, to answer queries.
@@ -24,8 +27,77 @@ use std::time::{Duration, SystemTime};
 
 use prost::Message;
 
+use crate::model::log::trace::{Span, TraceId, TraceQuery, TraceSummary};
 use crate::model::log::{LogFilter, LogRecord};
 use crate::pb::log::v1 as pb;
+
+/// What a [`SegmentStore`] holds: entries with a sequence the store assigns
+/// and a time retention goes by, stored as their protobuf.
+pub trait Entry: Clone + Send + Sync + 'static {
+    /// The protobuf an entry is stored as.
+    type Stored: Message + Default;
+    /// The entry's sequence (0 before it is stored).
+    fn sequence(&self) -> u64;
+    /// Sets the sequence, when stored.
+    fn set_sequence(&mut self, sequence: u64);
+    /// The time retention by age goes by.
+    fn time(&self) -> SystemTime;
+    /// The protobuf to store.
+    fn to_stored(&self) -> Self::Stored;
+    /// The sequence of a stored protobuf.
+    fn stored_sequence(stored: &Self::Stored) -> u64;
+    /// The entry read back; `Err` says why it is not valid.
+    fn from_stored(stored: Self::Stored) -> Result<Self, String>;
+}
+
+impl Entry for LogRecord {
+    type Stored = pb::LogRecord;
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+    fn set_sequence(&mut self, sequence: u64) {
+        self.sequence = sequence;
+    }
+    fn time(&self) -> SystemTime {
+        self.timestamp
+    }
+    fn to_stored(&self) -> pb::LogRecord {
+        pb::LogRecord::from(self)
+    }
+    fn stored_sequence(stored: &pb::LogRecord) -> u64 {
+        stored.sequence
+    }
+    fn from_stored(stored: pb::LogRecord) -> Result<Self, String> {
+        LogRecord::from_stored_pb(stored).map_err(|e| e.to_string())
+    }
+}
+
+impl Entry for Span {
+    type Stored = pb::Span;
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+    fn set_sequence(&mut self, sequence: u64) {
+        self.sequence = sequence;
+    }
+    fn time(&self) -> SystemTime {
+        self.end()
+    }
+    fn to_stored(&self) -> pb::Span {
+        pb::Span::from(self)
+    }
+    fn stored_sequence(stored: &pb::Span) -> u64 {
+        stored.sequence
+    }
+    fn from_stored(stored: pb::Span) -> Result<Self, String> {
+        Span::from_stored_pb(stored).map_err(|e| e.to_string())
+    }
+}
+
+/// The store of log records.
+pub type LogStore = SegmentStore<LogRecord>;
+/// The store of the spans of traces.
+pub type SpanStore = SegmentStore<Span>;
 
 /// A segment is closed, and a new one started, once it holds at least this
 /// many bytes.
@@ -97,13 +169,22 @@ fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> S
 }
 
 /// A page of a query.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct QueryPage {
-    /// The matching records, newest first.
-    pub records: Vec<LogRecord>,
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryPage<E = LogRecord> {
+    /// The matching entries, newest first.
+    pub records: Vec<E>,
     /// When more matching records may exist: the sequence of the last record
     /// of this page, to pass as `before` for the next page.
     pub next_before: Option<u64>,
+}
+
+impl<E> Default for QueryPage<E> {
+    fn default() -> Self {
+        QueryPage {
+            records: Vec::new(),
+            next_before: None,
+        }
+    }
 }
 
 /// One segment file.
@@ -133,13 +214,10 @@ impl Segment {
         }
     }
 
-    /// Accounts for a record stored in this segment.
-    fn note(&mut self, record: &LogRecord) {
-        self.last_sequence = record.sequence;
-        self.newest = Some(
-            self.newest
-                .map_or(record.timestamp, |t| t.max(record.timestamp)),
-        );
+    /// Accounts for an entry stored in this segment.
+    fn note<E: Entry>(&mut self, entry: &E) {
+        self.last_sequence = entry.sequence();
+        self.newest = Some(self.newest.map_or(entry.time(), |t| t.max(entry.time())));
     }
 }
 
@@ -162,8 +240,8 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 /// Appends the frame of `record` to `out`.
-fn encode_frame(record: &LogRecord, out: &mut Vec<u8>) -> Result<(), StoreError> {
-    let payload = pb::LogRecord::from(record).encode_to_vec();
+fn encode_frame<E: Entry>(record: &E, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let payload = record.to_stored().encode_to_vec();
     let length = u32::try_from(payload.len())
         .ok()
         .filter(|len| *len as usize <= MAX_FRAME_BYTES)
@@ -178,9 +256,9 @@ fn encode_frame(record: &LogRecord, out: &mut Vec<u8>) -> Result<(), StoreError>
 }
 
 /// The records of one segment file, and where its valid frames end.
-struct Decoded {
-    /// The valid records, in order.
-    records: Vec<LogRecord>,
+struct Decoded<E> {
+    /// The valid entries, in order.
+    records: Vec<E>,
     /// The byte offset just after the last valid frame.
     valid_len: usize,
     /// Why decoding stopped before the end of the file, if it did.
@@ -189,7 +267,7 @@ struct Decoded {
 
 /// Reads the frames of `data`, stopping at the first incomplete or corrupt
 /// one. Records must continue after `after` in increasing sequence order.
-fn decode_segment(data: &[u8], mut after: u64) -> Decoded {
+fn decode_segment<E: Entry>(data: &[u8], mut after: u64) -> Decoded<E> {
     let mut records = Vec::new();
     let mut offset = 0;
     let problem = loop {
@@ -215,17 +293,17 @@ fn decode_segment(data: &[u8], mut after: u64) -> Decoded {
         if crc32fast::hash(payload) != crc {
             break Some("checksum mismatch".to_owned());
         }
-        let message = match pb::LogRecord::decode(payload) {
+        let message = match E::Stored::decode(payload) {
             Ok(message) => message,
             Err(e) => break Some(format!("undecodable record: {e}")),
         };
-        let sequence = message.sequence;
+        let sequence = E::stored_sequence(&message);
         if sequence <= after {
             break Some(format!(
                 "sequence {sequence} does not follow sequence {after}"
             ));
         }
-        let record = match LogRecord::from_stored_pb(message) {
+        let record = match E::from_stored(message) {
             Ok(record) => record,
             Err(e) => break Some(format!("invalid record {sequence}: {e}")),
         };
@@ -248,9 +326,9 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// The durable, append-only record store. See the module documentation.
+/// The durable, append-only store of entries. See the module documentation.
 #[derive(Debug)]
-pub struct LogStore {
+pub struct SegmentStore<E> {
     /// The directory of the segment files.
     dir: PathBuf,
     /// What to keep.
@@ -264,13 +342,13 @@ pub struct LogStore {
     /// Set when a failed append could not be undone: the next append starts
     /// a new segment rather than write after unknown bytes.
     active_dirty: bool,
-    /// Every retained record, oldest (lowest sequence) first.
-    records: VecDeque<LogRecord>,
+    /// Every retained entry, oldest (lowest sequence) first.
+    records: VecDeque<E>,
     /// The highest sequence ever assigned, 0 if none.
     last_sequence: u64,
 }
 
-impl LogStore {
+impl<E: Entry> SegmentStore<E> {
     /// Opens the store in `dir`, creating the directory if needed, reading
     /// every segment and recovering from a torn or corrupt tail (see the
     /// module documentation), then applies the retention.
@@ -278,7 +356,7 @@ impl LogStore {
         Self::open_with_segment_bytes(dir, retention, SEGMENT_BYTES)
     }
 
-    /// [`LogStore::open`] with a different segment size, for tests.
+    /// [`SegmentStore::open`] with a different segment size, for tests.
     pub(crate) fn open_with_segment_bytes(
         dir: &Path,
         retention: Retention,
@@ -302,7 +380,7 @@ impl LogStore {
             let is_last = i + 1 == count;
             let mut segment = Segment::empty(dir, first);
             let data = fs::read(&segment.path).map_err(io_error("reading", &segment.path))?;
-            let decoded = decode_segment(&data, last_sequence);
+            let decoded = decode_segment::<E>(&data, last_sequence);
             segment.bytes = data.len() as u64;
             if let Some(problem) = &decoded.problem {
                 if is_last {
@@ -333,7 +411,7 @@ impl LogStore {
             }
             for record in decoded.records {
                 segment.note(&record);
-                last_sequence = record.sequence;
+                last_sequence = record.sequence();
                 records.push_back(record);
             }
             segments.push_back(segment);
@@ -360,7 +438,7 @@ impl LogStore {
             .map_err(io_error("opening", &active_path))?;
         sync_dir(dir);
 
-        let mut store = LogStore {
+        let mut store = SegmentStore {
             dir: dir.to_path_buf(),
             retention,
             segment_bytes,
@@ -410,7 +488,7 @@ impl LogStore {
     /// many records of each batch were stored (always the length of the
     /// batch: an append stores everything or nothing).
     ///
-    /// The records get consecutive sequences after [`LogStore::last_sequence`],
+    /// The records get consecutive sequences after [`SegmentStore::last_sequence`],
     /// in order; their `sequence` fields are overwritten. Every frame is
     /// written with one write, then made durable with one `sync_data`. If
     /// either fails the records are not stored: the file is truncated back to
@@ -418,7 +496,7 @@ impl LogStore {
     ///
     /// A whole append goes to one segment: the active one is closed before
     /// the append once it holds [`SEGMENT_BYTES`] or more.
-    pub fn append(&mut self, batches: Vec<Vec<LogRecord>>) -> Result<Vec<u64>, StoreError> {
+    pub fn append(&mut self, batches: Vec<Vec<E>>) -> Result<Vec<u64>, StoreError> {
         let counts: Vec<u64> = batches.iter().map(|b| b.len() as u64).collect();
         let total = batches.iter().map(Vec::len).sum::<usize>();
         if total == 0 {
@@ -430,7 +508,7 @@ impl LogStore {
         let mut sequence = self.last_sequence;
         for mut record in batches.into_iter().flatten() {
             sequence += 1;
-            record.sequence = sequence;
+            record.set_sequence(sequence);
             encode_frame(&record, &mut frames)?;
             stored.push(record);
         }
@@ -489,19 +567,24 @@ impl LogStore {
 
     /// The records with a sequence after `sequence`, oldest first: for
     /// example the records of the last append.
-    pub fn records_after(&self, sequence: u64) -> impl DoubleEndedIterator<Item = &LogRecord> {
-        let start = self.records.partition_point(|r| r.sequence <= sequence);
+    pub fn records_after(&self, sequence: u64) -> impl DoubleEndedIterator<Item = &E> {
+        let start = self.records.partition_point(|r| r.sequence() <= sequence);
         self.records.range(start..)
     }
 
-    /// The stored records that match `filter` with a sequence below `before`
-    /// (every record when `None`), newest first, at most `limit` of them.
+    /// The stored entries that `matches` with a sequence below `before`
+    /// (every entry when `None`), newest first, at most `limit` of them.
     ///
-    /// `next_before` is set only when another matching record exists beyond
+    /// `next_before` is set only when another matching entry exists beyond
     /// the page. A `limit` of 0 gives an empty last page.
-    pub fn query(&self, filter: &LogFilter, before: Option<u64>, limit: usize) -> QueryPage {
+    pub fn query_where(
+        &self,
+        matches: impl Fn(&E) -> bool,
+        before: Option<u64>,
+        limit: usize,
+    ) -> QueryPage<E> {
         let end = match before {
-            Some(before) => self.records.partition_point(|r| r.sequence < before),
+            Some(before) => self.records.partition_point(|r| r.sequence() < before),
             None => self.records.len(),
         };
         let mut page = QueryPage::default();
@@ -509,11 +592,11 @@ impl LogStore {
             return page;
         }
         for record in self.records.range(..end).rev() {
-            if !filter.matches(record) {
+            if !matches(record) {
                 continue;
             }
             if page.records.len() == limit {
-                page.next_before = page.records.last().map(|r| r.sequence);
+                page.next_before = page.records.last().map(E::sequence);
                 break;
             }
             page.records.push(record.clone());
@@ -549,7 +632,7 @@ impl LogStore {
             }
             let last = oldest.last_sequence;
             let mut dropped = 0;
-            while self.records.front().is_some_and(|r| r.sequence <= last) {
+            while self.records.front().is_some_and(|r| r.sequence() <= last) {
                 self.records.pop_front();
                 dropped += 1;
             }
@@ -591,6 +674,49 @@ impl LogStore {
     }
 }
 
+impl SegmentStore<LogRecord> {
+    /// The stored records that match `filter`: [`SegmentStore::query_where`].
+    pub fn query(&self, filter: &LogFilter, before: Option<u64>, limit: usize) -> QueryPage {
+        self.query_where(|record| filter.matches(record), before, limit)
+    }
+}
+
+impl SegmentStore<Span> {
+    /// Every stored span of `trace`, by start time.
+    pub fn trace(&self, trace: TraceId) -> Vec<Span> {
+        let mut spans: Vec<Span> = self
+            .records
+            .iter()
+            .filter(|span| span.trace_id == trace)
+            .cloned()
+            .collect();
+        spans.sort_by_key(|span| (span.start, span.sequence));
+        spans
+    }
+
+    /// The traces that match `query`, newest (by their latest stored span)
+    /// first, at most `query.limit`. Looks at no more than `scan_limit` of
+    /// the newest spans, so that a query costs a bounded time.
+    pub fn recent_traces(&self, query: &TraceQuery, scan_limit: usize) -> Vec<TraceSummary> {
+        let mut order: Vec<TraceId> = Vec::new();
+        let mut by_trace: std::collections::HashMap<TraceId, Vec<&Span>> =
+            std::collections::HashMap::new();
+        for span in self.records.iter().rev().take(scan_limit) {
+            let spans = by_trace.entry(span.trace_id).or_default();
+            if spans.is_empty() {
+                order.push(span.trace_id);
+            }
+            spans.push(span);
+        }
+        order
+            .into_iter()
+            .filter_map(|trace| TraceSummary::of(by_trace.get(&trace)?.iter().copied()))
+            .filter(|summary| query.matches(summary))
+            .take(query.limit)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,6 +737,7 @@ mod tests {
             message: message.into(),
             fields: BTreeMap::from([("k".to_string(), "v".to_string())]),
             trace_id: None,
+            span_id: None,
             sequence: 0,
         }
     }
@@ -643,6 +770,95 @@ mod tests {
 
     fn messages(store: &LogStore) -> Vec<String> {
         store.records.iter().map(|r| r.message.clone()).collect()
+    }
+
+    fn span(trace: &str, id: &str, parent: Option<&str>, service: &str, start: u64) -> Span {
+        use crate::model::log::trace::{SpanKind, SpanStatus};
+        Span {
+            trace_id: trace.parse().unwrap(),
+            span_id: id.parse().unwrap(),
+            parent_span_id: parent.map(|p| p.parse().unwrap()),
+            service: service.into(),
+            instance: format!("{service}-1"),
+            name: format!("op {id}"),
+            kind: SpanKind::Server,
+            start: at(start),
+            duration: Duration::from_millis(5),
+            status: if service == "grading" {
+                SpanStatus::Error("boom".into())
+            } else {
+                SpanStatus::Unset
+            },
+            attributes: BTreeMap::new(),
+            sequence: 0,
+        }
+    }
+
+    #[test]
+    fn spans_are_kept_read_back_by_trace_and_summed_up_by_recent_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            "0af7651916cd43dd8448eb211c80319c",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        );
+        {
+            let mut spans = SpanStore::open(dir.path(), keep_all()).unwrap();
+            let first = vec![
+                span(
+                    a,
+                    "00000000000000a2",
+                    Some("00000000000000a1"),
+                    "grading",
+                    11,
+                ),
+                span(b, "00000000000000b1", None, "portal", 20),
+            ];
+            let second = vec![span(a, "00000000000000a1", None, "portal", 10)];
+            assert_eq!(spans.append(vec![first, second]).unwrap(), vec![2, 1]);
+        }
+        let spans = SpanStore::open(dir.path(), keep_all()).unwrap();
+        let trace = spans.trace(a.parse().unwrap());
+        let ids: Vec<String> = trace.iter().map(|s| s.span_id.to_string()).collect();
+        assert_eq!(
+            ids,
+            ["00000000000000a1", "00000000000000a2"],
+            "by start time"
+        );
+        assert_eq!(trace[1].sequence, 1);
+        assert!(
+            spans
+                .trace("00000000000000000000000000000001".parse().unwrap())
+                .is_empty()
+        );
+
+        let all = spans.recent_traces(
+            &TraceQuery {
+                limit: 10,
+                ..TraceQuery::default()
+            },
+            1000,
+        );
+        let order: Vec<String> = all.iter().map(|t| t.trace_id.to_string()).collect();
+        assert_eq!(order, [a, b], "newest stored first");
+        assert_eq!(
+            (
+                all[0].root_service.as_str(),
+                all[0].span_count,
+                all[0].error_count
+            ),
+            ("portal", 2, 1)
+        );
+        let failed = TraceQuery {
+            errors_only: true,
+            limit: 10,
+            ..TraceQuery::default()
+        };
+        assert_eq!(spans.recent_traces(&failed, 1000).len(), 1);
+        let one = TraceQuery {
+            limit: 1,
+            ..TraceQuery::default()
+        };
+        assert_eq!(spans.recent_traces(&one, 1000).len(), 1);
     }
 
     #[test]

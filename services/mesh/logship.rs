@@ -1,6 +1,7 @@
 //! Log shipping: a `tracing` layer that turns this daemon's events into log
 //! records and queues them, and a shipper task that sends them to the log
-//! service in batches. Request handling never waits on it: the queue is
+//! service in batches, with the finished spans of traces
+//! ([`crate::mesh::trace`] queues them through a [`SpanQueue`]). Request handling never waits on it: the queue is
 //! bounded, a full queue drops records (counted, and reported once the log
 //! service is back), and the shipper retries while the log service is away.
 
@@ -10,18 +11,68 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use std::sync::OnceLock;
 use tokio::sync::mpsc;
+
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::mesh::api::LogApi;
 use crate::mesh::backoff::Backoff;
 use crate::mesh::discovery::DependencyView;
 use crate::mesh::shutdown::Shutdown;
+use crate::mesh::trace::SPAN_TARGET as TRACE_SPAN_TARGET;
+use crate::model::log::trace::Span;
 use crate::model::log::{Level, LogRecord};
 
-/// How many records wait for shipping at most.
+/// What a shipper sends in one write: records and spans.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shipment {
+    /// Log records, in order.
+    pub records: Vec<LogRecord>,
+    /// Finished spans.
+    pub spans: Vec<Span>,
+}
+
+impl Shipment {
+    /// How many records and spans it holds.
+    pub fn len(&self) -> usize {
+        self.records.len() + self.spans.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, item: Shipped) {
+        match item {
+            Shipped::Record(record) => self.records.push(record),
+            Shipped::Span(span) => self.spans.push(span),
+        }
+    }
+}
+
+impl From<Vec<LogRecord>> for Shipment {
+    fn from(records: Vec<LogRecord>) -> Self {
+        Shipment {
+            records,
+            spans: Vec::new(),
+        }
+    }
+}
+
+/// One queued item.
+#[derive(Debug)]
+enum Shipped {
+    Record(LogRecord),
+    Span(Span),
+}
+
+/// How many records and spans wait for shipping at most.
 pub const QUEUE_CAPACITY: usize = 10_000;
 /// How many records one batch holds at most.
 pub const MAX_BATCH: usize = 500;
@@ -49,14 +100,33 @@ pub struct ShipperStats {
 pub struct ShipperLayer {
     service: String,
     instance: String,
-    queue: mpsc::Sender<LogRecord>,
+    queue: mpsc::Sender<Shipped>,
     stats: Arc<ShipperStats>,
+    /// The subscriber this layer is part of, to read the ids of a trace.
+    dispatch: Arc<OnceLock<WeakDispatch>>,
+}
+
+/// Queues finished spans for the shipper; a full queue drops them (counted
+/// with the records).
+#[derive(Debug, Clone)]
+pub struct SpanQueue {
+    queue: mpsc::Sender<Shipped>,
+    stats: Arc<ShipperStats>,
+}
+
+impl SpanQueue {
+    /// Queues `span`, or counts it dropped.
+    pub fn push(&self, span: Span) {
+        if self.queue.try_send(Shipped::Span(span)).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The receiving end of the queue, to be run once a dependency view exists.
 #[derive(Debug)]
 pub struct LogShipper {
-    queue: mpsc::Receiver<LogRecord>,
+    queue: mpsc::Receiver<Shipped>,
     stats: Arc<ShipperStats>,
 }
 
@@ -70,6 +140,7 @@ pub fn log_shipping(service: &str, instance: &str) -> (ShipperLayer, LogShipper)
             instance: instance.to_owned(),
             queue: tx,
             stats: stats.clone(),
+            dispatch: Arc::default(),
         },
         LogShipper { queue: rx, stats },
     )
@@ -99,8 +170,35 @@ impl Visit for FieldCollector {
     }
 }
 
-impl<S: Subscriber> Layer<S> for ShipperLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+impl ShipperLayer {
+    /// The trace and span ids of the trace span an event was made in.
+    fn trace_ids<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>) -> Option<(String, String)>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        use opentelemetry::trace::TraceContextExt;
+        let span = ctx
+            .event_span(event)?
+            .scope()
+            .find(|span| span.metadata().target() == TRACE_SPAN_TARGET)?;
+        let dispatch = self.dispatch.get()?.upgrade()?;
+        let context = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+        let otel = context.span();
+        let ids = otel.span_context();
+        ids.is_valid()
+            .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+    }
+}
+
+impl<S> Layer<S> for ShipperLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
         if !meta.target().starts_with("gradebook") || meta.target().starts_with(SHIPPER_TARGET) {
             return;
@@ -109,6 +207,11 @@ impl<S: Subscriber> Layer<S> for ShipperLayer {
         event.record(&mut collected);
         let mut fields = collected.fields;
         fields.insert("target".to_owned(), meta.target().to_owned());
+        let (trace_id, span_id) = match (collected.trace_id, self.trace_ids(event, &ctx)) {
+            (Some(trace_id), _) => (Some(trace_id), None),
+            (None, Some((trace_id, span_id))) => (Some(trace_id), Some(span_id)),
+            (None, None) => (None, None),
+        };
         let record = LogRecord {
             timestamp: SystemTime::now(),
             service: self.service.clone(),
@@ -116,10 +219,11 @@ impl<S: Subscriber> Layer<S> for ShipperLayer {
             level: Level::from(*meta.level()),
             message: collected.message,
             fields,
-            trace_id: collected.trace_id,
+            trace_id,
+            span_id,
             sequence: 0,
         };
-        if self.queue.try_send(record).is_err() {
+        if self.queue.try_send(Shipped::Record(record)).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -130,13 +234,20 @@ impl ShipperLayer {
     pub fn stats(&self) -> Arc<ShipperStats> {
         self.stats.clone()
     }
+
+    /// Where finished spans go to be shipped with the records.
+    pub fn span_queue(&self) -> SpanQueue {
+        SpanQueue {
+            queue: self.queue.clone(),
+            stats: self.stats.clone(),
+        }
+    }
 }
 
 /// Stores a batch of records without the network (the log daemon's own
 /// records go straight into its store); `Err` says why not.
-pub type LocalSink = Arc<
-    dyn Fn(Vec<LogRecord>) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync,
->;
+pub type LocalSink =
+    Arc<dyn Fn(Shipment) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// Where a shipper sends its records.
 #[derive(Clone)]
@@ -154,10 +265,10 @@ enum Writer {
 }
 
 impl Writer {
-    async fn write(&self, batch: &[LogRecord]) -> Result<(), String> {
+    async fn write(&self, batch: &Shipment) -> Result<(), String> {
         match self {
             Writer::Service(logs) => logs.write(batch).await.map_err(|error| error.to_string()),
-            Writer::Local(sink) => sink(batch.to_vec()).await,
+            Writer::Local(sink) => sink(batch.clone()).await,
         }
     }
 }
@@ -175,13 +286,14 @@ impl LogShipper {
             first = self.queue.recv() => first,
             _ = shutdown.cancelled() => None,
         } {
-            let mut batch = vec![first];
+            let mut batch = Shipment::default();
+            batch.push(first);
             let linger = tokio::time::sleep(LINGER);
             tokio::pin!(linger);
             while batch.len() < MAX_BATCH {
                 tokio::select! {
                     next = self.queue.recv() => match next {
-                        Some(record) => batch.push(record),
+                        Some(item) => batch.push(item),
                         None => break,
                     },
                     _ = &mut linger => break,
@@ -190,7 +302,8 @@ impl LogShipper {
             }
             let dropped = self.stats.dropped.load(Ordering::Relaxed);
             if dropped > reported_drops {
-                batch.push(self.drop_report(dropped - reported_drops, &batch[0]));
+                let report = self.drop_report(dropped - reported_drops, &batch);
+                batch.records.push(report);
                 reported_drops = dropped;
             }
             let mut attempt = 0;
@@ -219,40 +332,46 @@ impl LogShipper {
                 }
             }
         }
-        self.flush(&view, Vec::new()).await;
+        self.flush(&view, Shipment::default()).await;
     }
 
-    fn drop_report(&self, count: u64, template: &LogRecord) -> LogRecord {
-        tracing::warn!(target: SHIPPER_TARGET, dropped = count, "log records dropped: the shipping queue was full");
+    fn drop_report(&self, count: u64, batch: &Shipment) -> LogRecord {
+        tracing::warn!(target: SHIPPER_TARGET, dropped = count, "log records or spans dropped: the shipping queue was full");
+        let (service, instance) = match (batch.records.first(), batch.spans.first()) {
+            (Some(record), _) => (record.service.clone(), record.instance.clone()),
+            (None, Some(span)) => (span.service.clone(), span.instance.clone()),
+            (None, None) => Default::default(),
+        };
         LogRecord {
             timestamp: SystemTime::now(),
-            service: template.service.clone(),
-            instance: template.instance.clone(),
+            service,
+            instance,
             level: Level::Warn,
-            message: format!("{count} log records dropped: the shipping queue was full"),
+            message: format!("{count} log records or spans dropped: the shipping queue was full"),
             fields: [("dropped".to_owned(), count.to_string())].into(),
             trace_id: None,
+            span_id: None,
             sequence: 0,
         }
     }
 
     /// Sends what is still queued, once, within [`FLUSH_TIMEOUT`].
-    async fn flush(&mut self, view: &Writer, mut batch: Vec<LogRecord>) {
-        while let Ok(record) = self.queue.try_recv() {
-            batch.push(record);
+    async fn flush(&mut self, view: &Writer, mut batch: Shipment) {
+        while let Ok(item) = self.queue.try_recv() {
+            batch.push(item);
         }
         if batch.is_empty() {
             return;
         }
         let shipped = tokio::time::timeout(FLUSH_TIMEOUT, ship(view, &batch)).await;
         if !matches!(shipped, Ok(Ok(()))) {
-            tracing::warn!(target: SHIPPER_TARGET, records = batch.len(), "could not flush log records at shutdown");
+            tracing::warn!(target: SHIPPER_TARGET, records = batch.len(), "could not flush log records and spans at shutdown");
         }
     }
 }
 
 /// Writes one batch, durably, or fails.
-async fn ship(writer: &Writer, batch: &[LogRecord]) -> Result<(), String> {
+async fn ship(writer: &Writer, batch: &Shipment) -> Result<(), String> {
     writer.write(batch).await
 }
 
@@ -275,7 +394,9 @@ mod tests {
             tracing::warn!(target: SHIPPER_TARGET, "ignored too");
         });
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 5);
-        let first = shipper.queue.try_recv().unwrap();
+        let Some(Shipped::Record(first)) = shipper.queue.try_recv().ok() else {
+            panic!("the first event is not queued as a record");
+        };
         assert_eq!(
             (first.service.as_str(), first.instance.as_str()),
             ("grading", "grading-1")
@@ -285,9 +406,16 @@ mod tests {
         assert_eq!(first.fields["student"], "0");
         assert_eq!(first.fields["target"], "gradebook::test");
         assert_eq!(first.trace_id.as_deref(), Some("t-1"));
-        let report = shipper.drop_report(5, &first);
+        let report = shipper.drop_report(
+            5,
+            &Shipment {
+                records: vec![first],
+                spans: Vec::new(),
+            },
+        );
         assert_eq!(report.level, Level::Warn);
         assert_eq!(report.fields["dropped"], "5");
-        assert!(report.message.starts_with("5 log records dropped"));
+        assert!(report.message.starts_with("5 log records or spans dropped"));
+        assert_eq!(report.service, "grading");
     }
 }

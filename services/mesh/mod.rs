@@ -13,6 +13,8 @@
 //! - [`channel`]: the mesh channel: balancer, retries, deadlines, ejection.
 //! - [`logship`]: shipping this daemon's `tracing` records to the log service.
 //! - [`metrics`]: the process's Prometheus metrics, served at `GET /metrics`.
+//! - [`trace`]: distributed tracing (W3C Trace Context) on both sides of every call.
+//! - [`call_end`]: when a served or made gRPC call ends, and with which status.
 //! - [`telemetry`]: setting up `tracing` for a daemon or a tool.
 //! - [`client`]: dialing peers with timeouts and calling with deadlines.
 //! - [`tls`]: mutual TLS: the local authority, identities, both sides of a connection.
@@ -41,6 +43,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod call_end;
 pub mod channel;
 pub mod client;
 pub mod config;
@@ -53,6 +56,7 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 
 pub use backoff::Backoff;
 pub use channel::{ChannelSettings, MeshChannel};

@@ -358,6 +358,7 @@ impl MeshServer {
             .tcp_nodelay(true)
             .timeout(mesh.config.request_timeout)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(crate::mesh::trace::layer::TraceRequestsLayer)
             .layer(calls.layer())
             .layer(RequireIdentityLayer {
                 enabled: mesh.config.tls.is_on(),

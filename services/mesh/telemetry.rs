@@ -1,16 +1,24 @@
 //! Sets up this process's `tracing`: records go to stderr, and, for a
-//! daemon, to the log service through [`crate::mesh::logship`]. The shipper
-//! is parked here until the daemon's server starts it with its dependency view.
+//! daemon, to the log service through [`crate::mesh::logship`], and the
+//! spans of [`crate::mesh::trace`] become OpenTelemetry spans. The shipper
+//! is parked here until the daemon's server starts it with its dependency
+//! view; the tracer provider until the daemon ends and flushes it.
 
 use std::sync::Mutex;
 
+use opentelemetry::trace::TracerProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::mesh::logship::{LogShipper, log_shipping};
+use crate::mesh::trace::{SPAN_TARGET, export};
 
 static PARKED_SHIPPER: Mutex<Option<LogShipper>> = Mutex::new(None);
+static PARKED_PROVIDER: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
 
 /// The filter used when neither `--log-level` nor `RUST_LOG` says otherwise.
 pub const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,tower=warn";
@@ -21,6 +29,16 @@ pub fn init_stderr(filter: &str) {
         .with(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER)))
         .with(stderr_layer())
         .try_init();
+}
+
+/// The filter of a daemon: `filter`, with the spans of traces always on
+/// (whatever the log level, traces are sampled by their own rules).
+fn daemon_filter(filter: &str) -> EnvFilter {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    match format!("{SPAN_TARGET}=info").parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
 }
 
 /// The environment variable that sends records to stdout instead of
@@ -55,16 +73,48 @@ where
 
 /// Sends records to stderr and queues them for the log service, as
 /// `service`/`instance`. Does nothing if tracing is set up already.
+/// Must be called inside a tokio runtime (the OTLP export needs one).
 pub fn init_daemon(filter: &str, service: &str, instance: &str) {
     let (layer, shipper) = log_shipping(service, instance);
+    let provider = export::provider(layer.span_queue(), service, instance);
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("gradebook"))
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_level(false)
+        .with_tracked_inactivity(false)
+        .with_filter(filter_fn(|meta| meta.target() == SPAN_TARGET));
+    // The spans of traces carry protocol fields that would only clutter
+    // the terminal's lines; the log records get their ids instead.
+    let stderr = stderr_layer().with_filter(filter_fn(|meta| meta.target() != SPAN_TARGET));
     let installed = tracing_subscriber::registry()
-        .with(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER)))
-        .with(stderr_layer())
+        .with(daemon_filter(filter))
+        .with(stderr)
         .with(layer)
+        .with(spans)
         .try_init()
         .is_ok();
-    if installed && let Ok(mut parked) = PARKED_SHIPPER.lock() {
-        *parked = Some(shipper);
+    if installed {
+        if let Ok(mut parked) = PARKED_SHIPPER.lock() {
+            *parked = Some(shipper);
+        }
+        if let Ok(mut parked) = PARKED_PROVIDER.lock() {
+            *parked = Some(provider);
+        }
+    }
+}
+
+/// Sends the spans still batched for an OTLP collector, at a daemon's end.
+pub fn flush_spans() {
+    let provider = PARKED_PROVIDER
+        .lock()
+        .ok()
+        .and_then(|mut parked| parked.take());
+    if let Some(provider) = provider
+        && let Err(error) = provider.shutdown()
+    {
+        tracing::debug!(error = %error, "flushing spans at the end");
     }
 }
 

@@ -172,9 +172,14 @@ pub fn with_retry_after(status: StatusCode, mut response: Response) -> Response 
 }
 
 impl IntoResponse for PortalError {
-    /// The JSON API's error body: `{"error":{"code":"...","message":"..."}}`.
+    /// The JSON API's error body: `{"error":{"code":"...","message":"..."}}`,
+    /// with the request's `"trace_id"` when it is traced.
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(trace) = crate::mesh::trace::current_trace_id() {
+            error["trace_id"] = trace.to_string().into();
+        }
+        let body = serde_json::json!({ "error": error });
         with_retry_after(self.status, (self.status, Json(body)).into_response())
     }
 }

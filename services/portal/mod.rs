@@ -8,6 +8,7 @@
 //! - [`accounts`]: the accounts store, password hashing, failed-login limits.
 //! - [`pages`]: the server-rendered web app.
 //! - [`api`]: the JSON gateway under `/api`.
+//! - [`trace_api`]: traces as JSON under `/api/traces`.
 //! - [`read_cache`]: students served from memory, kept fresh by `WatchGrades`.
 //! - [`error`]: the one error type, gRPC status to HTTP.
 
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod error;
 pub mod pages;
 pub mod read_cache;
+pub mod trace_api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,7 @@ use crate::mesh::api::log::LogPage;
 use crate::mesh::api::{GradingApi, LogApi, RegistryApi};
 use crate::mesh::{DependencyView, Mesh, MeshConfig, MeshServer, ServeError, Shutdown};
 use crate::model::log::LogFilter;
+use crate::model::log::trace::{Span, TraceId, TraceQuery, TraceSummary};
 use crate::model::registry::Instance;
 use crate::portal::accounts::AccountStore;
 use crate::portal::error::PortalError;
@@ -123,6 +126,19 @@ impl AppState {
         Ok(self.registry.list(None, true).await?)
     }
 
+    /// Every stored span of `trace`, from every log instance.
+    pub async fn trace(&self, trace: TraceId) -> Result<Vec<Span>, PortalError> {
+        Ok(self.logs.trace(trace).await?)
+    }
+
+    /// The newest traces matching `query`, from every log instance.
+    pub async fn recent_traces(
+        &self,
+        query: &TraceQuery,
+    ) -> Result<Vec<TraceSummary>, PortalError> {
+        Ok(self.logs.recent_traces(query).await?)
+    }
+
     /// The newest log records matching `filter` across every log
     /// instance, and the instances that did not answer.
     pub async fn recent_logs(
@@ -151,14 +167,33 @@ async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
+/// Names the request's server span after its route (`GET
+/// /api/students/{id}`), so that traces group by route, not by id.
+async fn name_request_span(
+    route: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::Span::current();
+    span.context()
+        .span()
+        .update_name(format!("{} {}", request.method(), route.as_str()));
+    span.set_attribute("http.route", route.as_str().to_owned());
+    next.run(request).await
+}
+
 /// The portal's whole HTTP router over `state`.
 pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(trace_api::router())
         .merge(api::router())
         .merge(pages::router())
         .merge(auth::login::router())
+        .route_layer(axum::middleware::from_fn(name_request_span))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,

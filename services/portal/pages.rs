@@ -102,6 +102,9 @@ pub(crate) fn error_page(error: &PortalError) -> Response {
         html! {
             h1 { (error.status.as_u16()) " " (error.status.canonical_reason().unwrap_or("")) }
             p.notice { (error.message) }
+            @if let Some(trace) = crate::mesh::trace::current_trace_id() {
+                p { "If you report this, quote the trace " code { (trace) } "." }
+            }
             p { a href="/students" { "Back to the students" } }
         },
     );
@@ -570,6 +573,8 @@ pub struct LogsQuery {
     level: String,
     #[serde(default)]
     text: String,
+    #[serde(default)]
+    trace: String,
 }
 
 async fn logs(State(app): State<AppState>, Query(query): Query<LogsQuery>) -> Response {
@@ -578,6 +583,7 @@ async fn logs(State(app): State<AppState>, Query(query): Query<LogsQuery>) -> Re
             service: Some(query.service.trim().to_owned()).filter(|s| !s.is_empty()),
             min_level: query.level.parse::<Level>().ok(),
             contains: Some(query.text.trim().to_owned()).filter(|s| !s.is_empty()),
+            trace_id: Some(query.trace.trim().to_owned()).filter(|s| !s.is_empty()),
             ..LogFilter::default()
         }
         .validated()
@@ -596,6 +602,8 @@ async fn logs(State(app): State<AppState>, Query(query): Query<LogsQuery>) -> Re
                 }
                 label for="text" { "Text" }
                 input id="text" name="text" value=(query.text);
+                label for="trace" { "Trace" }
+                input id="trace" name="trace" value=(query.trace);
                 p { button type="submit" { "Filter" } }
             }
             @if !page.unanswered.is_empty() {

@@ -19,7 +19,10 @@ use crate::mesh::api::{CallError, Retry, request, stream, unary};
 use crate::mesh::channel::{ChannelSettings, MeshChannel};
 use crate::mesh::client::lazy_channel_to;
 use crate::mesh::discovery::{DependencyView, DiscoveryError};
+use crate::mesh::logship::Shipment;
 use crate::mesh::tls::Tls;
+use crate::mesh::trace::client::TraceAttempts;
+use crate::model::log::trace::{Span, TraceId, TraceQuery, TraceSummary, summary_from_pb};
 use crate::model::log::{LogFilter, LogRecord};
 use crate::model::registry::Instance;
 use crate::pb::log::v1 as pb;
@@ -98,12 +101,13 @@ impl LogApi {
         Ok(LogServiceClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
     }
 
-    /// Writes a batch of records; returns once a log instance has stored
-    /// them durably.
-    pub async fn write(&self, records: &[LogRecord]) -> Result<(), CallError> {
+    /// Writes a batch of records and spans; returns once a log instance
+    /// has stored them durably.
+    pub async fn write(&self, shipment: &Shipment) -> Result<(), CallError> {
         let mut client = self.client()?;
         let message = pb::WriteRequest {
-            records: records.iter().map(pb::LogRecord::from).collect(),
+            records: shipment.records.iter().map(pb::LogRecord::from).collect(),
+            spans: shipment.spans.iter().map(pb::Span::from).collect(),
         };
         let stream = futures::stream::iter([message]);
         let call = client.write(request(stream, self.timeout, Retry::Unsafe));
@@ -127,8 +131,12 @@ impl LogApi {
     }
 
     /// A client of the one instance at `address` (connections are kept
-    /// for the instances still there).
-    fn instance_client(&self, address: &str) -> Result<LogServiceClient<Channel>, CallError> {
+    /// for the instances still there); a call made inside a trace is a
+    /// client span of it.
+    fn instance_client(
+        &self,
+        address: &str,
+    ) -> Result<LogServiceClient<TraceAttempts<Channel>>, CallError> {
         let mut connections = self
             .connections
             .lock()
@@ -142,7 +150,8 @@ impl LogApi {
                 channel
             }
         };
-        Ok(LogServiceClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
+        Ok(LogServiceClient::new(TraceAttempts::new(channel))
+            .max_decoding_message_size(MAX_ANSWER_BYTES))
     }
 
     /// A page of the whole log: the newest `page_size` records matching
@@ -163,17 +172,7 @@ impl LogApi {
                 status: tonic::Status::invalid_argument(e.to_string()),
             })?
         };
-        let instances = self.instances();
-        if instances.is_empty() {
-            return Err(DiscoveryError::NoHealthyInstance(SERVICE.to_owned()).into());
-        }
-        {
-            let mut connections = self
-                .connections
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            connections.retain(|address, _| instances.iter().any(|(_, a)| a == address));
-        }
+        let instances = self.fan_out_targets()?;
         let asks = instances.iter().filter_map(|(id, address)| {
             let before = match cursor.instances.get(id) {
                 Some(InstanceCursor::Done) => return None,
@@ -214,39 +213,109 @@ impl LogApi {
                 (id.clone(), answer)
             })
         });
-        let answers = futures::future::join_all(asks).await;
-        let mut pages = Vec::new();
-        let mut unanswered = Vec::new();
-        let mut last_error = None;
-        for (id, answer) in answers {
-            match answer {
-                Ok(page) => pages.push(page),
-                Err(CallError::Status { status, .. })
-                    if status.code() == tonic::Code::InvalidArgument =>
-                {
-                    return Err(CallError::Status {
-                        service: SERVICE,
-                        status,
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(instance = %id, error = %error, "a log instance did not answer a query");
-                    unanswered.push(id);
-                    last_error = Some(error);
-                }
-            }
-        }
-        if pages.is_empty()
-            && let Some(error) = last_error
-        {
-            return Err(error);
-        }
+        let (pages, unanswered) = gather(futures::future::join_all(asks).await)?;
         let (records, next) = merge(&cursor, pages, page_size.max(1) as usize);
         Ok(LogPage {
             records,
             next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
             unanswered,
         })
+    }
+
+    /// The instances to fan out to (forgetting connections to the ones no
+    /// longer there); fails when there are none.
+    fn fan_out_targets(&self) -> Result<Vec<(String, String)>, CallError> {
+        let instances = self.instances();
+        if instances.is_empty() {
+            return Err(DiscoveryError::NoHealthyInstance(SERVICE.to_owned()).into());
+        }
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        connections.retain(|address, _| instances.iter().any(|(_, a)| a == address));
+        Ok(instances)
+    }
+
+    /// Every stored span of `trace` across every log instance (a trace's
+    /// spans may be stored by several), by start time. A trace that no
+    /// instance holds is `NOT_FOUND`.
+    pub async fn trace(&self, trace: TraceId) -> Result<Vec<Span>, CallError> {
+        let asks = self.fan_out_targets()?.into_iter().map(|(id, address)| {
+            let client = self.instance_client(&address);
+            let timeout = self.timeout;
+            async move {
+                let answer = async {
+                    let message = pb::GetTraceRequest {
+                        trace_id: trace.to_string(),
+                    };
+                    let mut client = client?;
+                    let call = client.get_trace(request(message, timeout, Retry::Safe));
+                    match unary(SERVICE, timeout, call).await {
+                        Ok(found) => found
+                            .spans
+                            .into_iter()
+                            .map(Span::from_stored_pb)
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| CallError::malformed(SERVICE, e)),
+                        Err(error) if error.code() == tonic::Code::NotFound => Ok(Vec::new()),
+                        Err(error) => Err(error),
+                    }
+                }
+                .await;
+                (id, answer)
+            }
+        });
+        let (answers, _) = gather(futures::future::join_all(asks).await)?;
+        let mut spans: Vec<Span> = answers.into_iter().flatten().collect();
+        spans.sort_by_key(|span| (span.start, span.span_id));
+        spans.dedup_by_key(|span| span.span_id);
+        if spans.is_empty() {
+            return Err(CallError::Status {
+                service: SERVICE,
+                status: tonic::Status::not_found(format!(
+                    "trace_id: no span of trace {trace} is stored"
+                )),
+            });
+        }
+        Ok(spans)
+    }
+
+    /// The newest traces matching `query` across every log instance, newest
+    /// first. A trace whose spans several instances hold is summed up from
+    /// their summaries.
+    pub async fn recent_traces(&self, query: &TraceQuery) -> Result<Vec<TraceSummary>, CallError> {
+        let message = pb::QueryTracesRequest::from(query);
+        let asks = self.fan_out_targets()?.into_iter().map(|(id, address)| {
+            let client = self.instance_client(&address);
+            let timeout = self.timeout;
+            let message = message.clone();
+            async move {
+                let answer = async {
+                    let mut client = client?;
+                    let call = client.query_traces(request(message, timeout, Retry::Safe));
+                    let found = unary(SERVICE, timeout, call).await?;
+                    Ok(found
+                        .traces
+                        .into_iter()
+                        .filter_map(summary_from_pb)
+                        .collect::<Vec<_>>())
+                }
+                .await;
+                (id, answer)
+            }
+        });
+        let (answers, _) = gather(futures::future::join_all(asks).await)?;
+        let mut merged: Vec<TraceSummary> = Vec::new();
+        for summary in answers.into_iter().flatten() {
+            match merged.iter_mut().find(|m| m.trace_id == summary.trace_id) {
+                Some(known) => known.absorb(summary),
+                None => merged.push(summary),
+            }
+        }
+        merged.sort_by_key(|summary| std::cmp::Reverse(summary.start));
+        merged.truncate(query.limit);
+        Ok(merged)
     }
 
     /// The newest `limit` records matching `filter` across every log
@@ -297,5 +366,38 @@ impl LogApi {
             (true, Some(error)) => Err(error),
             _ => Ok(futures::stream::select_all(streams).boxed()),
         }
+    }
+}
+
+/// Sorts the answers of a fan-out: the ones that came, and the ids of the
+/// instances that did not answer (logged). A refused argument fails the
+/// whole call, as does no instance answering.
+fn gather<T>(
+    answers: Vec<(String, Result<T, CallError>)>,
+) -> Result<(Vec<T>, Vec<String>), CallError> {
+    let mut answered = Vec::new();
+    let mut unanswered = Vec::new();
+    let mut last_error = None;
+    for (id, answer) in answers {
+        match answer {
+            Ok(value) => answered.push(value),
+            Err(CallError::Status { status, .. })
+                if status.code() == tonic::Code::InvalidArgument =>
+            {
+                return Err(CallError::Status {
+                    service: SERVICE,
+                    status,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(instance = %id, error = %error, "a log instance did not answer a query");
+                unanswered.push(id);
+                last_error = Some(error);
+            }
+        }
+    }
+    match (answered.is_empty(), last_error) {
+        (true, Some(error)) => Err(error),
+        _ => Ok((answered, unanswered)),
     }
 }

@@ -168,6 +168,7 @@ mod tests {
             message: format!("{instance}-{sequence}"),
             fields: BTreeMap::new(),
             trace_id: None,
+            span_id: None,
             sequence,
         }
     }

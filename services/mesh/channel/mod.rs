@@ -9,7 +9,8 @@
 //!    can be replayed; turns every failure into a `tonic::Status` with the
 //!    code a caller acts on (UNAVAILABLE, DEADLINE_EXCEEDED).
 //! 2. retries ([`retry`]): safe failures only, jittered backoff, a budget.
-//! 3. the attempt: its own deadline (shorter than the call's for calls that
+//! 3. the attempt: a client span when the call is part of a trace
+//!    ([`crate::mesh::trace::client`]); its own deadline (shorter than the call's for calls that
 //!    may be retried after a timeout), sent as `grpc-timeout`.
 //! 4. a bounded buffer in front of the balancer (tower `Buffer`).
 //! 5. the balancer: tower's power of two choices over peak-EWMA load, fed
@@ -56,6 +57,7 @@ use crate::mesh::channel::outcome::{AttemptTimedOut, BoxError};
 use crate::mesh::channel::retry::{CallDeadline, RetryOnTimeout, RetryPolicy};
 use crate::mesh::client::MAX_MESSAGE_BYTES;
 use crate::mesh::tls::Tls;
+use crate::mesh::trace::client::TraceAttempts;
 
 /// The deadline of a call whose caller set none.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -137,7 +139,10 @@ impl MeshChannel {
             inner: balancer,
             attempt_timeout: settings.attempt_timeout,
         };
-        let stack = Retry::new(RetryPolicy::new(retry::default_budget()), attempts);
+        let stack = Retry::new(
+            RetryPolicy::new(retry::default_budget()),
+            TraceAttempts::new(attempts),
+        );
         MeshChannel {
             service: service.into(),
             endpoints,

@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,6 +27,7 @@ use prost::Message;
 use tonic::body::Body;
 use tonic::codegen::http;
 
+use crate::mesh::call_end::{self, code_name};
 use crate::mesh::metrics::Metrics;
 use crate::mesh::tls::require::is_grpc;
 
@@ -234,117 +233,15 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             match response.await {
-                Ok(response) => {
-                    // A call that fails at once answers with its status in
-                    // the headers and no body ("trailers-only").
-                    let header_code = response.headers().get("grpc-status").map(code_of);
-                    let (parts, body) = response.into_parts();
-                    let body = MeasuredBody {
-                        inner: body,
-                        call: Some(call),
-                        header_code,
-                    };
-                    Ok(http::Response::from_parts(parts, Body::new(body)))
-                }
+                Ok(response) => Ok(call_end::on_end(response, move |code| {
+                    call.finish(code_name(code))
+                })),
                 Err(error) => {
                     call.finish("UNKNOWN");
                     Err(error)
                 }
             }
         })
-    }
-}
-
-/// A response body that ends its call's measurement when it ends: at the
-/// trailers (with their status), at its end, or when dropped unfinished
-/// (the client went away: CANCELLED).
-struct MeasuredBody {
-    inner: Body,
-    call: Option<Call>,
-    header_code: Option<&'static str>,
-}
-
-impl MeasuredBody {
-    fn finish(&mut self, code: &'static str) {
-        if let Some(call) = self.call.take() {
-            call.finish(code);
-        }
-    }
-}
-
-impl http_body::Body for MeasuredBody {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    let code = trailers.get("grpc-status").map_or("UNKNOWN", code_of);
-                    this.finish(code);
-                }
-            }
-            Poll::Ready(Some(Err(status))) => this.finish(code_name(status.code())),
-            Poll::Ready(None) => {
-                let code = this.header_code.unwrap_or("UNKNOWN");
-                this.finish(code);
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for MeasuredBody {
-    fn drop(&mut self) {
-        let code = self.header_code.unwrap_or("CANCELLED");
-        self.finish(code);
-    }
-}
-
-/// The status code a `grpc-status` value names.
-fn code_of(value: &http::HeaderValue) -> &'static str {
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or("UNKNOWN", |n| code_name(tonic::Code::from_i32(n)))
-}
-
-/// A status code's name, as the gRPC specification spells it.
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -377,10 +274,5 @@ mod tests {
         assert_eq!(invented.grpc_service, "unknown");
         let page = http::Request::builder().uri("/metrics").body(()).unwrap();
         assert!(metrics.method_of(&page).is_none(), "not a gRPC call");
-        assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
-        assert_eq!(
-            code_of(&http::HeaderValue::from_static("14")),
-            "UNAVAILABLE"
-        );
     }
 }

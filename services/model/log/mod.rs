@@ -1,7 +1,10 @@
 //! The domain types of package `gradebook.log.v1`: log records, levels and
 //! filters, the limits every stored record keeps to, and the conversions from
 //! and to [`crate::pb::log::v1`]. This is the only module of the crate that
-//! converts log protobufs; every conversion from the wire validates.
+//! converts log protobufs; every conversion from the wire validates. The
+//! spans of traces, which the log service keeps too, are in [`trace`].
+
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -150,6 +153,8 @@ pub struct LogRecord {
     pub fields: BTreeMap<String, String>,
     /// The trace the record belongs to, when there is one.
     pub trace_id: Option<String>,
+    /// The span the record was made in, when there is one.
+    pub span_id: Option<String>,
     /// The position of the record in the store, assigned when stored
     /// (starting at 1); 0 for a record that is not stored yet.
     pub sequence: u64,
@@ -321,6 +326,7 @@ impl LogRecord {
             }
         }
         check_size(index, "trace_id", &pb.trace_id, MAX_NAME_BYTES)?;
+        check_size(index, "span_id", &pb.span_id, MAX_NAME_BYTES)?;
         Ok(LogRecord {
             timestamp,
             service: pb.service,
@@ -329,6 +335,7 @@ impl LogRecord {
             message: pb.message,
             fields: pb.fields.into_iter().collect(),
             trace_id: (!pb.trace_id.is_empty()).then_some(pb.trace_id),
+            span_id: (!pb.span_id.is_empty()).then_some(pb.span_id),
             sequence: 0,
         })
     }
@@ -361,6 +368,7 @@ impl LogRecord {
             message: pb.message,
             fields: pb.fields.into_iter().collect(),
             trace_id: (!pb.trace_id.is_empty()).then_some(pb.trace_id),
+            span_id: (!pb.span_id.is_empty()).then_some(pb.span_id),
             sequence: pb.sequence,
         })
     }
@@ -400,6 +408,7 @@ impl From<&LogRecord> for pb::LogRecord {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             trace_id: record.trace_id.clone().unwrap_or_default(),
+            span_id: record.span_id.clone().unwrap_or_default(),
             sequence: record.sequence,
         }
     }
@@ -415,6 +424,7 @@ impl From<LogRecord> for pb::LogRecord {
             message: record.message,
             fields: record.fields.into_iter().collect(),
             trace_id: record.trace_id.unwrap_or_default(),
+            span_id: record.span_id.unwrap_or_default(),
             sequence: record.sequence,
         }
     }
@@ -615,6 +625,7 @@ mod tests {
             message: "Grade Saved".into(),
             fields: [("student".to_string(), "42".to_string())].into(),
             trace_id: "abc".into(),
+            span_id: "00f067aa0ba902b7".into(),
             sequence: 77,
         }
     }
@@ -628,6 +639,7 @@ mod tests {
             message: "Disk Almost FULL".into(),
             fields: BTreeMap::new(),
             trace_id: Some("t1".into()),
+            span_id: None,
             sequence: 9,
         }
     }
