@@ -215,3 +215,100 @@ async fn sign_in(browser: &fantoccini::Client) {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_operator_follows_a_request_through_the_trace_waterfall() {
+    let mesh = Mesh::new();
+    let gradebook = mesh.gradebook().await;
+    // A teacher's request, traced from the caller on.
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let created = gradebook
+        .client()
+        .post(format!("{}/api/students", gradebook.http()))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&json!({ "first_name": "Grace", "last_name": "Waterfall" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let api = format!("{}/api/traces/{trace}", gradebook.http());
+    eventually("the trace is stored", PATIENCE, || {
+        let (client, api) = (gradebook.client(), api.clone());
+        async move {
+            let body: serde_json::Value = client.get(&api).send().await.ok()?.json().await.ok()?;
+            (body["spans"].as_array()?.len() >= 4).then_some(())
+        }
+    })
+    .await;
+
+    let (_driver, browser) = browser().await;
+    browser
+        .goto(&format!("{}/traces", gradebook.http()))
+        .await
+        .unwrap();
+    sign_in(&browser).await;
+    assert_eq!(browser.current_url().await.unwrap().path(), "/traces");
+    browser
+        .find(Locator::Css(&format!("a[href='/traces/{trace}']")))
+        .await
+        .expect("the trace is listed")
+        .click()
+        .await
+        .unwrap();
+    eventually("the trace's page", PATIENCE, || {
+        let browser = browser.clone();
+        let path = format!("/traces/{trace}");
+        async move { (browser.current_url().await.ok()?.path() == path).then_some(()) }
+    })
+    .await;
+    let rows = browser
+        .find_all(Locator::Css(".waterfall li strong"))
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    for row in &rows {
+        names.push(row.text().await.unwrap());
+    }
+    for expected in [
+        "POST /api/students",
+        "gradebook.grading.v1.Grading/CreateStudent",
+        "store create_student",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    let bars = browser.find_all(Locator::Css(".lane span")).await.unwrap();
+    assert!(bars.len() >= 4, "one bar per span: {}", bars.len());
+    let text = browser
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("student created"),
+        "the trace's log records: {text}"
+    );
+    // Nothing overflows sideways on a phone-sized window.
+    let fits = browser
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "no horizontal overflow");
+    // Screenshots at a phone's width and a laptop's, kept as artifacts.
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    for (width, height) in [(412, 915), (1280, 900)] {
+        browser.set_window_size(width, height).await.unwrap();
+        let png = browser.screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        std::fs::write(shots.join(format!("trace-waterfall-{width}.png")), &png).unwrap();
+    }
+    browser.close().await.ok();
+}

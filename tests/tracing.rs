@@ -303,3 +303,145 @@ async fn the_mesh_plumbing_makes_no_traces() {
     assert!(roots.contains_key("GET /api/students"), "{roots:?}");
     assert!(roots.contains_key("GET /readyz"), "{roots:?}");
 }
+
+/// The independent OTLP receiver (`tests/otlp_receiver.py`), killed when
+/// dropped.
+struct OtlpReceiver {
+    child: std::process::Child,
+    port: u16,
+    spans: std::path::PathBuf,
+}
+
+impl OtlpReceiver {
+    /// Starts it, or `None` when Python lacks `grpcio` or
+    /// `opentelemetry-proto` outside CI (CI installs them).
+    fn start(dir: &std::path::Path) -> Option<OtlpReceiver> {
+        use std::io::BufRead;
+        let usable = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !usable {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI installs grpcio and opentelemetry-proto"
+            );
+            eprintln!("skipped: python3 with grpcio and opentelemetry-proto is not installed");
+            return None;
+        }
+        let spans = dir.join("otlp-spans.jsonl");
+        let mut child = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/otlp_receiver.py"
+            ))
+            .arg(&spans)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the OTLP receiver");
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("its stdout"))
+            .read_line(&mut first)
+            .expect("the receiver prints its port");
+        let port = first.trim().parse().expect("a port");
+        Some(OtlpReceiver { child, port, spans })
+    }
+
+    /// The spans received so far.
+    fn received(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.spans)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn spans_go_to_an_otlp_collector_and_sampling_follows_the_standard_variables() {
+    let receiver_dir = tempfile::tempdir().unwrap();
+    let Some(receiver) = OtlpReceiver::start(receiver_dir.path()) else {
+        return;
+    };
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    // No trace starts here on its own; a caller's sampled trace goes on.
+    let mesh = Mesh::with_env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+    ]);
+    let gradebook = mesh.gradebook().await;
+    let client = gradebook.client();
+    let students = format!("{}/api/students", gradebook.http());
+
+    let unsampled = client.get(&students).send().await.unwrap();
+    assert_eq!(unsampled.status(), 200);
+    let header = unsampled.headers()["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(header.ends_with("-00"), "not sampled: {header}");
+    let unsampled_trace = trace_of(&header);
+
+    let trace = new_trace_id();
+    let sampled = client
+        .get(&students)
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sampled.status(), 200);
+    let stored = trace_with(&gradebook, &trace, 4).await;
+
+    // The collector gets the same spans, with each daemon as a resource.
+    let exported = eventually("the collector has the trace", PATIENCE, || {
+        let found: Vec<Value> = receiver
+            .received()
+            .into_iter()
+            .filter(|s| s["trace_id"] == trace.as_str())
+            .collect();
+        let services: std::collections::BTreeSet<String> = found
+            .iter()
+            .filter_map(|s| s["service"].as_str().map(str::to_owned))
+            .collect();
+        std::future::ready((found.len() >= stored.len() && services.len() == 2).then_some(found))
+    })
+    .await;
+    for span in &stored {
+        let twin = one(&exported, "exported twin", |e| {
+            e["span_id"] == span["span_id"]
+        });
+        assert_eq!(twin["service"], span["service"]);
+        assert_eq!(twin["instance"], span["instance_id"]);
+        assert_eq!(twin["name"], span["name"]);
+        let parent = span["parent_span_id"].as_str().unwrap_or_default();
+        assert_eq!(twin["parent_span_id"], parent);
+    }
+
+    // The unsampled request's spans were never kept: the portal shipped
+    // them (if it had any) before the sampled trace's, which are stored.
+    let unknown = client
+        .get(format!("{}/api/traces/{unsampled_trace}", gradebook.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|s| s["trace_id"] != unsampled_trace.as_str()),
+        "nothing of the unsampled trace is exported"
+    );
+}

@@ -9,6 +9,7 @@
 //! - [`pages`]: the server-rendered web app.
 //! - [`api`]: the JSON gateway under `/api`.
 //! - [`trace_api`]: traces as JSON under `/api/traces`.
+//! - [`trace_pages`]: the `/traces` pages, with a waterfall of each trace.
 //! - [`read_cache`]: students served from memory, kept fresh by `WatchGrades`.
 //! - [`error`]: the one error type, gRPC status to HTTP.
 
@@ -19,6 +20,7 @@ pub mod error;
 pub mod pages;
 pub mod read_cache;
 pub mod trace_api;
+pub mod trace_pages;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,6 +192,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(trace_api::router())
+        .merge(trace_pages::router())
         .merge(api::router())
         .merge(pages::router())
         .merge(auth::login::router())

@@ -34,15 +34,22 @@ input,select{font-size:1rem;padding:.3rem;max-width:100%}
 .notice{background:#fff3cd;padding:.6rem;border-radius:4px}
 .SERVING{color:#1b7f3b}.UNREACHABLE,.NOT_SERVING{color:#b00020}
 .table-wrap{overflow-x:auto}
+.lane{position:relative;height:1.1rem;min-width:8rem;background:#f1f3f5;border-radius:2px}
+.lane span{position:absolute;top:0;bottom:0;min-width:2px;background:#3b6fb6;border-radius:2px}
+.lane span.error{background:#b00020}
+.waterfall{list-style:none;padding:0;margin:1rem 0}
+.waterfall li{padding-top:.35rem;padding-bottom:.35rem;border-bottom:1px solid #eee;overflow-wrap:anywhere}
+.meta{font-size:.85rem;color:#555}
+.status-error{color:#b00020;font-weight:600}
 ";
 
 /// The page frame around every page of a signed-in user.
-fn layout(title: &str, body: Markup) -> Markup {
+pub(crate) fn layout(title: &str, body: Markup) -> Markup {
     frame(
         title,
         html! {
             nav {
-                a href="/students" { "Students" } a href="/services" { "Services" } a href="/logs" { "Logs" }
+                a href="/students" { "Students" } a href="/services" { "Services" } a href="/logs" { "Logs" } a href="/traces" { "Traces" }
                 form.inline.signout method="post" action="/logout" { button type="submit" { "Sign out" } }
             }
         },
@@ -115,7 +122,7 @@ pub(crate) fn error_page(error: &PortalError) -> Response {
 }
 
 /// Turns a page handler's result into a response, errors as error pages.
-fn page(result: Result<Response, PortalError>) -> Response {
+pub(crate) fn page(result: Result<Response, PortalError>) -> Response {
     result.unwrap_or_else(|error| error_page(&error))
 }
 

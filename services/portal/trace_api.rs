@@ -1,4 +1,5 @@
-//! The JSON API of traces: `GET /api/traces` (recent traces, filtered) and
+//! The JSON API of traces: `GET /api/traces` (recent or slowest traces,
+//! filtered) and
 //! `GET /api/traces/{trace_id}` (every span of one trace, from every
 //! daemon), read from the log service.
 
@@ -61,51 +62,110 @@ fn summary_json(summary: &TraceSummary) -> serde_json::Value {
     })
 }
 
-/// The parameters of `GET /api/traces`; every one optional.
-#[derive(Debug, Default, Deserialize)]
+/// The parameters of `GET /api/traces` and of the `/traces` page; every
+/// one optional, empty meaning "any" (as a form sends them).
+#[derive(Debug, Default, Clone, Deserialize)]
 pub struct TracesParams {
     /// Only traces that touched this service.
     #[serde(default)]
     pub service: String,
-    /// Only traces with a failed span (`true`).
+    /// Only traces with a failed span: `true` (or `on`, as a checkbox says).
     #[serde(default)]
-    pub errors_only: Option<bool>,
+    pub errors_only: String,
     /// Only traces that took at least this many milliseconds.
     #[serde(default)]
-    pub min_duration_ms: Option<f64>,
+    pub min_duration_ms: String,
+    /// `recent` (the default: newest first) or `slowest` (the slowest of
+    /// the newest thousand).
+    #[serde(default)]
+    pub order: String,
     /// At most this many traces (1 to 1000, default 50).
     #[serde(default)]
-    pub limit: Option<usize>,
+    pub limit: String,
+}
+
+/// How a list of traces is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceOrder {
+    /// Newest first.
+    Recent,
+    /// Slowest first.
+    Slowest,
 }
 
 impl TracesParams {
-    /// The query these parameters ask for; a bad one names its parameter.
-    pub fn query(&self) -> Result<TraceQuery, PortalError> {
-        let min_duration = match self.min_duration_ms {
-            None => None,
-            Some(ms) if ms.is_finite() && ms >= 0.0 => Some(Duration::from_secs_f64(ms / 1000.0)),
-            Some(ms) => {
+    /// The query these parameters ask for, and the order; a bad parameter
+    /// is named.
+    pub fn query(&self) -> Result<(TraceQuery, TraceOrder), PortalError> {
+        let min_duration = match self.min_duration_ms.trim() {
+            "" => None,
+            text => match text.parse::<f64>() {
+                Ok(ms) if ms.is_finite() && ms >= 0.0 => Some(Duration::from_secs_f64(ms / 1000.0)),
+                _ => {
+                    return Err(PortalError::bad_request(format!(
+                        "min_duration_ms: {text:?} is not a number of milliseconds of zero or more"
+                    )));
+                }
+            },
+        };
+        let errors_only = match self.errors_only.trim() {
+            "" | "false" => false,
+            "true" | "on" => true,
+            other => {
                 return Err(PortalError::bad_request(format!(
-                    "min_duration_ms: {ms} is not a number of milliseconds of zero or more"
+                    "errors_only: {other:?} is neither true nor false"
                 )));
             }
         };
-        let limit = match self.limit {
-            None => DEFAULT_TRACES_PAGE,
-            Some(limit) if (1..=MAX_TRACES_PAGE).contains(&limit) => limit,
-            Some(limit) => {
+        let order = match self.order.trim() {
+            "" | "recent" => TraceOrder::Recent,
+            "slowest" => TraceOrder::Slowest,
+            other => {
                 return Err(PortalError::bad_request(format!(
-                    "limit: {limit} is not between 1 and {MAX_TRACES_PAGE}"
+                    "order: {other:?} is neither recent nor slowest"
                 )));
             }
         };
-        Ok(TraceQuery {
-            service: (!self.service.is_empty()).then(|| self.service.clone()),
-            errors_only: self.errors_only.unwrap_or(false),
+        let limit = match self.limit.trim() {
+            "" => DEFAULT_TRACES_PAGE,
+            text => match text.parse::<usize>() {
+                Ok(limit) if (1..=MAX_TRACES_PAGE).contains(&limit) => limit,
+                _ => {
+                    return Err(PortalError::bad_request(format!(
+                        "limit: {text:?} is not between 1 and {MAX_TRACES_PAGE}"
+                    )));
+                }
+            },
+        };
+        let query = TraceQuery {
+            service: Some(self.service.trim().to_owned()).filter(|s| !s.is_empty()),
+            errors_only,
             min_duration,
             since: None,
             limit,
-        })
+        };
+        Ok((query, order))
+    }
+}
+
+/// The traces `params` ask for, from every log instance, in their order.
+pub async fn find_traces(
+    app: &AppState,
+    params: &TracesParams,
+) -> Result<Vec<TraceSummary>, PortalError> {
+    let (query, order) = params.query()?;
+    match order {
+        TraceOrder::Recent => app.recent_traces(&query).await,
+        TraceOrder::Slowest => {
+            let wide = TraceQuery {
+                limit: MAX_TRACES_PAGE,
+                ..query.clone()
+            };
+            let mut traces = app.recent_traces(&wide).await?;
+            traces.sort_by_key(|t| std::cmp::Reverse(t.duration));
+            traces.truncate(query.limit);
+            Ok(traces)
+        }
     }
 }
 
@@ -119,8 +179,7 @@ async fn recent_traces(
     State(app): State<AppState>,
     Query(params): Query<TracesParams>,
 ) -> Result<Response, PortalError> {
-    let query = params.query()?;
-    let traces = app.recent_traces(&query).await?;
+    let traces = find_traces(&app, &params).await?;
     let traces: Vec<_> = traces.iter().map(summary_json).collect();
     Ok(Json(serde_json::json!({ "traces": traces })).into_response())
 }

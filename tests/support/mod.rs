@@ -148,6 +148,7 @@ pub struct Daemon {
     pub name: &'static str,
     pub port: u16,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     pub log_file: PathBuf,
     /// The certificates it (and the test's clients) use.
@@ -157,10 +158,22 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `gradebook <args>` listening on `port`, logging to a file in `dir`.
     pub fn start(name: &'static str, port: u16, args: Vec<String>, dir: &Path) -> Daemon {
+        Self::start_with_env(name, port, args, dir, Vec::new())
+    }
+
+    /// [`Daemon::start`] with these environment variables set too.
+    pub fn start_with_env(
+        name: &'static str,
+        port: u16,
+        args: Vec<String>,
+        dir: &Path,
+        env: Vec<(String, String)>,
+    ) -> Daemon {
         let mut daemon = Daemon {
             name,
             port,
             args,
+            env,
             child: None,
             log_file: dir.join(format!("{name}-{port}.stderr")),
             certs: certs(dir),
@@ -179,6 +192,7 @@ impl Daemon {
             .args(&self.args)
             .env("GRADEBOOK_LOG_LEVEL", "info,gradebook=debug")
             .env("GRADEBOOK_CERTS", &self.certs)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -305,13 +319,32 @@ pub async fn health_status(channel: Channel) -> Option<i32> {
 /// A test's mesh: a temporary directory and the daemons started in it.
 pub struct Mesh {
     pub dir: tempfile::TempDir,
+    /// Environment variables every daemon of the mesh gets.
+    env: Vec<(String, String)>,
 }
 
 impl Mesh {
     pub fn new() -> Mesh {
         Mesh {
             dir: tempfile::tempdir().expect("temp dir"),
+            env: Vec::new(),
         }
+    }
+
+    /// A mesh whose daemons all get these environment variables.
+    pub fn with_env(env: &[(&str, &str)]) -> Mesh {
+        Mesh {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Mesh::new()
+        }
+    }
+
+    /// Starts a daemon of this mesh (with its environment).
+    fn start(&self, name: &'static str, port: u16, args: Vec<String>) -> Daemon {
+        Daemon::start_with_env(name, port, args, self.dir.path(), self.env.clone())
     }
 
     /// Starts a registry with fast test-friendly eviction, plus `extra` flags.
@@ -323,7 +356,7 @@ impl Mesh {
             format!("127.0.0.1:{port}"),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let daemon = Daemon::start("registry", port, args, self.dir.path());
+        let daemon = self.start("registry", port, args);
         daemon.wait_serving().await;
         daemon
     }
@@ -368,7 +401,7 @@ impl Mesh {
             peers.to_owned(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Daemon::start("registry", port, args, self.dir.path())
+        self.start("registry", port, args)
     }
 
     /// Starts `gradebook <name>` on a free port, registered with
@@ -396,7 +429,7 @@ impl Mesh {
             urls.join(","),
         ];
         all.extend(args);
-        let daemon = Daemon::start(name, port, all, self.dir.path());
+        let daemon = self.start(name, port, all);
         daemon.wait_serving().await;
         daemon
     }
