@@ -75,6 +75,8 @@ pub enum Part {
     Gradebook,
     /// The registry's hot paths with mutual TLS and without, side by side.
     Tls,
+    /// Reads through the portal with every request traced and with none.
+    Tracing,
     /// Three registry nodes: convergence of a change, and failover.
     Group,
     /// The gossip engine: the simulator at 25 to 1,000 nodes, and Gossip
@@ -242,6 +244,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.only.contains(&Part::Tls) {
         crate::cli::bench_tls::run(&args).await?;
+    }
+    if args.only.contains(&Part::Tracing) {
+        crate::cli::bench_tracing::run(&args).await?;
     }
     if args.only.contains(&Part::Group) {
         crate::cli::bench_group::run(&args).await?;

@@ -74,7 +74,7 @@ impl HttpLoad {
         percentile(&during, 99.0)
     }
 
-    fn print(&self, what: &str) {
+    pub(crate) fn print(&self, what: &str) {
         println!(
             "  {what}: {:.0}/s, p50 {} p99 {} ({} requests, {} failed, {} connections)",
             self.rate,
@@ -190,10 +190,14 @@ pub(crate) struct BenchMesh {
     _others: Vec<Process>,
 }
 
-/// How a benchmark's daemons and clients secure their connections.
+/// How a benchmark's daemons and clients secure their connections, and
+/// what else the daemons are told.
 pub(crate) struct Security {
     /// Environment for the daemons.
     env: Vec<(&'static str, std::ffi::OsString)>,
+    /// Whether the daemons ship their log records and spans (off by
+    /// default: the benchmarks measure the request path).
+    ship_logs: bool,
     /// The benchmark's own gRPC clients (health checks, listing students).
     admin: Tls,
 }
@@ -203,6 +207,7 @@ impl Security {
     pub(crate) fn plaintext() -> Self {
         Security {
             env: Vec::new(),
+            ship_logs: false,
             admin: Tls::Off,
         }
     }
@@ -215,8 +220,22 @@ impl Security {
                 ("GRADEBOOK_INSECURE", "false".into()),
                 ("GRADEBOOK_CERTS", certs.as_os_str().to_owned()),
             ],
+            ship_logs: false,
             admin: Tls::load(certs, crate::mesh::tls::Identity::admin())?,
         })
+    }
+
+    /// The same, with `name=value` in the daemons' environment.
+    pub(crate) fn with_env(mut self, name: &'static str, value: &str) -> Self {
+        self.env.push((name, value.into()));
+        self
+    }
+
+    /// The same, with the daemons shipping their log records and spans to
+    /// the log service.
+    pub(crate) fn shipping_logs(mut self) -> Self {
+        self.ship_logs = true;
+        self
     }
 
     fn env(&self) -> Vec<(&str, &std::ffi::OsStr)> {
@@ -238,6 +257,7 @@ impl BenchMesh {
         let address = || -> anyhow::Result<String> { Ok(format!("127.0.0.1:{}", free_port()?)) };
         let registry = address()?;
         let registry_url = format!("http://{registry}");
+        let ship_logs = if security.ship_logs { "true" } else { "false" };
         let common = |listen: &str| -> Vec<String> {
             [
                 "--listen",
@@ -245,14 +265,14 @@ impl BenchMesh {
                 "--registry",
                 &registry_url,
                 "--ship-logs",
-                "false",
+                ship_logs,
             ]
             .map(str::to_owned)
             .to_vec()
         };
         let mut others = vec![spawn_daemon_with(
             binary,
-            &["registry", "--listen", &registry, "--ship-logs", "false"].map(str::to_owned),
+            &["registry", "--listen", &registry, "--ship-logs", ship_logs].map(str::to_owned),
             &security.env(),
         )?];
         wait_serving(&registry_url, &security.admin).await?;
@@ -309,6 +329,20 @@ impl BenchMesh {
         };
         mesh.wait_students().await?;
         Ok(mesh)
+    }
+
+    /// The CPU time every daemon of this mesh has used so far.
+    pub(crate) fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let processes = self
+            .grading
+            .iter()
+            .map(|(_, process)| process)
+            .chain(&self._others);
+        let mut total = Duration::ZERO;
+        for process in processes {
+            total += crate::cli::bench::cpu_time(process.0.id())?;
+        }
+        Ok(total)
     }
 
     /// Waits until the portal lists students (every grading instance seeds

@@ -17,12 +17,14 @@
 //! - [`bench`]: `gradebook bench`, the registry's benchmarks.
 //! - [`bench_gradebook`]: `gradebook bench --only gradebook`, the portal and grading.
 //! - [`bench_tls`]: `gradebook bench --only tls`, mutual TLS against plaintext.
+//! - [`bench_tracing`]: `gradebook bench --only tracing`, every request traced against none.
 
 pub mod bench;
 pub mod bench_gossip;
 pub mod bench_gradebook;
 pub mod bench_group;
 pub mod bench_tls;
+pub mod bench_tracing;
 pub mod certs;
 pub mod daemons;
 pub mod glomers;

@@ -84,6 +84,9 @@ pub fn init_daemon(filter: &str, service: &str, instance: &str) {
         .with_target(false)
         .with_level(false)
         .with_tracked_inactivity(false)
+        // Parents come from `tracing`'s spans; nothing reads OpenTelemetry's
+        // own current context, so entering a span need not set it.
+        .with_context_activation(false)
         .with_filter(filter_fn(|meta| meta.target() == SPAN_TARGET));
     // The spans of traces carry protocol fields that would only clutter
     // the terminal's lines; the log records get their ids instead.

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::mesh::call_end;
-use crate::mesh::trace::{SPAN_TARGET, ids_of, propagate};
+use crate::mesh::trace::{SPAN_TARGET, context_of, propagate};
 
 /// Traces the attempts that pass through. See the module documentation.
 #[derive(Debug, Clone)]
@@ -36,21 +36,13 @@ impl<S> TraceAttempts<S> {
 /// outside a trace.
 fn client_span<B>(request: &http::Request<B>) -> Option<tracing::Span> {
     let current = tracing::Span::current();
-    ids_of(&current)?;
-    let path = request.uri().path();
-    let (service, method) = path
-        .strip_prefix('/')
-        .and_then(|p| p.split_once('/'))
-        .unwrap_or(("unknown", "unknown"));
+    context_of(&current)?;
     Some(tracing::info_span!(
         target: SPAN_TARGET,
         parent: &current,
         "grpc client",
-        otel.name = path.trim_start_matches('/'),
+        otel.name = request.uri().path().trim_start_matches('/'),
         otel.kind = "client",
-        rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
     ))
 }
 
@@ -80,7 +72,9 @@ where
         let Some(span) = client_span(&request) else {
             return Box::pin(self.inner.call(request));
         };
-        propagate::inject(&span.context(), request.headers_mut());
+        if let Some(context) = context_of(&span) {
+            propagate::inject(&context, request.headers_mut());
+        }
         let response = self.inner.call(request);
         Box::pin(async move {
             match response.instrument(span.clone()).await {

@@ -22,7 +22,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::mesh::call_end;
 use crate::mesh::tls::require::is_grpc;
-use crate::mesh::trace::{SPAN_TARGET, ids_of, propagate};
+use crate::mesh::trace::{SPAN_TARGET, context_of, propagate};
 
 /// Path prefixes that are the mesh's plumbing, never traced.
 const UNTRACED: [&str; 6] = [
@@ -62,18 +62,13 @@ pub struct TraceRequests<S> {
 fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
     let path = request.uri().path();
     let span = if is_grpc(request) {
-        let (service, method) = path
-            .strip_prefix('/')
-            .and_then(|p| p.split_once('/'))
-            .unwrap_or(("unknown", "unknown"));
+        // The name says the service and method (`rpc.service`,
+        // `rpc.method`); a span carries no attribute that repeats it.
         tracing::info_span!(
             target: SPAN_TARGET,
             "grpc server",
             otel.name = path.trim_start_matches('/'),
             otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
         )
     } else {
         tracing::info_span!(
@@ -81,8 +76,6 @@ fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
             "http server",
             otel.name = format!("{} {}", request.method(), path),
             otel.kind = "server",
-            http.request.method = request.method().as_str(),
-            url.path = path,
         )
     };
     // Fails only for a span that is not recorded.
@@ -151,8 +144,8 @@ where
             if status.is_server_error() {
                 span.set_status(Status::error(status.to_string()));
             }
-            if ids_of(&span).is_some() {
-                propagate::inject(&span.context(), response.headers_mut());
+            if let Some(context) = context_of(&span) {
+                propagate::inject(&context, response.headers_mut());
             }
             Ok(response)
         })

@@ -32,17 +32,21 @@ use crate::model::log::trace::{SpanId, TraceId};
 /// spans stay local to the process's logs.
 pub const SPAN_TARGET: &str = "gradebook::mesh::trace";
 
-/// The trace and span of a `tracing` span, when it is part of a trace.
-pub fn ids_of(span: &tracing::Span) -> Option<(TraceId, SpanId)> {
+/// The OpenTelemetry context of a `tracing` span, when it is part of a
+/// trace.
+pub fn context_of(span: &tracing::Span) -> Option<opentelemetry::Context> {
     if span.is_none() {
         return None;
     }
     let context = span.context();
+    context.span().span_context().is_valid().then_some(context)
+}
+
+/// The trace and span of a `tracing` span, when it is part of a trace.
+pub fn ids_of(span: &tracing::Span) -> Option<(TraceId, SpanId)> {
+    let context = context_of(span)?;
     let otel = context.span();
     let span_context = otel.span_context();
-    if !span_context.is_valid() {
-        return None;
-    }
     Some((
         TraceId::from_bytes(span_context.trace_id().to_bytes())?,
         SpanId::from_bytes(span_context.span_id().to_bytes())?,
@@ -54,7 +58,7 @@ pub fn ids_of(span: &tracing::Span) -> Option<(TraceId, SpanId)> {
 /// span when the current span is not part of a trace.
 pub fn child_span(name: &'static str) -> tracing::Span {
     let current = tracing::Span::current();
-    if ids_of(&current).is_none() {
+    if context_of(&current).is_none() {
         return tracing::Span::none();
     }
     tracing::info_span!(

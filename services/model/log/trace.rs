@@ -356,12 +356,15 @@ impl Span {
                     field: "attributes (a key)",
                 });
             }
-            check_size(
-                index,
-                &format!("attributes[{:?}]", key.chars().take(40).collect::<String>()),
-                &format!("{key}{value}"),
-                MAX_FIELD_BYTES,
-            )?;
+            let size = key.len() + value.len();
+            if size > MAX_FIELD_BYTES {
+                return Err(InvalidSpan::TooLarge {
+                    index,
+                    field: format!("attributes[{:?}]", key.chars().take(40).collect::<String>()),
+                    size,
+                    limit: MAX_FIELD_BYTES,
+                });
+            }
         }
         let start = pb
             .start
