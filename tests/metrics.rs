@@ -121,6 +121,130 @@ async fn every_daemon_serves_its_call_metrics_to_mesh_identities() {
 }
 
 #[tokio::test]
+async fn the_gradebooks_daemons_report_their_own_work() {
+    let mesh = Mesh::new();
+    let gradebook = mesh.gradebook().await;
+    let client = gradebook.client();
+    let api = format!("{}/api", gradebook.http());
+    let created: serde_json::Value = client
+        .post(format!("{api}/students"))
+        .json(&serde_json::json!({ "first_name": "Mia", "last_name": "Metric" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        let read = client
+            .get(format!("{api}/students/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200);
+    }
+    let missing = client
+        .get(format!("{api}/students/{}", uuid::Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let nowhere = client
+        .get(format!("{}/no/such/page", gradebook.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nowhere.status(), 404);
+
+    // The portal: RED metrics by route, never by id or invented path.
+    let portal = &gradebook.portal;
+    let (status, body) = curl_metrics(&portal.certs, portal.port, Some("admin"));
+    assert_eq!(status, 200, "{body}");
+    let reads = sample(
+        &body,
+        r#"http_server_requests_total{method="GET",route="/api/students/{id}",status="200"}"#,
+    )
+    .unwrap_or_else(|| panic!("reads counted by route: {body}"));
+    assert!(reads >= 3.0, "{reads}");
+    assert_eq!(
+        sample(
+            &body,
+            r#"http_server_requests_total{method="GET",route="/api/students/{id}",status="404"}"#
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"http_server_requests_total{method="GET",route="unmatched",status="404"}"#
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(!body.contains(&id), "no label carries an id");
+    assert!(
+        sample(
+            &body,
+            r#"http_server_request_duration_seconds_count{method="POST",route="/api/students"}"#
+        ) == Some(1.0),
+        "{body}"
+    );
+    assert!(body.contains("http_server_in_flight_requests "), "{body}");
+
+    // Grading: store latency by operation; a student not found is an
+    // answer, not a failure of the database.
+    let grading = &gradebook.grading;
+    let (_, body) = curl_metrics(&grading.certs, grading.port, Some("admin"));
+    let gets = sample(
+        &body,
+        r#"grading_store_seconds_count{operation="get_student"}"#,
+    )
+    .unwrap_or_else(|| panic!("store reads timed: {body}"));
+    // (The portal's read cache answers the other reads itself.)
+    assert!(gets >= 1.0, "the missing student was looked up: {gets}");
+    assert_eq!(
+        sample(
+            &body,
+            r#"grading_store_seconds_count{operation="create_student"}"#
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"grading_store_errors_total{operation="get_student"}"#
+        ),
+        None,
+        "{body}"
+    );
+
+    // Log: what it stored, records and spans, and its commits.
+    let log = &gradebook.log;
+    let body = eventually("the log daemon has stored spans", PATIENCE, || {
+        let (_, body) = curl_metrics(&log.certs, log.port, Some("admin"));
+        let spans = sample(&body, "log_spans_ingested_total").unwrap_or(0.0);
+        std::future::ready((spans > 0.0).then_some(body))
+    })
+    .await;
+    for name in [
+        "log_records_ingested_total",
+        "log_ingested_bytes_total",
+        "log_commit_seconds_count",
+    ] {
+        let value = sample(&body, name).unwrap_or_else(|| panic!("{name}: {body}"));
+        assert!(value > 0.0, "{name} {value}");
+    }
+    assert_eq!(
+        sample(&body, "log_commit_errors_total"),
+        Some(0.0),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn the_registry_answers_prometheus_service_discovery_from_its_catalog() {
     let mesh = Mesh::new();
     let registry = mesh.registry(&[]).await;

@@ -8,10 +8,12 @@
 //! - [`store`]: the storage trait and its engines (migrations, idempotent
 //!   writes, change feeds, demo data).
 //! - [`service`]: the `Grading` gRPC service.
+//! - [`metrics`]: store latency and database failures, for `/metrics`.
 //! - [`cleanup`]: the periodic removal of expired request ids and changes.
 
 pub mod cleanup;
 pub mod config;
+pub mod metrics;
 pub mod service;
 pub mod store;
 
@@ -151,7 +153,8 @@ pub async fn run(
             .push(crate::log::SERVICE_NAME.to_owned());
     }
     let mesh = Mesh::start(mesh_config, &shutdown).map_err(ServeError::from)?;
-    let service = service::GradingService::new(cell, shutdown.clone());
+    let service = service::GradingService::new(cell, shutdown.clone())
+        .with_metrics(metrics::StoreMetrics::register(&mesh.metrics()));
     MeshServer::new(mesh)
         .with_readiness(readiness)
         .add_service(service.into_server())

@@ -4,9 +4,7 @@
 //! transaction, one fsync per group), and serves `WatchGrades` from the
 //! store's change feed (with PostgreSQL, changes made through any instance).
 
-use tracing::Instrument;
-
-use crate::mesh::trace::child_span;
+use crate::grading::metrics::StoreMetrics;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -47,6 +45,7 @@ pub struct GradingService {
     store: StoreCell,
     writes: mpsc::Sender<PendingGrade>,
     shutdown: Shutdown,
+    metrics: StoreMetrics,
 }
 
 impl std::fmt::Debug for GradingService {
@@ -94,7 +93,14 @@ impl GradingService {
             store,
             writes,
             shutdown,
+            metrics: StoreMetrics::default(),
         }
+    }
+
+    /// The same service, measuring its store calls in `metrics`.
+    pub fn with_metrics(mut self, metrics: StoreMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// A service over a store that is open already.
@@ -161,9 +167,11 @@ impl Grading for GradingService {
             Some(StudentCursor::decode(&request.page_token).map_err(invalid)?)
         };
         let (students, next) = self
-            .store()?
-            .list_students(page_size, cursor.as_ref())
-            .instrument(child_span("store list_students"))
+            .metrics
+            .measure(
+                "list_students",
+                self.store()?.list_students(page_size, cursor.as_ref()),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListStudentsResponse {
@@ -181,9 +189,11 @@ impl Grading for GradingService {
         let page_size =
             grade_page_size_from_pb("grade_page_size", request.grade_page_size).map_err(invalid)?;
         let detail = self
-            .store()?
-            .get_student(&request.id, page_size)
-            .instrument(child_span("store get_student"))
+            .metrics
+            .measure(
+                "get_student",
+                self.store()?.get_student(&request.id, page_size),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::StudentDetail::from(&detail)))
@@ -202,9 +212,12 @@ impl Grading for GradingService {
             Some(GradeCursor::decode(&request.page_token).map_err(invalid)?)
         };
         let page = self
-            .store()?
-            .list_grades(&request.student_id, page_size, cursor.as_ref())
-            .instrument(child_span("store list_grades"))
+            .metrics
+            .measure(
+                "list_grades",
+                self.store()?
+                    .list_grades(&request.student_id, page_size, cursor.as_ref()),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListGradesResponse::from(&page)))
@@ -217,9 +230,8 @@ impl Grading for GradingService {
         let new = NewStudent::try_from(request.get_ref()).map_err(invalid)?;
         let key = request_key(request.get_ref())?;
         let student = self
-            .store()?
-            .create_student(&new, key)
-            .instrument(child_span("store create_student"))
+            .metrics
+            .measure("create_student", self.store()?.create_student(&new, key))
             .await
             .map_err(status)?;
         tracing::info!(student_id = %student.id, "student created");
@@ -235,9 +247,11 @@ impl Grading for GradingService {
         let new = NewStudent::new(&request.first_name, &request.last_name).map_err(invalid)?;
         let key = request_key(&request)?;
         let student = self
-            .store()?
-            .update_student(&request.id, &new, key)
-            .instrument(child_span("store update_student"))
+            .metrics
+            .measure(
+                "update_student",
+                self.store()?.update_student(&request.id, &new, key),
+            )
             .await
             .map_err(status)?;
         tracing::info!(student_id = %student.id, "student updated");
@@ -251,9 +265,11 @@ impl Grading for GradingService {
         let request = request.into_inner();
         validate_id("id", &request.id).map_err(invalid)?;
         let key = request_key(&request)?;
-        self.store()?
-            .delete_student(&request.id, key)
-            .instrument(child_span("store delete_student"))
+        self.metrics
+            .measure(
+                "delete_student",
+                self.store()?.delete_student(&request.id, key),
+            )
             .await
             .map_err(status)?;
         tracing::info!(student_id = %request.id, "student deleted");
@@ -279,11 +295,14 @@ impl Grading for GradingService {
             .send(PendingGrade { item, reply })
             .await
             .map_err(|_| Status::unavailable("the grading service is shutting down"))?;
-        let (grade, _) = answer
-            .instrument(child_span("store add_grades (group commit)"))
-            .await
-            .map_err(|_| Status::unavailable("the grading service is shutting down"))?
-            .map_err(status)?;
+        let committed = self.metrics.measure("add_grades", async {
+            answer.await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the grading service is shutting down".into(),
+                ))
+            })
+        });
+        let (grade, _) = committed.await.map_err(status)?;
         tracing::info!(student_id = %grade.student_id, grade_id = %grade.id, "grade added");
         Ok(Response::new(pb::Grade::from(&grade)))
     }
@@ -295,9 +314,16 @@ impl Grading for GradingService {
         let update = GradeUpdate::try_from(request.get_ref()).map_err(invalid)?;
         let key = request_key(request.get_ref())?;
         let (grade, _) = self
-            .store()?
-            .update_grade(&update.student_id, &update.grade_id, &update.grade, key)
-            .instrument(child_span("store update_grade"))
+            .metrics
+            .measure(
+                "update_grade",
+                self.store()?.update_grade(
+                    &update.student_id,
+                    &update.grade_id,
+                    &update.grade,
+                    key,
+                ),
+            )
             .await
             .map_err(status)?;
         tracing::info!(student_id = %update.student_id, grade_id = %update.grade_id, "grade updated");
@@ -312,9 +338,12 @@ impl Grading for GradingService {
         validate_id("student_id", &request.student_id).map_err(invalid)?;
         validate_id("grade_id", &request.grade_id).map_err(invalid)?;
         let key = request_key(&request)?;
-        self.store()?
-            .delete_grade(&request.student_id, &request.grade_id, key)
-            .instrument(child_span("store delete_grade"))
+        self.metrics
+            .measure(
+                "delete_grade",
+                self.store()?
+                    .delete_grade(&request.student_id, &request.grade_id, key),
+            )
             .await
             .map_err(status)?;
         tracing::info!(student_id = %request.student_id, grade_id = %request.grade_id, "grade deleted");

@@ -9,7 +9,9 @@
 //!   `spans/` under the data directory, with the same retention).
 //! - [`service`]: the `LogService` gRPC service (group-committing writer,
 //!   queries, tails).
+//! - [`metrics`]: what is ingested and how long commits take, for `/metrics`.
 
+pub mod metrics;
 pub mod service;
 pub mod store;
 
@@ -79,6 +81,7 @@ pub async fn run(
     // Its own records go straight into its store, not over the network.
     let mesh = Mesh::start_shipping_to(config.mesh, &shutdown, Some(server.local_sink()))
         .map_err(ServeError::from)?;
+    server.metrics().register(&mesh.metrics());
     let served = MeshServer::new(mesh)
         .add_service(server.into_service())
         .serve(listener)

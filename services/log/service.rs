@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::log::metrics::IngestMetrics;
 use crate::log::store::{LogStore, SpanStore, StoreError};
 use crate::mesh::Tls;
 use crate::mesh::logship::{LocalSink, Shipment};
@@ -101,6 +102,8 @@ pub struct LogServer {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// How requests are secured: a writer may write only its own records.
     tls: Tls,
+    /// What is ingested, for `/metrics`.
+    metrics: IngestMetrics,
 }
 
 impl LogServer {
@@ -124,9 +127,11 @@ impl LogServer {
         let spans = Arc::new(RwLock::new(spans));
         let (appends, queue) = mpsc::channel(WRITE_QUEUE);
         let (live, _) = broadcast::channel(tail_buffer.max(1));
+        let metrics = IngestMetrics::default();
         let writer = tokio::spawn(run_writer(
             Arc::clone(&store),
             Arc::clone(&spans),
+            metrics.clone(),
             queue,
             live.clone(),
             Arc::clone(&published),
@@ -141,6 +146,7 @@ impl LogServer {
             shutdown,
             writer: Mutex::new(Some(writer)),
             tls: Tls::Off,
+            metrics,
         }
     }
 
@@ -164,6 +170,11 @@ impl LogServer {
                 }
             })
         })
+    }
+
+    /// What the service ingests, to register in the daemon's metrics.
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.metrics
     }
 
     /// Wraps the service for a tonic server, accepting request messages of
@@ -314,6 +325,7 @@ fn task_failed(e: tokio::task::JoinError) -> Status {
 async fn run_writer(
     store: SharedStore,
     spans: SharedSpans,
+    metrics: IngestMetrics,
     mut queue: mpsc::Receiver<AppendRequest>,
     live: broadcast::Sender<Published>,
     published: Arc<AtomicU64>,
@@ -359,7 +371,7 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        commit(&store, &spans, &live, &published, requests).await;
+        commit(&store, &spans, &metrics, &live, &published, requests).await;
     }
     tracing::debug!("log writer stopped");
 }
@@ -379,6 +391,7 @@ enum Intake {
 async fn commit(
     store: &SharedStore,
     spans: &SharedSpans,
+    metrics: &IngestMetrics,
     live: &broadcast::Sender<Published>,
     published: &AtomicU64,
     requests: Vec<AppendRequest>,
@@ -391,16 +404,30 @@ async fn commit(
     let task_store = Arc::clone(store);
     let task_spans = Arc::clone(spans);
     let task_live = live.clone();
+    let task_metrics = metrics.clone();
+    let started = std::time::Instant::now();
     let result = tokio::task::spawn_blocking(move || {
+        let metrics = task_metrics;
         let span_counts = if span_batches.iter().any(|batch| !batch.is_empty()) {
             let mut spans = task_spans.write().unwrap_or_else(PoisonError::into_inner);
-            spans.append(span_batches)?
+            let bytes = spans.disk_bytes();
+            let counts = spans.append(span_batches)?;
+            metrics.spans.inc_by(counts.iter().sum());
+            metrics
+                .bytes
+                .inc_by(spans.disk_bytes().saturating_sub(bytes));
+            counts
         } else {
             vec![0; span_batches.len()]
         };
         let mut store = task_store.write().unwrap_or_else(PoisonError::into_inner);
         let before = store.last_sequence();
+        let bytes = store.disk_bytes();
         let counts = store.append(batches)?;
+        metrics.records.inc_by(counts.iter().sum());
+        metrics
+            .bytes
+            .inc_by(store.disk_bytes().saturating_sub(bytes));
         // Checked under the write lock: a tailer that subscribes later reads
         // the store after this commit, so its backlog covers these records.
         let stored = (task_live.receiver_count() > 0)
@@ -409,9 +436,13 @@ async fn commit(
         Ok::<_, StoreError>((counts, stored, store.last_sequence()))
     })
     .await;
+    metrics
+        .commit_seconds
+        .observe(started.elapsed().as_secs_f64());
     let (counts, stored, last) = match result {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
+            metrics.commit_errors.inc();
             tracing::error!(error = %e, "storing log records failed");
             let status = Status::internal(format!("storing records failed: {e}"));
             for reply in replies {

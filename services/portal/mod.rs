@@ -12,11 +12,13 @@
 //! - [`trace_pages`]: the `/traces` pages, with a waterfall of each trace.
 //! - [`read_cache`]: students served from memory, kept fresh by `WatchGrades`.
 //! - [`error`]: the one error type, gRPC status to HTTP.
+//! - [`observe`]: each routed request's span name and RED metrics.
 
 pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod observe;
 pub mod pages;
 pub mod read_cache;
 pub mod trace_api;
@@ -85,6 +87,8 @@ pub struct AppState {
     shutdown: Shutdown,
     /// Accounts, sessions, tokens.
     pub auth: Arc<auth::Auth>,
+    /// The RED metrics of the HTTP routes.
+    http_metrics: observe::HttpMetrics,
 }
 
 impl AppState {
@@ -115,6 +119,7 @@ impl AppState {
             dependencies,
             shutdown,
             auth: auth::Auth::new(accounts),
+            http_metrics: observe::HttpMetrics::register(&mesh.metrics()),
         }
     }
 
@@ -169,23 +174,6 @@ async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
-/// Names the request's server span after its route (`GET
-/// /api/students/{id}`), so that traces group by route, not by id.
-async fn name_request_span(
-    route: axum::extract::MatchedPath,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    use opentelemetry::trace::TraceContextExt;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let span = tracing::Span::current();
-    span.context()
-        .span()
-        .update_name(format!("{} {}", request.method(), route.as_str()));
-    span.set_attribute("http.route", route.as_str().to_owned());
-    next.run(request).await
-}
-
 /// The portal's whole HTTP router over `state`.
 pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
@@ -196,7 +184,6 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(api::router())
         .merge(pages::router())
         .merge(auth::login::router())
-        .route_layer(axum::middleware::from_fn(name_request_span))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
@@ -207,6 +194,11 @@ pub fn router(state: AppState) -> axum::Router {
         }))
         .layer(axum::middleware::map_response(auth::headers::add))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Outermost, so that refusals and rewritten errors count too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe_request,
+        ))
         .with_state(state)
 }
 

@@ -21,14 +21,14 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Unit;
 use prost::Message;
 use tonic::body::Body;
 use tonic::codegen::http;
 
 use crate::mesh::call_end::{self, code_name};
-use crate::mesh::metrics::Metrics;
+use crate::mesh::metrics::{Metrics, latency_histogram};
 use crate::mesh::tls::require::is_grpc;
 
 /// A method, as labels.
@@ -44,11 +44,6 @@ struct Handled {
     grpc_service: String,
     grpc_method: String,
     grpc_code: &'static str,
-}
-
-/// The buckets of call durations: 0.5 ms to about 16 s, doubling.
-fn handling_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 /// The server's call metrics, registered once per process.
@@ -68,7 +63,7 @@ impl GrpcServerMetrics {
         let this = GrpcServerMetrics {
             started: Family::default(),
             handled: Family::default(),
-            handling: Family::new_with_constructor(handling_histogram as fn() -> Histogram),
+            handling: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             in_flight: Family::default(),
             known: Arc::new(known_methods()),
         };

@@ -13,9 +13,16 @@ mod route;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
 pub use route::route;
+
+/// The buckets of every latency histogram of the mesh: 0.5 ms to about
+/// 16 s, doubling.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -56,7 +56,7 @@ pub fn ids_of(span: &tracing::Span) -> Option<(TraceId, SpanId)> {
 /// An internal span called `name`, child of the current span, for a step
 /// worth seeing in a trace (a database call, a group commit); a disabled
 /// span when the current span is not part of a trace.
-pub fn child_span(name: &'static str) -> tracing::Span {
+pub fn child_span(name: &str) -> tracing::Span {
     let current = tracing::Span::current();
     if context_of(&current).is_none() {
         return tracing::Span::none();
