@@ -242,6 +242,35 @@ async fn the_gradebooks_daemons_report_their_own_work() {
         Some(0.0),
         "{body}"
     );
+
+    // The registry: its catalog by service and health, the dependents
+    // watching it, its changes and its probes.
+    let registry = &gradebook.registry;
+    let (_, body) = curl_metrics(&registry.certs, registry.port, Some("admin"));
+    for service in ["registry", "log", "grading", "portal"] {
+        let serving = format!(r#"registry_instances{{service="{service}",health="SERVING"}}"#);
+        assert_eq!(sample(&body, &serving), Some(1.0), "{serving}: {body}");
+    }
+    let unknown = r#"registry_instances{service="grading",health="UNKNOWN"}"#;
+    assert_eq!(
+        sample(&body, unknown),
+        Some(0.0),
+        "moved on to SERVING: {body}"
+    );
+    let added = sample(&body, r#"registry_catalog_changes_total{kind="ADDED"}"#);
+    assert_eq!(added, Some(4.0), "{body}");
+    let watchers = sample(&body, "registry_watchers").unwrap_or(0.0);
+    assert!(
+        watchers >= 2.0,
+        "grading's and the portal's watches: {body}"
+    );
+    let probes = sample(&body, "registry_probe_seconds_count").unwrap_or(0.0);
+    assert!(probes >= 4.0, "one probe per instance at least: {body}");
+    assert_eq!(
+        sample(&body, "registry_evictions_total"),
+        Some(0.0),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -445,3 +445,59 @@ async fn spans_go_to_an_otlp_collector_and_sampling_follows_the_standard_variabl
         "nothing of the unsampled trace is exported"
     );
 }
+
+#[tokio::test]
+async fn a_malformed_traceparent_starts_a_new_trace_and_a_dead_collector_slows_nothing() {
+    // A collector that accepts connections into its backlog and never
+    // answers: the export must not hold any request up.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let mesh = Mesh::with_env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ]);
+    let gradebook = mesh.gradebook().await;
+    let client = gradebook
+        .client_builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let students = format!("{}/api/students", gradebook.http());
+
+    for garbage in [
+        "00-zz-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "not a traceparent at all",
+    ] {
+        let response = client
+            .get(&students)
+            .header("traceparent", garbage)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "{garbage:?} is ignored, not an error"
+        );
+        let trace = trace_of(response.headers()["traceparent"].to_str().unwrap());
+        assert!(!garbage.contains(&trace), "a new trace for {garbage:?}");
+        // The portal's server span, the portal's call, grading's span and
+        // its store step: the portal's own span ends (and ships) last.
+        let spans = trace_with(&gradebook, &trace, 4).await;
+        let root = one(&spans, "root", |s| {
+            s["kind"] == "server" && s["service"] == "portal"
+        });
+        assert!(root["parent_span_id"].is_null(), "a root: {root:#}");
+    }
+
+    let mut failed = 0;
+    for _ in 0..50 {
+        match client.get(&students).send().await {
+            Ok(response) if response.status() == 200 => {}
+            _ => failed += 1,
+        }
+    }
+    assert_eq!(failed, 0, "requests while the collector never answers");
+    drop(silent);
+}

@@ -13,11 +13,12 @@ use crate::mesh::Shutdown;
 use crate::mesh::Tls;
 use crate::mesh::config::generate_instance_id;
 use crate::mesh::tls::Caller;
-use crate::model::registry::{Instance, Registration, snapshot_event};
+use crate::model::registry::{ChangeKind, Instance, Registration, snapshot_event};
 use crate::pb::registry::v1 as pb;
 use crate::registry::access::{self, Denied};
 use crate::registry::catalog::{Catalog, Effect};
 use crate::registry::health::ProbeOutcome;
+use crate::registry::metrics::RegistryMetrics;
 use crate::registry::monitor::{self, Epoch, ProbeSettings, Target};
 use crate::registry::replication::{PeerConfig, Replication};
 use crate::registry::watchers::{WatchItem, Watchers};
@@ -79,6 +80,8 @@ pub struct Core {
     /// How probes connect: an instance must prove its service's identity.
     tls: Tls,
     shutdown: Shutdown,
+    /// What the registry reports at `/metrics`.
+    metrics: RegistryMetrics,
 }
 
 impl Core {
@@ -101,7 +104,13 @@ impl Core {
             probe,
             tls,
             shutdown,
+            metrics: RegistryMetrics::default(),
         })
+    }
+
+    /// The registry's metrics, to register in the daemon's.
+    pub fn metrics(&self) -> &RegistryMetrics {
+        &self.metrics
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -170,7 +179,9 @@ impl Core {
     pub fn watch(&self, services: &[String]) -> mpsc::Receiver<WatchItem> {
         let mut state = self.lock();
         let snapshot = state.snapshot(services);
-        state.watchers.add(services, snapshot)
+        let stream = state.watchers.add(services, snapshot);
+        self.metrics.set_watchers(state.watchers.len());
+        stream
     }
 
     /// How many watchers are connected.
@@ -198,6 +209,11 @@ impl Core {
     pub fn tick(self: &Arc<Self>) {
         let mut state = self.lock();
         let effects = state.catalog.tick(SystemTime::now());
+        let evicted = effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Publish(c) if c.kind == ChangeKind::Removed))
+            .count();
+        self.metrics.evicted(evicted as u64);
         self.execute(&mut state, effects);
     }
 
@@ -313,10 +329,12 @@ impl Core {
                         health = %change.instance.health,
                         "catalog changed"
                     );
+                    self.metrics.published(&change);
                     let overflowed = state.watchers.publish(&change);
                     if overflowed > 0 {
                         tracing::warn!(overflowed, "dropped watchers whose queue overflowed");
                     }
+                    self.metrics.set_watchers(state.watchers.len());
                 }
                 Effect::Monitor {
                     instance_id,

@@ -14,11 +14,13 @@
 //! - [`replication`]: gossip with the other registry nodes.
 //! - [`peer`]: the `Peer` gRPC service other registry nodes call.
 //! - [`prometheus_sd`]: Prometheus's HTTP service discovery, from the catalog.
+//! - [`metrics`]: instances by health, watchers, changes, evictions, probes.
 
 pub mod access;
 pub mod catalog;
 pub mod core;
 pub mod health;
+pub mod metrics;
 pub mod monitor;
 pub mod peer;
 pub mod prometheus_sd;
@@ -172,6 +174,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     let mesh = Mesh::start(mesh_config, &shutdown)?;
+    core.metrics().register(&mesh.metrics());
     let peer = peer::PeerService::new(core.clone(), config.cluster.clone()).into_server();
     let discovery = prometheus_sd::route(core.clone());
     let service = RegistryService::new(core, shutdown.clone()).into_server();

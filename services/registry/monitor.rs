@@ -102,6 +102,7 @@ pub async fn monitor(
         }
     };
     loop {
+        let started = std::time::Instant::now();
         let connected = tokio::select! {
             connected = endpoint.connect_with_connector(connector.clone()) => connected,
             _ = stop.cancelled() => return,
@@ -126,6 +127,7 @@ pub async fn monitor(
             opened = tokio::time::timeout(settings.timeout, client.watch(request())) => opened,
             _ = stop.cancelled() => return,
         };
+        core.metrics().probed(started.elapsed());
         // Without Watch (another gRPC stack), checks alone do the work.
         let mut stream = match opened {
             Ok(Ok(response)) => Some(response.into_inner()),
