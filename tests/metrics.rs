@@ -339,22 +339,19 @@ impl Prometheus {
             return None;
         }
         tls_as(certs, "prometheus");
-        let tls = format!(
-            "{{ ca_file: {}, cert_file: {}, key_file: {} }}",
-            certs.join(authority::CA_CERT).display(),
-            authority::cert_path(certs, "prometheus").display(),
-            authority::key_path(certs, "prometheus").display(),
-        );
-        let config = format!(
-            "global: {{ scrape_interval: 1s, scrape_timeout: 1s }}\n\
-             scrape_configs:\n\
-             \x20 - job_name: gradebook\n\
-             \x20   scheme: https\n\
-             \x20   tls_config: {tls}\n\
-             \x20   http_sd_configs:\n\
-             \x20     - url: https://127.0.0.1:{registry_port}/sd/prometheus\n\
-             \x20       refresh_interval: 1s\n\
-             \x20       tls_config: {tls}\n"
+        // The shipped prometheus.yml, pointed at this test's registry and
+        // certificates, scraping every second.
+        let shipped =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/prometheus.yml"))
+                .expect("the shipped prometheus.yml");
+        let config = shipped
+            .replace("data/certs/", &format!("{}/", certs.display()))
+            .replace("127.0.0.1:50051", &format!("127.0.0.1:{registry_port}"))
+            .replace("15s", "1s")
+            .replace("scrape_timeout: 5s", "scrape_timeout: 1s");
+        assert!(
+            config.contains(&format!("127.0.0.1:{registry_port}/sd/prometheus")),
+            "the shipped file discovers through the registry: {config}"
         );
         let config_file = dir.join("prometheus.yml");
         std::fs::write(&config_file, config).expect("write prometheus.yml");
@@ -403,15 +400,15 @@ impl Prometheus {
 #[tokio::test]
 async fn a_real_prometheus_finds_every_daemon_through_the_registry_and_scrapes_it() {
     let mesh = Mesh::new();
-    let registry = mesh.registry(&[]).await;
-    let _log = mesh.log(&registry, "log", &[]).await;
+    let gradebook = mesh.gradebook().await;
+    let registry = &gradebook.registry;
     let Some(prometheus) = Prometheus::start(mesh.dir.path(), &registry.certs, registry.port)
     else {
         return;
     };
-    // Both daemons up, found through the registry with their labels.
+    // Every daemon up, found through the registry with its labels.
     let patience = Duration::from_secs(60);
-    for service in ["registry", "log"] {
+    for service in ["registry", "log", "grading", "portal"] {
         let query = format!("up{{service=\"{service}\"}}");
         let result = eventually(&format!("Prometheus scrapes {service}"), patience, || {
             let query = query.clone();
@@ -429,8 +426,8 @@ async fn a_real_prometheus_finds_every_daemon_through_the_registry_and_scrapes_i
         assert_eq!(labels["health"], "SERVING", "{labels}");
         assert!(labels["instance_id"].is_string(), "{labels}");
     }
-    // And it has read their request counters: the log daemon's
-    // registration was a call the registry handled.
+    // And it has read their request counters: the other daemons'
+    // registrations were calls the registry handled.
     let handled = eventually("a non-zero request counter", patience, || {
         let prometheus = &prometheus;
         async move {
