@@ -242,6 +242,17 @@ async fn the_gradebooks_daemons_report_their_own_work() {
         Some(0.0),
         "{body}"
     );
+    // Every shipping daemon reports what its shipper sent and dropped.
+    let (_, body) = curl_metrics(&grading.certs, grading.port, Some("admin"));
+    assert_eq!(
+        sample(&body, "log_shipper_dropped_total"),
+        Some(0.0),
+        "{body}"
+    );
+    assert!(
+        sample(&body, "log_shipper_shipped_total").is_some(),
+        "{body}"
+    );
 
     // The registry: its catalog by service and health, the dependents
     // watching it, its changes and its probes.

@@ -123,6 +123,44 @@ impl SpanQueue {
     }
 }
 
+/// The shipper's counters as metrics, read at each scrape:
+/// `log_shipper_shipped_total` and `log_shipper_dropped_total` (records and
+/// spans dropped because the queue was full).
+#[derive(Debug)]
+pub struct ShipperCollector(Arc<ShipperStats>);
+
+impl prometheus_client::collector::Collector for ShipperCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let counters = [
+            (
+                "log_shipper_shipped",
+                "Log records and spans the log service acknowledged",
+                self.0.shipped.load(Ordering::Relaxed),
+            ),
+            (
+                "log_shipper_dropped",
+                "Log records and spans dropped because the shipping queue was full",
+                self.0.dropped.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
 /// The receiving end of the queue, to be run once a dependency view exists.
 #[derive(Debug)]
 pub struct LogShipper {
@@ -274,6 +312,11 @@ impl Writer {
 }
 
 impl LogShipper {
+    /// Its counters, as metrics.
+    pub fn collector(&self) -> ShipperCollector {
+        ShipperCollector(self.stats.clone())
+    }
+
     /// Ships queued records to `destination` until `shutdown`, then flushes
     /// what is left within [`FLUSH_TIMEOUT`].
     pub async fn run(mut self, destination: Destination, backoff: Backoff, shutdown: Shutdown) {

@@ -117,10 +117,13 @@ impl Mesh {
         );
         let mut background = vec![watch_task];
         background.extend(config.tls.keep_fresh(shutdown));
+        let metrics = Metrics::new();
+        metrics.register_collector(ProcessCollector::new());
         let shipping_stop = Shutdown::new();
         let shipping = if config.ship_logs
             && let Some(shipper) = telemetry::take_shipper()
         {
+            metrics.register_collector(shipper.collector());
             let destination = match local {
                 Some(sink) => Destination::Local(sink),
                 None => Destination::Mesh(dependencies.clone()),
@@ -137,11 +140,7 @@ impl Mesh {
             config,
             registry,
             dependencies,
-            metrics: {
-                let metrics = Metrics::new();
-                metrics.register_collector(ProcessCollector::new());
-                metrics
-            },
+            metrics,
             shutdown: shutdown.clone(),
             background,
             shipping_stop,
