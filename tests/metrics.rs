@@ -9,41 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use gradebook::mesh::tls::authority;
-use support::{Mesh, PATIENCE, eventually, free_port, list, tls_as};
-
-/// GETs `https://127.0.0.1:PORT/metrics` with curl, as `identity` (with its
-/// certificate) or anonymously; returns the status code and the body.
-fn curl_metrics(certs: &Path, port: u16, identity: Option<&str>) -> (u16, String) {
-    curl_get(certs, port, "/metrics", identity)
-}
-
-/// GETs `https://127.0.0.1:PORT{path}` with curl, as `identity` (with its
-/// certificate) or anonymously; returns the status code and the body.
-fn curl_get(certs: &Path, port: u16, path: &str, identity: Option<&str>) -> (u16, String) {
-    let mut curl = Command::new("curl");
-    curl.args(["-s", "--max-time", "10", "-w", "\n%{http_code}", "--cacert"])
-        .arg(certs.join(authority::CA_CERT));
-    if let Some(identity) = identity {
-        curl.arg("--cert")
-            .arg(authority::cert_path(certs, identity))
-            .arg("--key")
-            .arg(authority::key_path(certs, identity));
-    }
-    let output = curl
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl runs (it is installed with the tests' tools)");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-/// The value of the sample `name{labels}` (labels exactly as encoded).
-fn sample(body: &str, name_and_labels: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
-}
+use support::{
+    Mesh, PATIENCE, curl_get, curl_metrics, eventually, free_port, list, sample, tls_as,
+};
 
 #[tokio::test]
 async fn every_daemon_serves_its_call_metrics_to_mesh_identities() {
@@ -192,6 +160,53 @@ async fn the_gradebooks_daemons_report_their_own_work() {
         "{body}"
     );
     assert!(body.contains("http_server_in_flight_requests "), "{body}");
+
+    // The portal's calls to grading, as its balancer saw them: per
+    // endpoint (grading's one instance), attempts, failures by kind, the
+    // latency and its peak-EWMA estimate, ejections; per channel, retries.
+    let grading_instance = list(&gradebook.registry, "grading").await;
+    let endpoint = format!(
+        r#"service="grading",instance_id="{}",address="{}""#,
+        grading_instance[0].instance_id, grading_instance[0].address
+    );
+    let attempts = sample(&body, &format!("mesh_client_requests_total{{{endpoint}}}"))
+        .unwrap_or_else(|| panic!("attempts to grading's instance: {body}"));
+    // The create and the reads that missed the read cache (at least the
+    // create, the first read and the read of a student that is not there).
+    assert!(attempts >= 3.0, "{attempts}: {body}");
+    let answered = sample(
+        &body,
+        &format!("mesh_client_request_duration_seconds_count{{{endpoint}}}"),
+    );
+    assert_eq!(answered, Some(attempts), "every attempt timed: {body}");
+    for outcome in ["unreachable", "unavailable", "broken", "timed_out"] {
+        let failures = format!(r#"mesh_client_failures_total{{{endpoint},outcome="{outcome}"}}"#);
+        assert_eq!(sample(&body, &failures), Some(0.0), "{failures}: {body}");
+    }
+    let estimate = sample(
+        &body,
+        &format!("mesh_client_peak_ewma_seconds{{{endpoint}}}"),
+    )
+    .unwrap_or_else(|| panic!("the balancer's estimate: {body}"));
+    assert!(estimate > 0.0 && estimate < 2.0, "{estimate}");
+    assert_eq!(
+        sample(&body, &format!("mesh_client_ejected{{{endpoint}}}")),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, r#"mesh_client_retries_total{service="grading"}"#),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"mesh_client_retry_budget_exhausted_total{service="grading"}"#
+        ),
+        Some(0.0),
+        "{body}"
+    );
 
     // Grading: store latency by operation; a student not found is an
     // answer, not a failure of the database.

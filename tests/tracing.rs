@@ -11,7 +11,7 @@ mod support;
 use std::collections::HashMap;
 
 use serde_json::Value;
-use support::{Gradebook, Mesh, PATIENCE, eventually};
+use support::{Gradebook, Mesh, PATIENCE, curl_metrics, eventually, sample};
 
 /// A random W3C trace id (32 hex digits).
 fn new_trace_id() -> String {
@@ -449,12 +449,14 @@ async fn spans_go_to_an_otlp_collector_and_sampling_follows_the_standard_variabl
 #[tokio::test]
 async fn a_malformed_traceparent_starts_a_new_trace_and_a_dead_collector_slows_nothing() {
     // A collector that accepts connections into its backlog and never
-    // answers: the export must not hold any request up.
+    // answers: the export must not hold any request up. Its queue (made
+    // small here) fills, and the spans it drops are counted.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", silent.local_addr().unwrap());
     let mesh = Mesh::with_env(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "8"),
     ]);
     let gradebook = mesh.gradebook().await;
     let client = gradebook
@@ -499,5 +501,23 @@ async fn a_malformed_traceparent_starts_a_new_trace_and_a_dead_collector_slows_n
         }
     }
     assert_eq!(failed, 0, "requests while the collector never answers");
+    let portal = &gradebook.portal;
+    let (_, metrics) = curl_metrics(&portal.certs, portal.port, Some("admin"));
+    let dropped = sample(&metrics, "otlp_exporter_spans_dropped_total").unwrap_or(0.0);
+    assert!(
+        dropped > 0.0,
+        "the full queue's drops are counted: {metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "otlp_exporter_spans_exported_total"),
+        Some(0.0),
+        "{metrics}"
+    );
+    // The log service still got every span: the export is beside it.
+    assert_eq!(
+        sample(&metrics, "log_shipper_dropped_total"),
+        Some(0.0),
+        "{metrics}"
+    );
     drop(silent);
 }

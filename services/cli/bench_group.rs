@@ -16,6 +16,7 @@ use crate::cli::bench::{
 use crate::mesh::Tls;
 use crate::mesh::backoff::Backoff;
 use crate::mesh::channel::ChannelSettings;
+use crate::mesh::channel::metrics::ChannelMetrics;
 use crate::mesh::client::{lazy_channel, registry_client};
 use crate::mesh::discovery;
 use crate::mesh::registry_nodes::RegistryNodes;
@@ -213,6 +214,7 @@ async fn watcher_failover(node: &mut Node, next: &str) -> anyhow::Result<Duratio
         vec!["bench".into()],
         ChannelSettings::default(),
         &Tls::Off,
+        &ChannelMetrics::default(),
         Backoff::default(),
         &shutdown,
     );

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::mesh::backoff::Backoff;
 use crate::mesh::channel::discover::EndpointSet;
+use crate::mesh::channel::metrics::ChannelMetrics;
 use crate::mesh::channel::{ChannelSettings, MeshChannel};
 use crate::mesh::client::registry_client;
 use crate::mesh::config::REGISTRY_CALL_TIMEOUT;
@@ -252,7 +253,12 @@ struct Feed {
 
 impl Feed {
     /// A feed for `services`, and its view with a channel per service.
-    fn new(services: Vec<String>, settings: ChannelSettings, tls: &Tls) -> (Self, DependencyView) {
+    fn new(
+        services: Vec<String>,
+        settings: ChannelSettings,
+        tls: &Tls,
+        metrics: &ChannelMetrics,
+    ) -> (Self, DependencyView) {
         let (state, state_rx) = watch::channel(Arc::new(Dependencies::default()));
         let mut endpoints = HashMap::new();
         let mut channels = HashMap::new();
@@ -260,7 +266,7 @@ impl Feed {
             let (tx, rx) = watch::channel(Arc::new(EndpointSet::new()));
             channels.insert(
                 service.clone(),
-                MeshChannel::new(service, rx, settings, tls),
+                MeshChannel::new(service, rx, settings, tls, metrics),
             );
             endpoints.insert(service.clone(), tx);
         }
@@ -314,17 +320,18 @@ impl Feed {
 }
 
 /// Starts watching `services` through the registry at `registry`, with
-/// channels that connect as `tls` says; the returned view stays live until
-/// `shutdown`.
+/// channels that connect as `tls` says and are measured in `metrics`; the
+/// returned view stays live until `shutdown`.
 pub fn spawn(
     registry: RegistryNodes,
     services: Vec<String>,
     settings: ChannelSettings,
     tls: &Tls,
+    metrics: &ChannelMetrics,
     backoff: Backoff,
     shutdown: &Shutdown,
 ) -> (DependencyView, JoinHandle<()>) {
-    let (feed, view) = Feed::new(services, settings, tls);
+    let (feed, view) = Feed::new(services, settings, tls, metrics);
     let task = tokio::spawn(run_watch(registry, feed, backoff, shutdown.clone()));
     (view, task)
 }
@@ -645,6 +652,7 @@ mod tests {
             vec!["idle".to_string(), "busy".to_string()],
             ChannelSettings::default(),
             &Tls::Off,
+            &ChannelMetrics::default(),
         );
         let apply_all = async {
             for i in 0..1_000 {

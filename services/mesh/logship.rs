@@ -25,6 +25,7 @@ use crate::mesh::backoff::Backoff;
 use crate::mesh::discovery::DependencyView;
 use crate::mesh::shutdown::Shutdown;
 use crate::mesh::trace::SPAN_TARGET as TRACE_SPAN_TARGET;
+use crate::mesh::trace::otlp::ExportStats;
 use crate::model::log::trace::Span;
 use crate::model::log::{Level, LogRecord};
 
@@ -125,9 +126,13 @@ impl SpanQueue {
 
 /// The shipper's counters as metrics, read at each scrape:
 /// `log_shipper_shipped_total` and `log_shipper_dropped_total` (records and
-/// spans dropped because the queue was full).
+/// spans dropped because the queue was full), and the OTLP export's
+/// `otlp_exporter_spans_{exported,dropped,failed}_total` when it runs.
 #[derive(Debug)]
-pub struct ShipperCollector(Arc<ShipperStats>);
+pub struct ShipperCollector {
+    stats: Arc<ShipperStats>,
+    otlp: Option<Arc<ExportStats>>,
+}
 
 impl prometheus_client::collector::Collector for ShipperCollector {
     fn encode(
@@ -136,19 +141,20 @@ impl prometheus_client::collector::Collector for ShipperCollector {
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
         use prometheus_client::metrics::counter::ConstCounter;
-        let counters = [
+        let shipper = [
             (
                 "log_shipper_shipped",
                 "Log records and spans the log service acknowledged",
-                self.0.shipped.load(Ordering::Relaxed),
+                self.stats.shipped.load(Ordering::Relaxed),
             ),
             (
                 "log_shipper_dropped",
                 "Log records and spans dropped because the shipping queue was full",
-                self.0.dropped.load(Ordering::Relaxed),
+                self.stats.dropped.load(Ordering::Relaxed),
             ),
         ];
-        for (name, help, value) in counters {
+        let otlp = self.otlp.as_ref().map(|otlp| otlp.counters());
+        for (name, help, value) in shipper.into_iter().chain(otlp.into_iter().flatten()) {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(
                 name,
@@ -166,6 +172,9 @@ impl prometheus_client::collector::Collector for ShipperCollector {
 pub struct LogShipper {
     queue: mpsc::Receiver<Shipped>,
     stats: Arc<ShipperStats>,
+    /// The OTLP export's counters, reported with the shipper's when the
+    /// spans are also exported.
+    otlp: Option<Arc<ExportStats>>,
 }
 
 /// Makes the layer and the shipper for records of `service`/`instance`.
@@ -180,7 +189,11 @@ pub fn log_shipping(service: &str, instance: &str) -> (ShipperLayer, LogShipper)
             stats: stats.clone(),
             dispatch: Arc::default(),
         },
-        LogShipper { queue: rx, stats },
+        LogShipper {
+            queue: rx,
+            stats,
+            otlp: None,
+        },
     )
 }
 
@@ -312,9 +325,17 @@ impl Writer {
 }
 
 impl LogShipper {
-    /// Its counters, as metrics.
+    /// Its counters (and the OTLP export's), as metrics.
     pub fn collector(&self) -> ShipperCollector {
-        ShipperCollector(self.stats.clone())
+        ShipperCollector {
+            stats: self.stats.clone(),
+            otlp: self.otlp.clone(),
+        }
+    }
+
+    /// Reports the OTLP export's counters with the shipper's.
+    pub fn report_otlp(&mut self, stats: Arc<ExportStats>) {
+        self.otlp = Some(stats);
     }
 
     /// Ships queued records to `destination` until `shutdown`, then flushes

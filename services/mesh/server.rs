@@ -24,6 +24,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::mesh::channel::metrics::ChannelMetrics;
 use crate::mesh::config::{ConfigError, MeshConfig};
 use crate::mesh::discovery::{self, DependencyView};
 use crate::mesh::logship::{Destination, LocalSink};
@@ -107,18 +108,19 @@ impl Mesh {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let registry = RegistryNodes::new("--registry", &config.registry_url, &config.tls)?;
+        let metrics = Metrics::new();
+        metrics.register_collector(ProcessCollector::new());
         let (dependencies, watch_task) = discovery::spawn(
             registry.clone(),
             config.discovered_services(),
             config.channel,
             &config.tls,
+            &ChannelMetrics::register(&metrics),
             config.backoff,
             shutdown,
         );
         let mut background = vec![watch_task];
         background.extend(config.tls.keep_fresh(shutdown));
-        let metrics = Metrics::new();
-        metrics.register_collector(ProcessCollector::new());
         let shipping_stop = Shutdown::new();
         let shipping = if config.ship_logs
             && let Some(shipper) = telemetry::take_shipper()

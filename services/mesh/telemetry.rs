@@ -75,8 +75,11 @@ where
 /// `service`/`instance`. Does nothing if tracing is set up already.
 /// Must be called inside a tokio runtime (the OTLP export needs one).
 pub fn init_daemon(filter: &str, service: &str, instance: &str) {
-    let (layer, shipper) = log_shipping(service, instance);
-    let provider = export::provider(layer.span_queue(), service, instance);
+    let (layer, mut shipper) = log_shipping(service, instance);
+    let (provider, otlp) = export::provider(layer.span_queue(), service, instance);
+    if let Some(otlp) = otlp {
+        shipper.report_otlp(otlp);
+    }
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("gradebook"))
         .with_location(false)

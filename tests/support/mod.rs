@@ -746,3 +746,36 @@ pub fn glomers(args: &[&str]) -> serde_json::Value {
     );
     report
 }
+
+/// GETs `https://127.0.0.1:PORT/metrics` with curl, as `identity` (with its
+/// certificate) or anonymously; returns the status code and the body.
+pub fn curl_metrics(certs: &Path, port: u16, identity: Option<&str>) -> (u16, String) {
+    curl_get(certs, port, "/metrics", identity)
+}
+
+/// GETs `https://127.0.0.1:PORT{path}` with curl, as `identity` (with its
+/// certificate) or anonymously; returns the status code and the body.
+pub fn curl_get(certs: &Path, port: u16, path: &str, identity: Option<&str>) -> (u16, String) {
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "--max-time", "10", "-w", "\n%{http_code}", "--cacert"])
+        .arg(certs.join(authority::CA_CERT));
+    if let Some(identity) = identity {
+        curl.arg("--cert")
+            .arg(authority::cert_path(certs, identity))
+            .arg("--key")
+            .arg(authority::key_path(certs, identity));
+    }
+    let output = curl
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl runs (it is installed with the tests' tools)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// The value of the sample `name{labels}` (labels exactly as encoded).
+pub fn sample(body: &str, name_and_labels: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+}

@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 
 use crate::mesh::api::log_paging::{InstanceCursor, InstancePage, MergedCursor, merge};
 use crate::mesh::api::{CallError, Retry, request, stream, unary};
+use crate::mesh::channel::metrics::ChannelMetrics;
 use crate::mesh::channel::{ChannelSettings, MeshChannel};
 use crate::mesh::client::lazy_channel_to;
 use crate::mesh::discovery::{DependencyView, DiscoveryError};
@@ -84,7 +85,13 @@ impl LogApi {
             .map(|i| (i.instance_id.clone(), i.address.clone()))
             .collect();
         let (_, endpoints) = watch::channel(Arc::new(set));
-        let channel = MeshChannel::new(SERVICE, endpoints, ChannelSettings::default(), tls);
+        let channel = MeshChannel::new(
+            SERVICE,
+            endpoints,
+            ChannelSettings::default(),
+            tls,
+            &ChannelMetrics::default(),
+        );
         LogApi {
             tls: tls.clone(),
             source: Source::Fixed(channel),

@@ -24,7 +24,7 @@ pub type EndpointSet = BTreeMap<String, String>;
 pub type EndpointKey = (String, String);
 
 /// A `Discover` over the newest [`EndpointSet`] of a `watch` channel,
-/// building each new endpoint with `make`.
+/// building each new endpoint with `make` (from its instance id and address).
 pub struct WatchDiscover<S, F> {
     sets: WatchStream<Arc<EndpointSet>>,
     held: BTreeMap<String, String>,
@@ -34,10 +34,10 @@ pub struct WatchDiscover<S, F> {
 
 impl<S, F> WatchDiscover<S, F>
 where
-    F: FnMut(&str) -> Option<S>,
+    F: FnMut(&str, &str) -> Option<S>,
 {
     /// Discovers the sets published on `sets`; `make` builds the endpoint of
-    /// an address (or `None` to skip an unusable one).
+    /// an instance id and address (or `None` to skip an unusable one).
     pub fn new(sets: watch::Receiver<Arc<EndpointSet>>, make: F) -> Self {
         WatchDiscover {
             sets: WatchStream::new(sets),
@@ -63,7 +63,7 @@ where
             if self.held.contains_key(id) {
                 continue;
             }
-            match (self.make)(address) {
+            match (self.make)(id, address) {
                 Some(service) => {
                     self.held.insert(id.clone(), address.clone());
                     self.changes
@@ -79,7 +79,7 @@ where
 
 impl<S, F> Stream for WatchDiscover<S, F>
 where
-    F: FnMut(&str) -> Option<S> + Unpin,
+    F: FnMut(&str, &str) -> Option<S> + Unpin,
     S: Unpin,
 {
     type Item = Result<Change<EndpointKey, S>, Infallible>;
@@ -127,7 +127,7 @@ mod tests {
         }
     }
 
-    async fn drain<F: FnMut(&str) -> Option<String> + Unpin>(
+    async fn drain<F: FnMut(&str, &str) -> Option<String> + Unpin>(
         discover: &mut WatchDiscover<String, F>,
     ) -> Vec<String> {
         let mut seen = Vec::new();
@@ -140,7 +140,8 @@ mod tests {
     #[tokio::test]
     async fn only_the_difference_to_the_newest_set_is_applied() {
         let (tx, rx) = watch::channel(set(&[("a", "h:1")]));
-        let mut discover = WatchDiscover::new(rx, |address: &str| Some(address.to_owned()));
+        let mut discover =
+            WatchDiscover::new(rx, |_: &str, address: &str| Some(address.to_owned()));
         assert_eq!(drain(&mut discover).await, ["+a=h:1"]);
         // Many sets in a row, nobody looking: only the last counts.
         for port in 2..1_000 {
@@ -156,7 +157,7 @@ mod tests {
     #[tokio::test]
     async fn unusable_addresses_are_skipped() {
         let (_tx, rx) = watch::channel(set(&[("a", "ok:1"), ("b", "bad")]));
-        let mut discover = WatchDiscover::new(rx, |address: &str| {
+        let mut discover = WatchDiscover::new(rx, |_: &str, address: &str| {
             address.starts_with("ok").then(|| address.to_owned())
         });
         assert_eq!(drain(&mut discover).await, ["+a=ok:1"]);

@@ -12,7 +12,8 @@
 //!
 //! [`Breaker`] is the state machine (events and time in, decisions out,
 //! tested under paused time); [`Ejecting`] is the thin tower service around an
-//! endpoint that asks it before every call and tells it every outcome.
+//! endpoint that asks it before every call and tells it every outcome, and
+//! reports both (attempts, outcomes, ejections) to the endpoint's metrics.
 
 use std::future::Future as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +25,7 @@ use futures::task::AtomicWaker;
 use tokio::time::{Instant, Sleep};
 
 use crate::mesh::backoff::{Backoff, InvalidBackoff};
+use crate::mesh::channel::metrics::EndpointMetrics;
 use crate::mesh::channel::outcome::{BoxError, Outcome};
 
 /// Consecutive failures that eject an endpoint, by default.
@@ -224,11 +226,13 @@ impl Drop for Breaker {
     }
 }
 
-/// The shared state of one endpoint's breaker and the task waiting on its probe.
+/// The shared state of one endpoint's breaker, the task waiting on its
+/// probe, and the endpoint's metrics.
 #[derive(Debug)]
 struct Shared {
     breaker: Mutex<Breaker>,
     probe_done: AtomicWaker,
+    metrics: EndpointMetrics,
 }
 
 impl Shared {
@@ -247,13 +251,19 @@ pub struct Ejecting<S> {
 }
 
 impl<S> Ejecting<S> {
-    /// `inner` behind a new breaker.
-    pub fn new(inner: S, settings: EjectionSettings, budget: Arc<EjectionBudget>) -> Self {
+    /// `inner` behind a new breaker, measured in `metrics`.
+    pub fn new(
+        inner: S,
+        settings: EjectionSettings,
+        budget: Arc<EjectionBudget>,
+        metrics: EndpointMetrics,
+    ) -> Self {
         Ejecting {
             inner,
             shared: Arc::new(Shared {
                 breaker: Mutex::new(Breaker::new(settings, budget)),
                 probe_done: AtomicWaker::new(),
+                metrics,
             }),
             sleep: None,
         }
@@ -308,12 +318,28 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let probe = self.shared.breaker().dispatched();
         let shared = self.shared.clone();
+        shared.metrics.sent();
+        let sent = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {
             let result = call.await;
-            shared
-                .breaker()
-                .completed(Outcome::of(&result), probe, Instant::now());
+            let outcome = Outcome::of(&result);
+            let now = Instant::now();
+            let (before, after) = {
+                let mut breaker = shared.breaker();
+                let before = breaker.circuit();
+                breaker.completed(outcome, probe, now);
+                (before, breaker.circuit())
+            };
+            shared.metrics.ended(outcome, now - sent, now);
+            match (before, after) {
+                (Circuit::Open { .. }, _) | (_, Circuit::HalfOpen { .. }) => {}
+                (_, Circuit::Open { .. }) => shared.metrics.set_ejected(true),
+                (Circuit::HalfOpen { .. }, Circuit::Closed { .. }) => {
+                    shared.metrics.set_ejected(false)
+                }
+                (Circuit::Closed { .. }, Circuit::Closed { .. }) => {}
+            }
             if probe {
                 shared.probe_done.wake();
             }
@@ -325,6 +351,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::channel::metrics::ChannelMetrics;
 
     fn settings() -> EjectionSettings {
         EjectionSettings {
@@ -496,7 +523,12 @@ mod tests {
         let budget = Arc::new(EjectionBudget::default());
         let _other = Breaker::new(settings(), budget.clone());
         let script = Scripted(Arc::new(Mutex::new(vec![false])));
-        let mut service = Ejecting::new(script, settings(), budget);
+        let mut service = Ejecting::new(
+            script,
+            settings(),
+            budget,
+            ChannelMetrics::default().endpoint("s", "i", "a"),
+        );
         assert!(service.ready().await.unwrap().call(()).await.is_err());
         assert!(matches!(service.circuit(), Circuit::Open { .. }));
         let start = Instant::now();

@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use tower::load::{CompleteOnResponse, PeakEwma};
 
 use crate::mesh::channel::eject::{Ejecting, EjectionBudget, EjectionSettings};
+use crate::mesh::channel::metrics::EndpointMetrics;
 use crate::mesh::channel::outcome::{AttemptTimedOut, BoxError};
 use crate::mesh::client::endpoint_of;
 use crate::mesh::config::ConfigError;
@@ -34,16 +35,17 @@ pub struct AttemptDeadline(pub Instant);
 pub type BalancedEndpoint = PeakEwma<Ejecting<Connection>, CompleteOnResponse>;
 
 /// Builds the endpoint for the instance at `address` (`host:port`),
-/// dialed with `connector`.
+/// dialed with `connector`, measured in `metrics`.
 pub fn balanced_endpoint(
     address: &str,
     connector: MeshConnector,
     ejection: EjectionSettings,
     budget: Arc<EjectionBudget>,
+    metrics: EndpointMetrics,
 ) -> Result<BalancedEndpoint, ConfigError> {
     let connection = Connection::lazy(address, connector)?;
     Ok(PeakEwma::new(
-        Ejecting::new(connection, ejection, budget),
+        Ejecting::new(connection, ejection, budget, metrics),
         DEFAULT_RTT,
         EWMA_DECAY.as_nanos() as f64,
         CompleteOnResponse::default(),

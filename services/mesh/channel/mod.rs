@@ -23,6 +23,7 @@
 //! - [`deadline`]: deadlines that travel with a call; `grpc-timeout`.
 //! - [`retry`]: what is retried and the retry budget.
 //! - [`eject`]: per-endpoint circuit breaking.
+//! - [`metrics`]: what the balancer sees, per endpoint, as Prometheus metrics.
 //! - [`outcome`]: how an attempt ended.
 //! - [`discover`]: the balancer's feed from the view.
 //! - [`endpoint`]: one endpoint's connection and layers.
@@ -31,6 +32,7 @@ pub mod deadline;
 pub mod discover;
 pub mod eject;
 pub mod endpoint;
+pub mod metrics;
 pub mod outcome;
 pub mod retry;
 
@@ -53,6 +55,7 @@ use tower::util::BoxCloneSyncService;
 use crate::mesh::channel::discover::{EndpointSet, WatchDiscover};
 use crate::mesh::channel::eject::{EjectionBudget, EjectionSettings};
 use crate::mesh::channel::endpoint::{AttemptDeadline, balanced_endpoint};
+use crate::mesh::channel::metrics::ChannelMetrics;
 use crate::mesh::channel::outcome::{AttemptTimedOut, BoxError};
 use crate::mesh::channel::retry::{CallDeadline, RetryOnTimeout, RetryPolicy};
 use crate::mesh::client::MAX_MESSAGE_BYTES;
@@ -118,21 +121,32 @@ impl std::fmt::Debug for MeshChannel {
 
 impl MeshChannel {
     /// A channel to `service` over the endpoint sets published on
-    /// `endpoints`, connecting as `tls` says. Must be called inside a tokio
-    /// runtime (the balancer runs on a task of its own, which ends when the
-    /// last clone is dropped).
+    /// `endpoints`, connecting as `tls` says, measured in `metrics`. Must be
+    /// called inside a tokio runtime (the balancer runs on a task of its
+    /// own, which ends when the last clone is dropped).
     pub fn new(
         service: &str,
         endpoints: watch::Receiver<Arc<EndpointSet>>,
         settings: ChannelSettings,
         tls: &Tls,
+        metrics: &ChannelMetrics,
     ) -> Self {
         let ejection_budget = Arc::new(EjectionBudget::default());
         let budget = ejection_budget.clone();
         let ejection = settings.ejection;
         let connector = tls.connector(service);
-        let discover = WatchDiscover::new(endpoints.clone(), move |address: &str| {
-            balanced_endpoint(address, connector.clone(), ejection, budget.clone()).ok()
+        let endpoint_metrics = metrics.clone();
+        let name = service.to_owned();
+        let discover = WatchDiscover::new(endpoints.clone(), move |id: &str, address: &str| {
+            let measured = endpoint_metrics.endpoint(&name, id, address);
+            balanced_endpoint(
+                address,
+                connector.clone(),
+                ejection,
+                budget.clone(),
+                measured,
+            )
+            .ok()
         });
         let balancer = Buffer::new(Balance::new(discover), settings.buffer.max(1));
         let attempts = Attempt {
@@ -140,7 +154,7 @@ impl MeshChannel {
             attempt_timeout: settings.attempt_timeout,
         };
         let stack = Retry::new(
-            RetryPolicy::new(retry::default_budget()),
+            RetryPolicy::new(retry::default_budget(), metrics.retries(service)),
             TraceAttempts::new(attempts),
         );
         MeshChannel {
@@ -281,3 +295,6 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

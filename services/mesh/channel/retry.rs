@@ -17,6 +17,7 @@ use tonic::codegen::http;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::mesh::backoff::Backoff;
+use crate::mesh::channel::metrics::RetryMetrics;
 use crate::mesh::channel::outcome::{BoxError, Outcome};
 
 /// How long a deposit counts toward the budget.
@@ -58,13 +59,15 @@ pub struct RetryPolicy {
     budget: Arc<TpsBudget>,
     backoff: Backoff,
     retries: u32,
+    metrics: RetryMetrics,
 }
 
 impl RetryPolicy {
-    /// A policy drawing on `budget`.
-    pub fn new(budget: Arc<TpsBudget>) -> Self {
+    /// A policy drawing on `budget`, counting its retries in `metrics`.
+    pub fn new(budget: Arc<TpsBudget>, metrics: RetryMetrics) -> Self {
         RetryPolicy {
             budget,
+            metrics,
             backoff: Backoff::new(RETRY_BACKOFF_MIN, RETRY_BACKOFF_MAX, 0.5).unwrap_or_default(),
             retries: 0,
         }
@@ -101,9 +104,14 @@ impl<Res> tower::retry::Policy<http::Request<bytes::Bytes>, http::Response<Res>,
             self.budget.deposit();
             return None;
         }
-        if !self.may_retry(request, outcome, Instant::now()) || !self.budget.withdraw() {
+        if !self.may_retry(request, outcome, Instant::now()) {
             return None;
         }
+        if !self.budget.withdraw() {
+            self.metrics.budget_exhausted();
+            return None;
+        }
+        self.metrics.retried();
         let delay = self.backoff.delay(self.retries);
         self.retries += 1;
         tracing::debug!(?outcome, retry = self.retries, ?delay, uri = %request.uri(), "retrying a call");
@@ -162,7 +170,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_safe_failures_are_retried() {
         let later = Instant::now() + Duration::from_secs(2);
-        let policy = RetryPolicy::new(default_budget());
+        let policy = RetryPolicy::new(default_budget(), RetryMetrics::default());
         let now = Instant::now();
         let read = request(true, later);
         let write = request(false, later);
@@ -184,7 +192,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_stop_at_the_maximum_and_at_the_budget() {
         let later = Instant::now() + Duration::from_secs(60);
-        let mut policy = RetryPolicy::new(default_budget());
+        let mut policy = RetryPolicy::new(default_budget(), RetryMetrics::default());
         let mut read = request(true, later);
         let mut retries = 0;
         while policy
@@ -200,7 +208,7 @@ mod tests {
         let budget = default_budget();
         let mut allowed = 0;
         for _ in 0..1_000 {
-            let mut policy = RetryPolicy::new(budget.clone());
+            let mut policy = RetryPolicy::new(budget.clone(), RetryMetrics::default());
             if policy
                 .retry(&mut request(true, later), &mut failed(Outcome::Unreachable))
                 .is_some()
@@ -214,7 +222,7 @@ mod tests {
 
         // Answered requests earn retries: 20 % of them.
         for _ in 0..1_000 {
-            let mut policy = RetryPolicy::new(budget.clone());
+            let mut policy = RetryPolicy::new(budget.clone(), RetryMetrics::default());
             assert!(
                 policy
                     .retry(&mut request(true, later), &mut failed(Outcome::Answered))
@@ -223,7 +231,7 @@ mod tests {
         }
         let mut earned = 0;
         for _ in 0..1_000 {
-            let mut policy = RetryPolicy::new(budget.clone());
+            let mut policy = RetryPolicy::new(budget.clone(), RetryMetrics::default());
             if policy
                 .retry(&mut request(true, later), &mut failed(Outcome::Unreachable))
                 .is_some()

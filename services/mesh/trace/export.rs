@@ -5,15 +5,17 @@
 //! `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG`, which the OpenTelemetry
 //! SDK reads; the default is parent-based, every trace.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::Value;
 use opentelemetry::trace::{SpanKind as OtelKind, Status};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanProcessor};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 
 use crate::mesh::logship::SpanQueue;
+use crate::mesh::trace::otlp::{ExportSettings, ExportStats, OtlpExport};
 use crate::model::log::trace::{Span, SpanId, SpanKind, SpanStatus, TraceId};
 
 /// The variables that turn on the OTLP export.
@@ -117,10 +119,15 @@ pub fn otlp_requested() -> bool {
 }
 
 /// The tracer provider of a daemon: spans to the log service through
-/// `queue`, and over OTLP when asked for. Must be called inside a tokio
-/// runtime when the OTLP export is asked for. An OTLP exporter that cannot
-/// be built is reported on stderr and left out.
-pub fn provider(queue: SpanQueue, service: &str, instance: &str) -> SdkTracerProvider {
+/// `queue`, and over OTLP when asked for (with the export's counters).
+/// Must be called inside a tokio runtime when the OTLP export is asked
+/// for. An OTLP exporter that cannot be built is reported on stderr (this
+/// runs before `tracing` is set up) and left out.
+pub fn provider(
+    queue: SpanQueue,
+    service: &str,
+    instance: &str,
+) -> (SdkTracerProvider, Option<Arc<ExportStats>>) {
     let resource = Resource::builder()
         .with_service_name(service.to_owned())
         .with_attribute(opentelemetry::KeyValue::new(
@@ -129,16 +136,23 @@ pub fn provider(queue: SpanQueue, service: &str, instance: &str) -> SdkTracerPro
         ))
         .build();
     let mut builder = SdkTracerProvider::builder()
-        .with_resource(resource)
+        .with_resource(resource.clone())
         .with_span_processor(ShipSpans::new(queue, service, instance));
+    let mut stats = None;
     if otlp_requested() {
         match opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()
         {
-            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Ok(mut exporter) => {
+                exporter.set_resource(&resource);
+                let settings = ExportSettings::from_lookup(|name| std::env::var(name).ok());
+                let export = OtlpExport::start(exporter, settings);
+                stats = Some(export.stats());
+                builder = builder.with_span_processor(export);
+            }
             Err(error) => eprintln!("warning: no OTLP export of spans: {error}"),
         }
     }
-    builder.build()
+    (builder.build(), stats)
 }

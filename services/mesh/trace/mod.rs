@@ -17,10 +17,12 @@
 //! - [`layer`]: the server side, in the SDK's one server builder.
 //! - [`client`]: the client side, in the SDK's one channel.
 //! - [`export`]: where finished spans go.
+//! - [`otlp`]: the bounded, counted OTLP export.
 
 pub mod client;
 pub mod export;
 pub mod layer;
+pub mod otlp;
 pub mod propagate;
 
 use opentelemetry::trace::TraceContextExt;
