@@ -312,3 +312,133 @@ async fn an_operator_follows_a_request_through_the_trace_waterfall() {
     }
     browser.close().await.ok();
 }
+
+/// The text of each row of the live `/services` table, as the browser shows it.
+async fn fleet_rows(browser: &fantoccini::Client) -> Vec<String> {
+    let rows = browser
+        .execute(
+            "return [...document.querySelectorAll('#fleet tr')].map(r => r.innerText);",
+            vec![],
+        )
+        .await
+        .unwrap_or_default();
+    rows.as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_operator_watches_the_services_page_follow_the_mesh_live() {
+    // Every instance's metrics read every second rather than every five.
+    let mesh = Mesh::with_env(&[("GRADEBOOK_OPS_SAMPLE_INTERVAL", "1s")]);
+    let gradebook = mesh.gradebook().await;
+    let (_driver, browser) = browser().await;
+    browser
+        .goto(&format!("{}/services", gradebook.http()))
+        .await
+        .unwrap();
+    sign_in(&browser).await;
+    assert_eq!(browser.current_url().await.unwrap().path(), "/services");
+    // Marks this page: a reload would lose the mark.
+    browser
+        .execute("window.gradebookMark = 'still here';", vec![])
+        .await
+        .unwrap();
+
+    // Traffic through the portal to grading: grading's row charts it,
+    // from grading's own metrics.
+    let client = gradebook.client();
+    let students = format!("{}/api/students", gradebook.http());
+    eventually("grading's row charts its requests", PATIENCE, || {
+        let (browser, client, students) = (browser.clone(), client.clone(), students.clone());
+        async move {
+            let created = client
+                .post(&students)
+                .json(&json!({ "first_name": "Ops", "last_name": "Watcher" }))
+                .send()
+                .await;
+            assert_eq!(created.ok()?.status(), 201);
+            let charts = browser
+                .execute(
+                    "return [...document.querySelectorAll('#fleet tr')]
+                        .filter(r => r.cells[1].innerText.trim() == 'grading')
+                        .map(r => (r.querySelector('svg.spark title') || {}).textContent || '');",
+                    vec![],
+                )
+                .await
+                .ok()?;
+            let title = charts.as_array()?.first()?.as_str()?.to_owned();
+            (title.starts_with("Requests a second") && !title.contains(": 0.0/s now")).then_some(())
+        }
+    })
+    .await;
+    let rows = fleet_rows(&browser).await;
+    for service in ["registry", "log", "grading", "portal"] {
+        assert!(
+            rows.iter()
+                .any(|r| r.contains(service) && r.contains("SERVING")),
+            "{service} is serving: {rows:#?}"
+        );
+    }
+
+    // A new instance shows up, then goes down, without a reload.
+    let mut second = mesh.log(&gradebook.registry, "log-2", &[]).await;
+    let address = second.address();
+    eventually("the new instance appears", PATIENCE, || {
+        let browser = browser.clone();
+        let address = address.clone();
+        async move {
+            let rows = fleet_rows(&browser).await;
+            rows.iter()
+                .any(|r| r.contains(&address) && r.contains("SERVING"))
+                .then_some(())
+        }
+    })
+    .await;
+    second.kill9();
+    let row = eventually(
+        "the dead instance is down, with its history",
+        PATIENCE,
+        || {
+            let browser = browser.clone();
+            let address = address.clone();
+            async move {
+                let rows = fleet_rows(&browser).await;
+                rows.into_iter()
+                    .find(|r| r.contains(&address) && r.starts_with("UNREACHABLE"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        row.contains("SERVING") && row.contains("UNREACHABLE"),
+        "the history says when it went down: {row}"
+    );
+    let mark = browser
+        .execute("return window.gradebookMark || null;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(mark, json!("still here"), "updated in place, not reloaded");
+
+    let fits = browser
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "no horizontal overflow");
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    for (width, height) in [(412, 915), (1280, 900)] {
+        browser.set_window_size(width, height).await.unwrap();
+        let png = browser.screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        std::fs::write(shots.join(format!("services-{width}.png")), &png).unwrap();
+    }
+    browser.close().await.ok();
+}

@@ -407,7 +407,13 @@ fn the_json_gateway_answers_every_request_without_a_panic() {
         let token = accounts
             .new_secret("fuzz", SecretKind::Token, SystemTime::now())
             .unwrap();
-        let state = AppState::new(&mesh, Duration::from_millis(50), false, Arc::new(accounts));
+        let state = AppState::new(
+            &mesh,
+            Duration::from_millis(50),
+            false,
+            gradebook::portal::ops::DEFAULT_SAMPLE_INTERVAL,
+            Arc::new(accounts),
+        );
         std::mem::forget(mesh);
         (gradebook::portal::router(state), token)
     });

@@ -177,6 +177,10 @@ pub struct PortalArgs {
     /// The private key (PEM) of --web-tls-cert.
     #[arg(long, env = "GRADEBOOK_WEB_TLS_KEY", requires = "web_tls_cert")]
     pub web_tls_key: Option<PathBuf>,
+    /// How often the `/services` page's figures are read from every
+    /// instance's metrics.
+    #[arg(long, env = "GRADEBOOK_OPS_SAMPLE_INTERVAL", value_parser = parse_duration, default_value = "5s")]
+    pub ops_sample_interval: Duration,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }
@@ -269,6 +273,7 @@ pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
         mesh,
         call_timeout: args.call_timeout,
         read_cache: args.read_cache,
+        ops_sample_interval: args.ops_sample_interval,
         data_dir: args.data_dir,
         web_certificate: args
             .web_tls_cert

@@ -97,7 +97,29 @@ pub fn code_of(value: &http::HeaderValue) -> Code {
         .map_or(Code::Unknown, Code::from_i32)
 }
 
-/// A status code's name, as the gRPC specification spells it.
+/// Whether a call that ended with `code` failed through the server's
+/// fault, as OpenTelemetry's conventions for gRPC servers say (the other
+/// codes are answers about the request).
+pub fn blames_server(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
+/// The code whose [`code_name`] is `name`.
+pub fn code_named(name: &str) -> Option<Code> {
+    (0..=16)
+        .map(Code::from_i32)
+        .find(|code| code_name(*code) == name)
+}
+
+/// The name of `code` as the gRPC specification spells it (`NOT_FOUND`).
 pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",

@@ -13,12 +13,14 @@
 //! - [`read_cache`]: students served from memory, kept fresh by `WatchGrades`.
 //! - [`error`]: the one error type, gRPC status to HTTP.
 //! - [`observe`]: each routed request's span name and RED metrics.
+//! - [`ops`]: the live operations view behind `/services`.
 
 pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod error;
 pub mod observe;
+pub mod ops;
 pub mod pages;
 pub mod read_cache;
 pub mod trace_api;
@@ -60,6 +62,8 @@ pub struct PortalConfig {
     pub call_timeout: Duration,
     /// Serve students from the read cache (fed by `WatchGrades`).
     pub read_cache: bool,
+    /// How often `/services` reads every instance's metrics.
+    pub ops_sample_interval: Duration,
     /// Where the accounts database lives.
     pub data_dir: std::path::PathBuf,
     /// The certificate browsers get over HTTPS; `None`: the mesh's.
@@ -89,16 +93,20 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     /// The RED metrics of the HTTP routes.
     http_metrics: observe::HttpMetrics,
+    /// The live operations view.
+    ops: ops::OpsView,
 }
 
 impl AppState {
     /// The portal's state as a member of `mesh`: typed clients with
     /// `call_timeout`, the read cache (fed by a task until shutdown when
-    /// `read_cache`), and the accounts.
+    /// `read_cache`), the operations view (sampling every
+    /// `ops_sample_interval`), and the accounts.
     pub fn new(
         mesh: &Mesh,
         call_timeout: Duration,
         read_cache: bool,
+        ops_sample_interval: Duration,
         accounts: Arc<AccountStore>,
     ) -> Self {
         let dependencies = mesh.dependencies();
@@ -116,6 +124,12 @@ impl AppState {
             grading: CachedGrading::new(grading, cache),
             logs: LogApi::new(dependencies.clone(), call_timeout),
             registry: RegistryApi::new(mesh.registry_nodes(), call_timeout),
+            ops: ops::OpsView::start(
+                RegistryApi::new(mesh.registry_nodes(), call_timeout),
+                mesh.tls().clone(),
+                ops_sample_interval,
+                &shutdown,
+            ),
             dependencies,
             shutdown,
             auth: auth::Auth::new(accounts),
@@ -249,7 +263,13 @@ pub async fn run(
     };
     let accounts = open_accounts(&config.data_dir).await?;
     let mesh = Mesh::start(mesh_config, &shutdown)?;
-    let state = AppState::new(&mesh, config.call_timeout, config.read_cache, accounts);
+    let state = AppState::new(
+        &mesh,
+        config.call_timeout,
+        config.read_cache,
+        config.ops_sample_interval,
+        accounts,
+    );
     MeshServer::new(mesh)
         .with_http(router(state))
         .with_web_certificate(web_certificate)

@@ -15,9 +15,9 @@ use serde::Deserialize;
 use crate::mesh::api::grading::new_request_id;
 use crate::model::grading::{GradeType, Student, StudentDetail};
 use crate::model::log::{Level, LogFilter, LogRecord};
-use crate::portal::AppState;
 use crate::portal::api::grade_input;
 use crate::portal::error::PortalError;
+use crate::portal::{AppState, ops};
 
 const STYLE: &str = "
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:0 1rem;color:#222}
@@ -34,6 +34,9 @@ input,select{font-size:1rem;padding:.3rem;max-width:100%}
 .notice{background:#fff3cd;padding:.6rem;border-radius:4px}
 .SERVING{color:#1b7f3b}.UNREACHABLE,.NOT_SERVING{color:#b00020}
 .table-wrap{overflow-x:auto}
+.REMOVED{color:#555}
+ul.history{list-style:none;padding:0;margin:0;font-size:.85rem;white-space:nowrap}
+svg.spark{color:#3b6fb6;vertical-align:middle}
 .lane{position:relative;height:1.1rem;min-width:8rem;background:#f1f3f5;border-radius:2px}
 .lane span{position:absolute;top:0;bottom:0;min-width:2px;background:#3b6fb6;border-radius:2px}
 .lane span.error{background:#b00020}
@@ -85,6 +88,11 @@ fn frame(title: &str, nav: Markup, body: Markup) -> Markup {
 const LIVE_JS: &str = "(function(){var s=document.currentScript;if(!window.EventSource||!s)return;new EventSource('/api/events?student_id='+encodeURIComponent(s.dataset.studentId)).addEventListener('change',function(){document.getElementById('live').hidden=false;});})();";
 
 async fn live_js() -> Response {
+    script_file(LIVE_JS)
+}
+
+/// A script of ours, served as a file.
+fn script_file(script: &'static str) -> Response {
     (
         [
             (
@@ -93,7 +101,7 @@ async fn live_js() -> Response {
             ),
             (axum::http::header::CACHE_CONTROL, "public, max-age=300"),
         ],
-        LIVE_JS,
+        script,
     )
         .into_response()
 }
@@ -544,31 +552,54 @@ async fn delete_grade(
 }
 
 async fn services(State(app): State<AppState>) -> Response {
-    page(async {
-        let instances = app.registry_instances().await?;
-        let body = html! {
-            h1 { "Services" }
-            div.table-wrap {
-                table {
-                    thead { tr { th { "Service" } th { "Instance" } th { "Address" } th { "Version" } th { "Health" } th { "Last check" } } }
-                    tbody {
-                        @for i in &instances {
-                            tr {
-                                td { (i.service) }
-                                td { (i.instance_id) }
-                                td { (i.address) }
-                                td { (i.version) }
-                                td class=(i.health.as_str()) { (i.health.as_str()) }
-                                td { (i.last_check.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_default()) }
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        Ok(Html(layout("Services", body).into_string()).into_response())
-    }
-    .await)
+    page(
+        async {
+            let now = std::time::SystemTime::now();
+            let live = app.ops.fleet().is_live();
+            let content = if live {
+                ops::page::content(&app.ops.fleet(), now)
+            } else {
+                // Before the view's first snapshot (or while its watch is
+                // broken): the registry's list, as it is now.
+                let mut fleet = ops::fleet::Fleet::default();
+                let instances = app.registry_instances().await?;
+                fleet.apply(
+                    crate::model::registry::WatchUpdate::Snapshot {
+                        instances,
+                        registry_node: String::new(),
+                        catching_up: true,
+                    },
+                    now,
+                );
+                ops::page::content(&fleet, now)
+            };
+            Ok(Html(layout("Services", content).into_string()).into_response())
+        }
+        .await,
+    )
+}
+
+/// The table of `/services`, sent again as the view changes (Server-Sent
+/// Events `fleet`, each with the rows' HTML) until the portal shuts down.
+async fn services_events(State(app): State<AppState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    let ops = app.ops.clone();
+    let events = tokio_stream::wrappers::WatchStream::new(app.ops.changes())
+        .map(move |_| {
+            let rows = ops::page::rows(&ops.fleet(), std::time::SystemTime::now());
+            Ok::<_, std::convert::Infallible>(
+                Event::default().event("fleet").data(rows.into_string()),
+            )
+        })
+        .take_until(app.shutdown().cancelled_owned());
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+async fn services_js() -> Response {
+    script_file(ops::page::SERVICES_JS)
 }
 
 /// The `/logs` filters.
@@ -659,7 +690,9 @@ pub fn router() -> Router<AppState> {
             post(delete_grade),
         )
         .route("/static/live.js", get(live_js))
+        .route("/static/services.js", get(services_js))
         .route("/services", get(services))
+        .route("/services/events", get(services_events))
         .route("/logs", get(logs))
         .fallback(not_found)
 }

@@ -83,24 +83,10 @@ fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
     span
 }
 
-/// Whether a server span that ended with `code` failed, as OpenTelemetry's
-/// conventions for gRPC servers say: only for codes that blame the server.
-fn server_failed(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::Unimplemented
-            | Code::Internal
-            | Code::Unavailable
-            | Code::DataLoss
-    )
-}
-
 /// Ends a gRPC server span with its status.
 fn end_grpc(span: &tracing::Span, code: Code) {
     span.set_attribute("rpc.grpc.status_code", i64::from(code as i32));
-    if server_failed(code) {
+    if call_end::blames_server(code) {
         span.set_status(Status::error(call_end::code_name(code)));
     }
 }
@@ -165,7 +151,7 @@ mod tests {
         assert!(is_traced("/gradebook.log.v1.LogService/Query"));
         assert!(is_traced("/gradebook.grading.v1.Grading/AddGrade"));
         assert!(is_traced("/students/3"));
-        assert!(server_failed(Code::Internal));
-        assert!(!server_failed(Code::NotFound));
+        assert!(call_end::blames_server(Code::Internal));
+        assert!(!call_end::blames_server(Code::NotFound));
     }
 }
