@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # End-to-end test of the container stack with the real Docker engine and
-# Compose v2: builds both images offline (gradebook and gradebook-postgres),
-# starts the stack (PostgreSQL, registry x3, log x2, grading x2, portal), checks
-# it with grpcurl and the portal's JSON API, checks the demo data was seeded
-# once, adds a grade and kills each grading container's process with SIGKILL
-# from the host (so the restart policy applies, as to a crash) while reading
-# the grade through the portal, stops one grading container and writes and
-# reads through the portal, restarts the whole stack, and checks every grade
-# is still there. Reads are counted and
-# every failed one printed; the assertions are counts, not timings. Prints
-# how long each step took, dumps the containers' logs when a step fails, and
-# always cleans up.
+# Compose v2: builds the three images offline (gradebook, gradebook-postgres
+# and gradebook-prometheus), starts the stack (PostgreSQL, registry x3, log
+# x2, grading x2, portal, Prometheus), checks it with grpcurl and the
+# portal's JSON API, checks the demo data was seeded once, adds a grade,
+# checks through Prometheus' query API that it found every daemon through
+# the registry and scrapes each over mutual TLS, kills each grading
+# container's process with SIGKILL from the host (so the restart policy
+# applies, as to a crash) while reading the grade through the portal, stops
+# one grading container and writes and reads through the portal, restarts
+# the whole stack, and checks every grade is still there. Reads are counted
+# and every failed one printed; the assertions are counts, not timings.
+# Prints how long each step took, dumps the containers' logs when a step
+# fails, and always cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-gradebook-e2e}
@@ -79,7 +81,7 @@ read_once() {
 reset_reads() { reads=0; failed=0; }
 
 cleanup
-step "build both images offline (cargo on the host, FROM scratch)"
+step "build the three images offline (cargo on the host, FROM scratch)"
 docker/build-image.sh offline >/dev/null || fail "image build"
 done_step
 
@@ -123,6 +125,8 @@ done
 id=$(docker compose ps -q postgres)
 [ "$(docker inspect -f '{{.Config.User}}' "$id")" = "10002:10002" ] || fail "postgres runs as root"
 docker logs "$id" 2>&1 | grep "ready to accept connections" >/dev/null || fail "postgres does not log to stdout"
+id=$(docker compose ps -q prometheus)
+[ "$(docker inspect -f '{{.Config.User}}' "$id")" = "10001:10001" ] || fail "prometheus runs as root"
 done_step
 
 step "grpcurl from the host: list the registry's services, check every daemon's health"
@@ -165,6 +169,49 @@ has_every_grade() {
 }
 add_grade "Container quiz"
 has_grade || fail "the grade is not listed"
+done_step
+
+# Prometheus' HTTP API, published on the host's loopback.
+prometheus=http://127.0.0.1:9090
+# The result of the instant query $1, as JSON.
+promql() { curl -sf --max-time 5 -G --data-urlencode "query=$1" "$prometheus/api/v1/query"; }
+# Every `up` series, one `instance value` a line.
+up_series() {
+    promql up | python3 -c '
+import json, sys
+for series in json.load(sys.stdin)["data"]["result"]:
+    print(series["metric"].get("instance"), series["value"][1])'
+}
+# Whether each address in $@ has an `up` series and every one of them is 1.
+all_up() {
+    local series address
+    series=$(up_series) || return 1
+    for address in "$@"; do
+        grep "^$address " <<<"$series" >/dev/null || return 1
+        ! grep "^$address " <<<"$series" | grep -v " 1$" >/dev/null || return 1
+    done
+}
+# The value of the instant query $1, a single sum (0 when it has none).
+value_of() {
+    promql "$1" | python3 -c '
+import json, sys
+result = json.load(sys.stdin)["data"]["result"]
+print(result[0]["value"][1] if result else 0)'
+}
+# Whether the query $1 is above 0.
+positive() { value_of "$1" | awk 'BEGIN { above = 0 } { above = $1 > 0 } END { exit !above }'; }
+
+step "Prometheus finds every daemon through the registry and scrapes it over mutual TLS: up == 1 for all eight, and the grade added counted"
+advertised=(registry-1:50051 registry-2:50051 registry-3:50051 log-1:50052 log-2:50052 grading-1:50053 grading-2:50053 portal:8080)
+until_true 60 curl -sf --max-time 5 "$prometheus/-/ready" || fail "Prometheus is not ready"
+until_true 60 all_up "${advertised[@]}" || fail "not every daemon is up in Prometheus: $(up_series | tr '\n' ',')"
+echo "   up == 1: ${advertised[*]}"
+until_true 30 positive 'sum(grpc_server_handled_total{job="grading",grpc_method="AddGrade"})' \
+    || fail "Prometheus has not counted the AddGrade call"
+positive 'sum(grpc_server_handled_total)' || fail "grpc_server_handled_total is 0"
+echo "   grpc_server_handled_total: $(value_of 'sum(grpc_server_handled_total)') calls over every daemon," \
+    "$(value_of 'sum(grpc_server_handled_total{grpc_method="AddGrade"})') of them AddGrade"
+curl -sf --max-time 5 "$prometheus/classic/targets" | grep "portal:8080" >/dev/null || fail "the UI's targets page does not list the portal"
 done_step
 
 # Kills $1's process with SIGKILL from the host and reads through the portal
@@ -304,6 +351,8 @@ for service in "${services[@]}"; do
     code=$(docker inspect -f '{{.State.ExitCode}}' "$(docker compose ps -aq "$service")")
     [ "$code" = 0 ] || fail "$service exited with $code when stopped"
 done
+code=$(docker inspect -f '{{.State.ExitCode}}' "$(docker compose ps -aq prometheus)")
+[ "$code" = 0 ] || fail "prometheus exited with $code when stopped"
 # The log service stopped last: no daemon lost the records of its shutdown.
 lost=$(docker compose logs --no-color --since "$stopping_since" | grep -c "could not flush log records" || true)
 [ "$lost" = 0 ] || fail "$lost daemons could not flush their last log records"
