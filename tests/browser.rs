@@ -365,7 +365,7 @@ async fn an_operator_watches_the_services_page_follow_the_mesh_live() {
             let charts = browser
                 .execute(
                     "return [...document.querySelectorAll('#fleet tr')]
-                        .filter(r => r.cells[1].innerText.trim() == 'grading')
+                        .filter(r => r.cells[1].innerText.trim().split('\\n')[0] == 'grading')
                         .map(r => (r.querySelector('svg.spark title') || {}).textContent || '');",
                     vec![],
                 )

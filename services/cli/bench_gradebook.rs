@@ -331,18 +331,19 @@ impl BenchMesh {
         Ok(mesh)
     }
 
-    /// The CPU time every daemon of this mesh has used so far.
-    pub(crate) fn cpu_time(&self) -> anyhow::Result<Duration> {
+    /// The CPU time each daemon has used so far, by name (registry, log,
+    /// portal, then the grading instances).
+    pub(crate) fn cpu_by_daemon(&self) -> anyhow::Result<Vec<(&'static str, Duration)>> {
+        let names = ["registry", "log", "portal"];
         let processes = self
-            .grading
+            ._others
             .iter()
-            .map(|(_, process)| process)
-            .chain(&self._others);
-        let mut total = Duration::ZERO;
-        for process in processes {
-            total += crate::cli::bench::cpu_time(process.0.id())?;
-        }
-        Ok(total)
+            .zip(names)
+            .map(|(process, name)| (name, process))
+            .chain(self.grading.iter().map(|(_, process)| ("grading", process)));
+        processes
+            .map(|(name, process)| Ok((name, crate::cli::bench::cpu_time(process.0.id())?)))
+            .collect()
     }
 
     /// Waits until the portal lists students (every grading instance seeds

@@ -26,6 +26,8 @@ struct Figures {
     rate: f64,
     /// The daemons' CPU time per read, in microseconds.
     cpu_us: f64,
+    /// Each daemon's CPU time per read, in microseconds, by name.
+    by_daemon: Vec<(&'static str, f64)>,
 }
 
 /// Runs the comparison.
@@ -62,18 +64,24 @@ async fn round(
     )
     .await?;
     let path = format!("/api/students/{}", mesh.student().await?);
-    let before = mesh.cpu_time()?;
+    let before = mesh.cpu_by_daemon()?;
     let load = mesh.reads(&path, args.duration).await?;
     // The spans of the last reads are still being shipped and stored.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let cpu = mesh.cpu_time()? - before;
+    let after = mesh.cpu_by_daemon()?;
     if load.failed > 0 {
         anyhow::bail!("{} reads failed", load.failed);
     }
     let reads = (load.rate * args.duration.as_secs_f64()).max(1.0);
+    let by_daemon: Vec<(&'static str, f64)> = after
+        .iter()
+        .zip(&before)
+        .map(|((name, after), (_, before))| (*name, (*after - *before).as_secs_f64() * 1e6 / reads))
+        .collect();
     let figures = Figures {
         rate: load.rate,
-        cpu_us: cpu.as_secs_f64() * 1e6 / reads,
+        cpu_us: by_daemon.iter().map(|(_, us)| us).sum(),
+        by_daemon,
     };
     load.print(&format!(
         "round {round}, {name} ({:.0} µs of the daemons' CPU per read): GET /api/students/{{id}}",
@@ -106,14 +114,32 @@ async fn compare(args: &BenchArgs, data: &Path) -> anyhow::Result<()> {
             args.duration
         );
         let (mut rates, mut cpus) = (Vec::new(), Vec::new());
+        let mut extra: Vec<(&'static str, Vec<f64>)> = Vec::new();
         for n in 1..=ROUNDS {
             let traced = round(args, data, cached, true, n).await?;
             let untraced = round(args, data, cached, false, n).await?;
             rates.push(traced.rate / untraced.rate.max(1.0));
             cpus.push(traced.cpu_us / untraced.cpu_us.max(1e-9));
+            for ((name, t), (_, u)) in traced.by_daemon.iter().zip(&untraced.by_daemon) {
+                match extra.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, values)) => values.push(t - u),
+                    None => extra.push((name, vec![t - u])),
+                }
+            }
         }
         println!("  reads/s, traced / untraced: {}", spread(rates));
         println!("  CPU per read, traced / untraced: {}", spread(cpus));
+        let added: Vec<String> = extra
+            .into_iter()
+            .map(|(name, mut values)| {
+                values.sort_by(f64::total_cmp);
+                format!("{name} {:+.1}", values[values.len() / 2])
+            })
+            .collect();
+        println!(
+            "  CPU per read that tracing adds, µs (median of rounds): {}",
+            added.join(", ")
+        );
     }
     Ok(())
 }

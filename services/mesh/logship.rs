@@ -352,17 +352,16 @@ impl LogShipper {
         } {
             let mut batch = Shipment::default();
             batch.push(first);
-            let linger = tokio::time::sleep(LINGER);
-            tokio::pin!(linger);
-            while batch.len() < MAX_BATCH {
+            self.take_queued(&mut batch);
+            if batch.len() < MAX_BATCH {
+                // The batch fills while this task sleeps: a send wakes the
+                // receiver only while it waits on the queue, so a busy
+                // daemon pays one wake-up a batch, not one a record.
                 tokio::select! {
-                    next = self.queue.recv() => match next {
-                        Some(item) => batch.push(item),
-                        None => break,
-                    },
-                    _ = &mut linger => break,
-                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(LINGER) => {}
+                    _ = shutdown.cancelled() => {}
                 }
+                self.take_queued(&mut batch);
             }
             let dropped = self.stats.dropped.load(Ordering::Relaxed);
             if dropped > reported_drops {
@@ -397,6 +396,16 @@ impl LogShipper {
             }
         }
         self.flush(&view, Shipment::default()).await;
+    }
+
+    /// Moves what is queued now into `batch`, up to [`MAX_BATCH`], without waiting.
+    fn take_queued(&mut self, batch: &mut Shipment) {
+        while batch.len() < MAX_BATCH {
+            match self.queue.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
     }
 
     fn drop_report(&self, count: u64, batch: &Shipment) -> LogRecord {

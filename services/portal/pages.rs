@@ -35,7 +35,7 @@ input,select{font-size:1rem;padding:.3rem;max-width:100%}
 .SERVING{color:#1b7f3b}.UNREACHABLE,.NOT_SERVING{color:#b00020}
 .table-wrap{overflow-x:auto}
 .REMOVED{color:#555}
-ul.history{list-style:none;padding:0;margin:0;font-size:.85rem;white-space:nowrap}
+ul.history{list-style:none;padding:0;margin:0;font-size:.85rem}
 svg.spark{color:#3b6fb6;vertical-align:middle}
 .lane{position:relative;height:1.1rem;min-width:8rem;background:#f1f3f5;border-radius:2px}
 .lane span{position:absolute;top:0;bottom:0;min-width:2px;background:#3b6fb6;border-radius:2px}

@@ -128,6 +128,8 @@ impl ExportStats {
 #[derive(Debug)]
 pub struct OtlpExport {
     queue: Mutex<Option<mpsc::Sender<SpanData>>>,
+    /// Cuts the task's wait for a batch to fill short, at shutdown.
+    closing: Arc<tokio::sync::Notify>,
     finished: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     stats: Arc<ExportStats>,
 }
@@ -144,12 +146,15 @@ impl OtlpExport {
         let (finished_tx, finished) = std::sync::mpsc::sync_channel(1);
         let stats = Arc::new(ExportStats::default());
         let task_stats = stats.clone();
+        let closing = Arc::new(tokio::sync::Notify::new());
+        let task_closing = closing.clone();
         tokio::spawn(async move {
-            send_batches(exporter, spans, settings, &task_stats).await;
+            send_batches(exporter, spans, settings, &task_stats, &task_closing).await;
             let _ = finished_tx.send(());
         });
         OtlpExport {
             queue: Mutex::new(Some(queue)),
+            closing,
             finished: Mutex::new(Some(finished)),
             stats,
         }
@@ -167,20 +172,27 @@ async fn send_batches<E: SpanExporter>(
     mut spans: mpsc::Receiver<SpanData>,
     settings: ExportSettings,
     stats: &ExportStats,
+    closing: &tokio::sync::Notify,
 ) {
     let max_batch = settings.max_batch.max(1);
+    let take_queued = |spans: &mut mpsc::Receiver<SpanData>, batch: &mut Vec<SpanData>| {
+        while batch.len() < max_batch {
+            match spans.try_recv() {
+                Ok(span) => batch.push(span),
+                Err(_) => break,
+            }
+        }
+    };
     while let Some(first) = spans.recv().await {
         let mut batch = vec![first];
-        let linger = tokio::time::sleep(settings.schedule_delay);
-        tokio::pin!(linger);
-        while batch.len() < max_batch {
+        take_queued(&mut spans, &mut batch);
+        if batch.len() < max_batch && !spans.is_closed() {
+            // The batch fills while the task sleeps (no wake-up per span).
             tokio::select! {
-                next = spans.recv() => match next {
-                    Some(span) => batch.push(span),
-                    None => break,
-                },
-                _ = &mut linger => break,
+                _ = tokio::time::sleep(settings.schedule_delay) => {}
+                _ = closing.notified() => {}
             }
+            take_queued(&mut spans, &mut batch);
         }
         let count = batch.len() as u64;
         match tokio::time::timeout(settings.export_timeout, exporter.export(batch)).await {
@@ -218,6 +230,8 @@ impl SpanProcessor for OtlpExport {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        // A permit, in case the task is not waiting yet.
+        self.closing.notify_one();
         let Some(finished) = self
             .finished
             .lock()

@@ -1,5 +1,5 @@
 //! The `/services` page: every instance with its health (and since when),
-//! its recent health history, its version, and its request rate, error
+//! its recent health history, its version (under its service), and its request rate, error
 //! ratio and p99 latency as figures and small inline charts (SVG, each
 //! with a text alternative). Server-rendered; with JavaScript the table
 //! replaces itself from `/services/events` (Server-Sent Events) as the
@@ -31,7 +31,7 @@ pub fn content(fleet: &Fleet, now: SystemTime) -> Markup {
         div.table-wrap {
             table {
                 thead { tr {
-                    th { "Health" } th { "Service" } th { "Instance" } th { "Version" }
+                    th { "Health" } th { "Service" } th { "Instance" }
                     th.num { "Requests/s" } th.num { "Errors" } th.num { "p99" } th { "History" }
                 } }
                 tbody id="fleet" { (rows(fleet, now)) }
@@ -65,9 +65,8 @@ fn row(tracked: &Tracked, now: SystemTime) -> Markup {
                 br;
                 span.meta title=(stamp(instance.health_since)) { "for " (since(instance.health_since, now)) }
             }
-            td { (instance.service) }
+            td { (instance.service) br; span.meta title="version" { (instance.version) } }
             td title=(instance.instance_id) { code { (short(&instance.instance_id)) } br; span.meta { (instance.address) } }
-            td { (instance.version) }
             td.num {
                 (recent.map_or_else(|| "–".to_owned(), |r| format!("{:.1}", r.rate)))
                 br; (chart("Requests a second", &intervals, |i| i.rate, |v| format!("{v:.1}/s")))
