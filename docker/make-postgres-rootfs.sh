@@ -53,12 +53,7 @@ for module in "$lib"/plpgsql.so "$lib"/dict_snowball.so "$lib"/*_and_*.so "$lib"
 done
 
 # Every shared library those link, at the same path, plus the loader.
-for elf in "${elves[@]}"; do
-    ldd "$elf" | awk '/=> \//{print $3} /^[ \t]*\//{print $1}'
-done | sort -u | while read -r so; do
-    mkdir -p "$rootfs$(dirname "$so")"
-    cp -L "$so" "$rootfs$so"
-done
+"$(dirname "$0")/copy-libs.sh" "$rootfs" "${elves[@]}"
 strip --strip-unneeded "$rootfs$bin"/* "$rootfs$lib"/*.so 2>/dev/null || true
 
 # What initdb and the server read under the share directory: the catalog

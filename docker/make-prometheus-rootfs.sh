@@ -28,10 +28,7 @@ mkdir -p "$rootfs/usr/bin" "$rootfs/etc/prometheus" "$rootfs/tmp" "$rootfs$web/s
 
 install -m 0755 /usr/bin/prometheus "$rootfs/usr/bin/prometheus"
 # Every shared library it links, at the same path, plus the loader.
-ldd /usr/bin/prometheus | awk '/=> \//{print $3} /^[ \t]*\//{print $1}' | sort -u | while read -r so; do
-    mkdir -p "$rootfs$(dirname "$so")"
-    cp -L "$so" "$rootfs$so"
-done
+"$here/copy-libs.sh" "$rootfs" /usr/bin/prometheus
 
 # The classic web UI, at the path the Debian build reads it from: the
 # templates, Prometheus' own static files, and of the JavaScript libraries

@@ -13,10 +13,7 @@ install -m 0755 "$binary" "$rootfs/usr/local/bin/gradebook"
 command -v strip >/dev/null && strip "$rootfs/usr/local/bin/gradebook"
 
 # Every shared library the binary needs, at the same path, plus the loader.
-ldd "$binary" | awk '/=> \//{print $3} /^[ \t]*\//{print $1}' | sort -u | while read -r lib; do
-    mkdir -p "$rootfs$(dirname "$lib")"
-    cp -L "$lib" "$rootfs$lib"
-done
+"$(dirname "$0")/copy-libs.sh" "$rootfs" "$binary"
 
 cat > "$rootfs/etc/passwd" <<'PASSWD'
 root:x:0:0:root:/root:/sbin/nologin

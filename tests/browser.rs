@@ -186,6 +186,28 @@ async fn a_teacher_adds_a_grade_in_the_browser() {
     browser.close().await.ok();
 }
 
+/// Asserts that nothing overflows sideways on the phone-sized window, then
+/// saves screenshots of the page at a phone's width and a laptop's as
+/// artifacts (`target/tmp/screenshots/NAME-WIDTH.png`).
+async fn fits_and_screenshots(browser: &fantoccini::Client, name: &str) {
+    let fits = browser
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "no horizontal overflow on {name}");
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    for (width, height) in [(412, 915), (1280, 900)] {
+        browser.set_window_size(width, height).await.unwrap();
+        let png = browser.screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        std::fs::write(shots.join(format!("{name}-{width}.png")), &png).unwrap();
+    }
+}
+
 /// Fills in and submits the sign-in form as the test user.
 async fn sign_in(browser: &fantoccini::Client) {
     browser
@@ -292,24 +314,7 @@ async fn an_operator_follows_a_request_through_the_trace_waterfall() {
         text.contains("student created"),
         "the trace's log records: {text}"
     );
-    // Nothing overflows sideways on a phone-sized window.
-    let fits = browser
-        .execute(
-            "return document.documentElement.scrollWidth <= window.innerWidth;",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(fits, json!(true), "no horizontal overflow");
-    // Screenshots at a phone's width and a laptop's, kept as artifacts.
-    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    for (width, height) in [(412, 915), (1280, 900)] {
-        browser.set_window_size(width, height).await.unwrap();
-        let png = browser.screenshot().await.unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-        std::fs::write(shots.join(format!("trace-waterfall-{width}.png")), &png).unwrap();
-    }
+    fits_and_screenshots(&browser, "trace-waterfall").await;
     browser.close().await.ok();
 }
 
@@ -424,21 +429,6 @@ async fn an_operator_watches_the_services_page_follow_the_mesh_live() {
         .unwrap();
     assert_eq!(mark, json!("still here"), "updated in place, not reloaded");
 
-    let fits = browser
-        .execute(
-            "return document.documentElement.scrollWidth <= window.innerWidth;",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(fits, json!(true), "no horizontal overflow");
-    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    for (width, height) in [(412, 915), (1280, 900)] {
-        browser.set_window_size(width, height).await.unwrap();
-        let png = browser.screenshot().await.unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-        std::fs::write(shots.join(format!("services-{width}.png")), &png).unwrap();
-    }
+    fits_and_screenshots(&browser, "services").await;
     browser.close().await.ok();
 }
