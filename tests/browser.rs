@@ -336,6 +336,27 @@ async fn fleet_rows(browser: &fantoccini::Client) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits until the live table has a row of the instance at `address`
+/// that `matches`; returns its text.
+async fn fleet_row(
+    what: &str,
+    browser: &fantoccini::Client,
+    address: &str,
+    matches: impl Fn(&str) -> bool,
+) -> String {
+    eventually(what, PATIENCE, || {
+        let browser = browser.clone();
+        let matches = &matches;
+        async move {
+            fleet_rows(&browser)
+                .await
+                .into_iter()
+                .find(|r| r.contains(address) && matches(r))
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn an_operator_watches_the_services_page_follow_the_mesh_live() {
     // Every instance's metrics read every second rather than every five.
@@ -393,30 +414,16 @@ async fn an_operator_watches_the_services_page_follow_the_mesh_live() {
     // A new instance shows up, then goes down, without a reload.
     let mut second = mesh.log(&gradebook.registry, "log-2", &[]).await;
     let address = second.address();
-    eventually("the new instance appears", PATIENCE, || {
-        let browser = browser.clone();
-        let address = address.clone();
-        async move {
-            let rows = fleet_rows(&browser).await;
-            rows.iter()
-                .any(|r| r.contains(&address) && r.contains("SERVING"))
-                .then_some(())
-        }
+    fleet_row("the new instance appears", &browser, &address, |r| {
+        r.contains("SERVING")
     })
     .await;
     second.kill9();
-    let row = eventually(
+    let row = fleet_row(
         "the dead instance is down, with its history",
-        PATIENCE,
-        || {
-            let browser = browser.clone();
-            let address = address.clone();
-            async move {
-                let rows = fleet_rows(&browser).await;
-                rows.into_iter()
-                    .find(|r| r.contains(&address) && r.starts_with("UNREACHABLE"))
-            }
-        },
+        &browser,
+        &address,
+        |r| r.starts_with("UNREACHABLE"),
     )
     .await;
     assert!(

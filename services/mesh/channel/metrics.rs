@@ -343,10 +343,6 @@ impl PeakEstimate {
 mod tests {
     use super::*;
 
-    fn encoded(metrics: &Metrics) -> String {
-        metrics.encode()
-    }
-
     #[tokio::test(start_paused = true)]
     async fn an_endpoint_is_measured_until_it_is_dropped() {
         let metrics = Metrics::new();
@@ -360,7 +356,7 @@ mod tests {
         endpoint.set_ejected(true);
         channels.retries("grading").retried();
         channels.retries("grading").budget_exhausted();
-        let text = encoded(&metrics);
+        let text = metrics.encode();
         let labels = r#"service="grading",instance_id="g-1",address="127.0.0.1:1""#;
         for line in [
             format!("mesh_client_requests_total{{{labels}}} 2"),
@@ -376,7 +372,7 @@ mod tests {
             assert!(text.contains(&line), "{line} in\n{text}");
         }
         drop(endpoint);
-        let text = encoded(&metrics);
+        let text = metrics.encode();
         assert!(
             !text.contains("g-1"),
             "the endpoint's series are gone:\n{text}"

@@ -63,7 +63,7 @@ fn row(tracked: &Tracked, now: SystemTime) -> Markup {
             td class=(health) {
                 strong { (health) }
                 br;
-                span.meta title=(stamp(instance.health_since)) { "for " (since(instance.health_since, now)) }
+                span.meta title=(stamp(instance.health_since)) { "for " (lasted(instance.health_since, now)) }
             }
             td { (instance.service) br; span.meta title="version" { (instance.version) } }
             td title=(instance.instance_id) { code { (short(&instance.instance_id)) } br; span.meta { (instance.address) } }
@@ -180,10 +180,6 @@ fn clock(at: SystemTime) -> String {
 fn lasted(from: SystemTime, to: SystemTime) -> String {
     let seconds = to.duration_since(from).unwrap_or_default().as_secs();
     humantime::format_duration(Duration::from_secs(seconds)).to_string()
-}
-
-fn since(from: SystemTime, now: SystemTime) -> String {
-    lasted(from, now)
 }
 
 #[cfg(test)]
