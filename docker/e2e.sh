@@ -360,7 +360,15 @@ lost=$(docker compose logs --no-color --since "$stopping_since" | grep -c "could
 done_step
 
 step "docker compose down -v"
-docker compose down -v >/dev/null 2>&1 || fail "compose down"
+# Down failed once in CI (2026-12-03) while its output was hidden: now what
+# it says is printed, it is retried once, and a second failure fails the step.
+if ! out=$(docker compose down -v 2>&1); then
+    echo "   compose down failed once, retrying; it said:"
+    echo "$out" | tail -5 | sed 's/^/     /'
+    out=$(docker compose down -v 2>&1) || { echo "$out" | tail -20; fail "compose down (twice)"; }
+fi
+[ -z "$(docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")" ] || fail "volumes left"
+[ -z "$(docker network ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")" ] || fail "networks left"
 [ -z "$(docker compose ps -q)" ] || fail "containers left"
 done_step
 
