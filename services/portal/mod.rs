@@ -80,9 +80,22 @@ pub struct WebCertificateFiles {
     pub key: std::path::PathBuf,
 }
 
-/// What every handler shares.
+/// What every handler shares. Cloned for every request (by each
+/// middleware with state and by each handler's extractor), so it is one
+/// reference count: the clients and views inside hold several each.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Debug)]
+pub struct Shared {
     /// Calls to grading, students through the read cache.
     pub grading: CachedGrading,
     logs: LogApi,
@@ -120,7 +133,7 @@ impl AppState {
                 shutdown.clone(),
             ));
         }
-        AppState {
+        AppState(Arc::new(Shared {
             grading: CachedGrading::new(grading, cache),
             logs: LogApi::new(dependencies.clone(), call_timeout),
             registry: RegistryApi::new(mesh.registry_nodes(), call_timeout),
@@ -134,7 +147,7 @@ impl AppState {
             shutdown,
             auth: auth::Auth::new(accounts),
             http_metrics: observe::HttpMetrics::register(&mesh.metrics()),
-        }
+        }))
     }
 
     /// The portal's shutdown signal (long-lived responses end with it).
