@@ -25,11 +25,17 @@ pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
 struct HeaderInjector<'a>(&'a mut HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
+    /// Sets the header, but not an empty one: an empty `tracestate` says
+    /// nothing, and every traced response and call would carry it.
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(key.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
+        if value.is_empty() {
+            return;
+        }
+        let name = match key {
+            TRACEPARENT => Ok(HeaderName::from_static(TRACEPARENT)),
+            other => HeaderName::from_bytes(other.as_bytes()),
+        };
+        if let (Ok(name), Ok(value)) = (name, HeaderValue::try_from(value)) {
             self.0.insert(name, value);
         }
     }
