@@ -789,7 +789,7 @@ mod tests {
             } else {
                 SpanStatus::Unset
             },
-            attributes: BTreeMap::new(),
+            attributes: Vec::new(),
             sequence: 0,
         }
     }

@@ -44,7 +44,11 @@ pub fn span_json(span: &Span) -> serde_json::Value {
         "duration_ms": millis(span.duration),
         "status": span.status.as_str(),
         "status_message": status_message,
-        "attributes": span.attributes,
+        "attributes": span
+            .attributes
+            .iter()
+            .map(|(key, value)| (key.clone(), serde_json::Value::from(value.as_str())))
+            .collect::<serde_json::Map<_, _>>(),
     })
 }
 

@@ -213,7 +213,6 @@ pub fn router() -> Router<AppState> {
 mod tests {
     use super::*;
     use crate::model::log::trace::{SpanKind, SpanStatus};
-    use std::collections::BTreeMap;
 
     fn span(id: &str, parent: Option<&str>, start_ms: u64) -> Span {
         Span {
@@ -227,7 +226,7 @@ mod tests {
             start: SystemTime::UNIX_EPOCH + Duration::from_millis(start_ms),
             duration: Duration::from_millis(1),
             status: SpanStatus::Unset,
-            attributes: BTreeMap::new(),
+            attributes: Vec::new(),
             sequence: 0,
         }
     }

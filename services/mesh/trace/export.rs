@@ -16,7 +16,7 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter, SpanPr
 
 use crate::mesh::logship::SpanQueue;
 use crate::mesh::trace::otlp::{ExportSettings, ExportStats, OtlpExport};
-use crate::model::log::trace::{Span, SpanId, SpanKind, SpanStatus, TraceId};
+use crate::model::log::trace::{Span, SpanId, SpanKind, SpanStatus, TraceId, sorted_attributes};
 
 /// The variables that turn on the OTLP export.
 pub const OTLP_ENDPOINT_VARIABLES: [&str; 2] = [
@@ -72,11 +72,12 @@ impl ShipSpans {
                 .duration_since(data.start_time)
                 .unwrap_or_default(),
             status,
-            attributes: data
-                .attributes
-                .into_iter()
-                .map(|kv| (kv.key.to_string(), value_text(&kv.value)))
-                .collect(),
+            attributes: sorted_attributes(
+                data.attributes
+                    .into_iter()
+                    .map(|kv| (kv.key.to_string(), value_text(&kv.value)))
+                    .collect(),
+            ),
             sequence: 0,
         })
     }

@@ -3,7 +3,7 @@
 //! conversions from and to [`crate::pb::log::v1`]. Every conversion from the
 //! wire validates and names the field it refuses.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -183,10 +183,21 @@ pub struct Span {
     pub duration: Duration,
     /// How it ended.
     pub status: SpanStatus,
-    /// Its attributes.
-    pub attributes: BTreeMap<String, String>,
+    /// Its attributes, sorted by key, each key once. A sorted vector
+    /// rather than a map: the log service keeps every retained span in
+    /// memory, and a span has few attributes.
+    pub attributes: Vec<(String, String)>,
     /// Its position in the store, assigned when stored; 0 before.
     pub sequence: u64,
+}
+
+/// `attributes` sorted by key, for [`Span::attributes`]; of two values of
+/// one key, the last is kept.
+pub fn sorted_attributes(mut attributes: Vec<(String, String)>) -> Vec<(String, String)> {
+    attributes.reverse();
+    attributes.sort_by(|a, b| a.0.cmp(&b.0));
+    attributes.dedup_by(|later, earlier| later.0 == earlier.0);
+    attributes
 }
 
 impl Span {
@@ -419,7 +430,7 @@ impl Span {
             start,
             duration,
             status,
-            attributes: pb.attributes.into_iter().collect(),
+            attributes: sorted_attributes(pb.attributes.into_iter().collect()),
             sequence: 0,
         })
     }
@@ -690,7 +701,7 @@ mod tests {
             start: UNIX_EPOCH + Duration::from_millis(start_ms),
             duration: Duration::from_millis(ms),
             status: SpanStatus::Unset,
-            attributes: BTreeMap::new(),
+            attributes: Vec::new(),
             sequence: 0,
         }
     }
@@ -714,12 +725,26 @@ mod tests {
     }
 
     #[test]
+    fn attributes_are_sorted_by_key_and_the_last_value_of_a_key_wins() {
+        let pairs = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            sorted_attributes(pairs(&[("b", "1"), ("a", "2"), ("b", "3")])),
+            pairs(&[("a", "2"), ("b", "3")])
+        );
+        assert!(sorted_attributes(Vec::new()).is_empty());
+    }
+
+    #[test]
     fn spans_round_trip_and_bad_ones_name_their_field() {
         let mut original = span(1, Some(2), "grading", 5, 3);
         original.status = SpanStatus::Error("boom".into());
         original
             .attributes
-            .insert("rpc.grpc.status_code".into(), "13".into());
+            .push(("rpc.grpc.status_code".into(), "13".into()));
         let back = Span::from_pb(0, pb::Span::from(&original)).unwrap();
         assert_eq!(back, original);
 
