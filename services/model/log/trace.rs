@@ -43,23 +43,41 @@ pub struct InvalidId {
     got: String,
 }
 
-/// Parses exactly `digits` lowercase hex digits, not all zero.
+/// Parses exactly `digits` lowercase hex digits, not all zero, in one pass
+/// (every span the log service stores has two or three ids).
 fn parse_hex(text: &str, digits: usize) -> Result<u128, InvalidId> {
     let invalid = || InvalidId {
         digits,
         got: text.chars().take(40).collect(),
     };
-    if text.len() != digits
-        || !text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if text.len() != digits {
         return Err(invalid());
     }
-    match u128::from_str_radix(text, 16) {
-        Ok(0) | Err(_) => Err(invalid()),
-        Ok(value) => Ok(value),
+    let mut value = 0u128;
+    for byte in text.bytes() {
+        let nibble = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'a'..=b'f' => byte - b'a' + 10,
+            _ => return Err(invalid()),
+        };
+        value = (value << 4) | u128::from(nibble);
     }
+    if value == 0 {
+        return Err(invalid());
+    }
+    Ok(value)
+}
+
+/// Writes the low `digits` hex digits of `value`, lowercase, zero-padded.
+fn write_hex(f: &mut fmt::Formatter<'_>, value: u128, digits: usize) -> fmt::Result {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (i, slot) in text[..digits].iter_mut().enumerate() {
+        let shift = 4 * (digits - 1 - i);
+        *slot = DIGITS[((value >> shift) & 0xf) as usize];
+    }
+    // Only ASCII hex digits were written.
+    f.write_str(std::str::from_utf8(&text[..digits]).map_err(|_| fmt::Error)?)
 }
 
 impl TraceId {
@@ -101,13 +119,13 @@ impl FromStr for SpanId {
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        write_hex(f, self.0, 32)
     }
 }
 
 impl fmt::Display for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        write_hex(f, u128::from(self.0), 16)
     }
 }
 
@@ -712,6 +730,8 @@ mod tests {
         assert_eq!(trace.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let span: SpanId = "00f067aa0ba902b7".parse().unwrap();
         assert_eq!(span.to_string(), "00f067aa0ba902b7");
+        assert_eq!(TraceId(1).to_string(), format!("{:032x}", 1));
+        assert_eq!(SpanId(u64::MAX).to_string(), "ffffffffffffffff");
         for bad in [
             "",
             "00000000000000000000000000000000",
