@@ -388,6 +388,33 @@ impl BenchMesh {
         Ok(students.into_iter().map(|s| s.id).collect())
     }
 
+    /// Creates `count` students for writers, so that no student reaches
+    /// [`crate::model::grading::MAX_GRADES_PER_STUDENT`] grades in a run;
+    /// their ids.
+    async fn new_students(&self, count: usize) -> anyhow::Result<Vec<String>> {
+        let (address, _) = self.grading.first().context("no grading instance")?;
+        let mut client = GradingClient::new(lazy_channel(
+            "grading",
+            &format!("http://{address}"),
+            "grading",
+            &self.admin,
+        )?);
+        let mut students = Vec::with_capacity(count);
+        for writer in 0..count {
+            let request = pb::CreateStudentRequest {
+                first_name: format!("Writer{writer}"),
+                last_name: "Bench".to_owned(),
+                request_id: String::new(),
+            };
+            let created = client
+                .create_student(request)
+                .await
+                .context("creating the writers' students")?;
+            students.push(created.into_inner().id);
+        }
+        Ok(students)
+    }
+
     pub(crate) async fn reads(&self, path: &str, duration: Duration) -> anyhow::Result<HttpLoad> {
         let path = path.to_owned();
         http_load(
@@ -401,7 +428,7 @@ impl BenchMesh {
     }
 
     /// POSTs grades through the portal from [`WRITERS`] connections, each
-    /// connection to one of `students` (a class's grades entered at once).
+    /// connection to one of `students`.
     async fn writes(&self, students: &[String], duration: Duration) -> anyhow::Result<HttpLoad> {
         let paths: Vec<String> = students
             .iter()
@@ -591,24 +618,32 @@ async fn postgres_reads_and_faults(
     let fault_length = Duration::from_secs(3);
     let total = args.duration.max(Duration::from_secs(2)) + fault_length + Duration::from_secs(2);
     // Every fourth request a write, so that reads go to grading too (a
-    // write drops the student from the portal's cache).
+    // write drops the student from the portal's cache). Each connection
+    // reads and writes a student of its own, so that none reaches the
+    // limit of grades.
+    let students: Vec<String> = mesh
+        .new_students(CONNECTIONS)
+        .await?
+        .into_iter()
+        .map(|id| format!("/api/students/{id}"))
+        .collect();
     let load = {
         let portal = mesh.portal.clone();
         let token = mesh.token.clone();
-        let path = path.clone();
         let run = uuid::Uuid::now_v7().simple().to_string();
         tokio::spawn(async move {
             http_load(&portal, &token, CONNECTIONS, total, move |connection, n| {
+                let student = &students[connection % students.len()];
                 if n % 4 == 3 {
                     Request::Post {
-                        path: format!("{path}/grades"),
+                        path: format!("{student}/grades"),
                         idempotency_key: format!("fault-{run}-{connection}-{n}"),
                         body: format!(
                             r#"{{"title":"Fault {connection}-{n}","type":"quiz","score":60}}"#
                         ),
                     }
                 } else {
-                    Request::Get(path.clone())
+                    Request::Get(student.clone())
                 }
             })
             .await
@@ -647,7 +682,7 @@ async fn postgres_writes(
     data: &Path,
 ) -> anyhow::Result<()> {
     let mesh = database.mesh(&data.join("pg-writes")).await?;
-    let students = mesh.students().await?;
+    let students = mesh.new_students(WRITERS).await?;
     let writes = mesh.writes(&students, args.duration).await?;
     println!(
         "  POST /api/students/{{id}}/grades (durable AddGrade, grading x3 on PostgreSQL, {WRITERS} connections over {} students): {:.0} writes/s, p50 {} p99 {} ({} writes, {} failed)",
@@ -661,9 +696,10 @@ async fn postgres_writes(
     Ok(())
 }
 
-/// Durable `AddGrade` straight to grading on SQLite, [`WRITERS`] in flight.
+/// Durable `AddGrade` straight to grading on SQLite, [`WRITERS`] in flight,
+/// each writer to a student of its own (a student holds at most
+/// [`crate::model::grading::MAX_GRADES_PER_STUDENT`] grades).
 async fn sqlite_writes(args: &BenchArgs, mesh: &BenchMesh) -> anyhow::Result<()> {
-    let id = mesh.student().await?;
     let (address, _) = mesh.grading.first().context("no grading instance")?;
     let channels: Vec<_> = (0..4)
         .map(|_| {
@@ -675,11 +711,12 @@ async fn sqlite_writes(args: &BenchArgs, mesh: &BenchMesh) -> anyhow::Result<()>
             )
         })
         .collect::<Result<_, _>>()?;
+    let students = Arc::new(mesh.new_students(WRITERS).await?);
     let channels = Arc::new(channels);
     let add_grade = move |worker: usize, _n: u64| {
         let mut client = GradingClient::new(channels[worker % channels.len()].clone());
         let request = pb::AddGradeRequest {
-            student_id: id.clone(),
+            student_id: students[worker % students.len()].clone(),
             title: format!("Bench {worker}"),
             r#type: pb::GradeType::Quiz as i32,
             score: 75.0,
