@@ -7,6 +7,8 @@
 //! - [`registry`]: instances, health, record versions and catalog changes.
 //! - [`peer`]: gossip messages between registry nodes (the `Peer` service
 //!   of the registry package).
+//! - [`traffic`]: traffic policies, how callers split requests between a
+//!   service's versions (the routing part of the registry package).
 //! - [`log`]: log records, levels and filters.
 //! - [`page_token`]: opaque page tokens for every paged listing.
 
@@ -16,6 +18,7 @@ pub mod page_token;
 pub mod peer;
 pub mod registry;
 pub mod time;
+pub mod traffic;
 
 /// A request field that failed validation; the message names the field, for
 /// example `address: must not be empty` or `score: 101 is out of range`.
