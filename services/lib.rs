@@ -21,6 +21,8 @@
 //!   gossip engine.
 //! - [`glomers`]: a Maelstrom-like harness that runs and checks those
 //!   workloads against real node processes.
+//! - [`rollout`]: the steps of rolling updates (and, to come, blue-green and
+//!   canary releases) as plain state machines.
 //! - [`cli`]: the `gradebook` command line: one subcommand per daemon and tool.
 
 pub mod cli;
@@ -34,3 +36,4 @@ pub mod model;
 pub mod pb;
 pub mod portal;
 pub mod registry;
+pub mod rollout;
