@@ -8,5 +8,9 @@
 //!
 //! - [`rolling`]: a rolling update, one instance at a time, rolled back
 //!   on its own when a new instance fails.
+//! - [`canary`]: a canary release, its share of the traffic raised step by
+//!   step, rolled back on its own when it fails or is slower than the
+//!   stable version.
 
+pub mod canary;
 pub mod rolling;
