@@ -21,8 +21,8 @@
 //!   gossip engine.
 //! - [`glomers`]: a Maelstrom-like harness that runs and checks those
 //!   workloads against real node processes.
-//! - [`rollout`]: the steps of rolling updates and canary releases as plain
-//!   state machines.
+//! - [`rollout`]: the steps of rolling updates, blue-green switches and canary
+//!   releases as plain state machines.
 //! - [`cli`]: the `gradebook` command line: one subcommand per daemon and tool.
 
 pub mod cli;

@@ -13,6 +13,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::rollout::{FailureLimit, Lifecycle};
+
 /// How a rolling update judges a new instance.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RollingSettings {
@@ -20,10 +22,8 @@ pub struct RollingSettings {
     pub ready_timeout: Duration,
     /// How long a new instance is watched after it is SERVING.
     pub observe: Duration,
-    /// How many requests it must have answered before it is judged.
-    pub min_requests: u64,
-    /// The share of failed requests above which it is rolled back.
-    pub max_error_ratio: f64,
+    /// How many of its first requests may fail.
+    pub failures: FailureLimit,
     /// How long an old instance may take to drain and exit.
     pub drain_timeout: Duration,
 }
@@ -35,8 +35,7 @@ impl Default for RollingSettings {
         RollingSettings {
             ready_timeout: Duration::from_secs(30),
             observe: Duration::from_secs(5),
-            min_requests: 20,
-            max_error_ratio: 0.05,
+            failures: FailureLimit::default(),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -45,28 +44,8 @@ impl Default for RollingSettings {
 /// What happened, as the shell saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// The new instance asked for by [`Effect::Start`] runs, as `instance_id`.
-    Started {
-        /// Its instance id.
-        instance_id: String,
-    },
-    /// It could not be started.
-    StartFailed {
-        /// Why.
-        reason: String,
-    },
-    /// The registry sees the instance SERVING.
-    Serving {
-        /// The instance.
-        instance_id: String,
-    },
-    /// The registry sees the instance unhealthy, or its process exited.
-    Unhealthy {
-        /// The instance.
-        instance_id: String,
-        /// What was seen.
-        reason: String,
-    },
+    /// What was seen of an instance.
+    Lifecycle(Lifecycle),
     /// The requests the instance has answered so far, and how many failed.
     Traffic {
         /// The instance.
@@ -76,11 +55,12 @@ pub enum Event {
         /// Of those, failed.
         failed: u64,
     },
-    /// The old instance asked to drain has exited.
-    Drained {
-        /// The instance.
-        instance_id: String,
-    },
+}
+
+impl From<Lifecycle> for Event {
+    fn from(seen: Lifecycle) -> Self {
+        Event::Lifecycle(seen)
+    }
 }
 
 /// What the shell must do.
@@ -220,9 +200,9 @@ impl RollingUpdate {
 
     /// Takes in what the shell saw at `now`. Reports that do not fit the
     /// current step (late, or about another instance) change nothing.
-    pub fn on_event(&mut self, event: Event, now: Instant) -> Vec<Effect> {
-        match event {
-            Event::Started { instance_id } => {
+    pub fn on_event(&mut self, event: impl Into<Event>, now: Instant) -> Vec<Effect> {
+        match event.into() {
+            Event::Lifecycle(Lifecycle::Started { instance_id }) => {
                 if matches!(self.phase, Phase::Starting { .. }) {
                     self.phase = Phase::Readying {
                         new: instance_id,
@@ -231,13 +211,13 @@ impl RollingUpdate {
                 }
                 Vec::new()
             }
-            Event::StartFailed { reason } => {
+            Event::Lifecycle(Lifecycle::StartFailed { reason }) => {
                 if !matches!(self.phase, Phase::Starting { .. }) {
                     return Vec::new();
                 }
                 self.roll_back(format!("the new instance did not start: {reason}"), None)
             }
-            Event::Serving { instance_id } => {
+            Event::Lifecycle(Lifecycle::Serving { instance_id }) => {
                 if matches!(&self.phase, Phase::Readying { new, .. } if *new == instance_id) {
                     self.phase = Phase::Observing {
                         new: instance_id,
@@ -269,10 +249,10 @@ impl RollingUpdate {
                 *failed = seen_failed;
                 self.judge(now)
             }
-            Event::Unhealthy {
+            Event::Lifecycle(Lifecycle::Unhealthy {
                 instance_id,
                 reason,
-            } => {
+            }) => {
                 let judged = match &self.phase {
                     Phase::Readying { new, .. }
                     | Phase::Observing { new, .. }
@@ -287,7 +267,7 @@ impl RollingUpdate {
                     Some(instance_id),
                 )
             }
-            Event::Drained { instance_id } => {
+            Event::Lifecycle(Lifecycle::Exited { instance_id }) => {
                 let Phase::Draining { new, .. } = &self.phase else {
                     return Vec::new();
                 };
@@ -303,7 +283,7 @@ impl RollingUpdate {
     }
 
     /// Judges the instance being observed: rolled back once it has failed
-    /// too large a share of at least `min_requests` requests; its old
+    /// more of its first requests than its [`FailureLimit`] allows; its old
     /// instance drained once it has answered that many and been watched
     /// for `observe`.
     fn judge(&mut self, now: Instant) -> Vec<Effect> {
@@ -317,19 +297,13 @@ impl RollingUpdate {
         else {
             return Vec::new();
         };
-        let (requests, failed) = (*requests, *failed);
-        if requests < settings.min_requests {
-            return Vec::new();
-        }
-        let ratio = failed as f64 / requests as f64;
-        if ratio > settings.max_error_ratio {
-            let reason = format!(
-                "the new instance {new} failed {failed} of its first {requests} requests ({:.1} %, over the {:.1} % allowed)",
-                ratio * 100.0,
-                settings.max_error_ratio * 100.0
-            );
+        let what = format!("the new instance {new}");
+        if let Some(reason) = settings.failures.exceeded(&what, *requests, *failed) {
             let new = new.clone();
             return self.roll_back(reason, Some(new));
+        }
+        if *requests < settings.failures.min_requests {
+            return Vec::new();
         }
         if now.saturating_duration_since(*since) < settings.observe {
             return Vec::new();
@@ -401,8 +375,10 @@ mod tests {
         RollingSettings {
             ready_timeout: Duration::from_secs(10),
             observe: Duration::from_secs(2),
-            min_requests: 10,
-            max_error_ratio: 0.05,
+            failures: FailureLimit {
+                min_requests: 10,
+                max_error_ratio: 0.05,
+            },
             drain_timeout: Duration::from_secs(5),
         }
     }
@@ -414,26 +390,8 @@ mod tests {
         new: &str,
         now: &mut Instant,
     ) -> Vec<Effect> {
-        assert!(
-            update
-                .on_event(
-                    Event::Started {
-                        instance_id: new.into()
-                    },
-                    *now
-                )
-                .is_empty()
-        );
-        assert!(
-            update
-                .on_event(
-                    Event::Serving {
-                        instance_id: new.into()
-                    },
-                    *now
-                )
-                .is_empty()
-        );
+        assert!(update.on_event(Lifecycle::started(new), *now).is_empty());
+        assert!(update.on_event(Lifecycle::serving(new), *now).is_empty());
         let traffic = Event::Traffic {
             instance_id: new.into(),
             requests: 50,
@@ -448,12 +406,7 @@ mod tests {
                 instance_id: old.into()
             }]
         );
-        update.on_event(
-            Event::Drained {
-                instance_id: old.into(),
-            },
-            *now,
-        )
+        update.on_event(Lifecycle::exited(old), *now)
     }
 
     #[test]
@@ -492,18 +445,8 @@ mod tests {
         let mut now = Instant::now();
         let (mut update, _) = RollingUpdate::start(ids(&["a", "b"]), settings(), now);
         healthy_step(&mut update, "a", "a2", &mut now);
-        update.on_event(
-            Event::Started {
-                instance_id: "b2".into(),
-            },
-            now,
-        );
-        update.on_event(
-            Event::Serving {
-                instance_id: "b2".into(),
-            },
-            now,
-        );
+        update.on_event(Lifecycle::started("b2"), now);
+        update.on_event(Lifecycle::serving("b2"), now);
         let effects = update.on_event(
             Event::Traffic {
                 instance_id: "b2".into(),
@@ -529,23 +472,13 @@ mod tests {
     fn timeouts_and_bad_health_roll_back_and_say_why() {
         let now = Instant::now();
         let (mut update, _) = RollingUpdate::start(ids(&["a"]), settings(), now);
-        let effects = update.on_event(
-            Event::StartFailed {
-                reason: "no such file".into(),
-            },
-            now,
-        );
+        let effects = update.on_event(Lifecycle::start_failed("no such file"), now);
         assert!(
             matches!(&effects[..], [Effect::RollBack { reason, stop: None, .. }] if reason.contains("no such file"))
         );
 
         let (mut update, _) = RollingUpdate::start(ids(&["a"]), settings(), now);
-        update.on_event(
-            Event::Started {
-                instance_id: "a2".into(),
-            },
-            now,
-        );
+        update.on_event(Lifecycle::started("a2"), now);
         assert!(update.on_tick(now + Duration::from_secs(9)).is_empty());
         let effects = update.on_tick(now + Duration::from_secs(10));
         assert!(
@@ -554,31 +487,12 @@ mod tests {
         );
 
         let (mut update, _) = RollingUpdate::start(ids(&["a"]), settings(), now);
-        update.on_event(
-            Event::Started {
-                instance_id: "a2".into(),
-            },
-            now,
-        );
-        update.on_event(
-            Event::Serving {
-                instance_id: "a2".into(),
-            },
-            now,
-        );
+        update.on_event(Lifecycle::started("a2"), now);
+        update.on_event(Lifecycle::serving("a2"), now);
         // Another instance's trouble is not this update's.
-        let other = Event::Unhealthy {
-            instance_id: "x".into(),
-            reason: "down".into(),
-        };
+        let other = Lifecycle::unhealthy("x", "down");
         assert!(update.on_event(other, now).is_empty());
-        let effects = update.on_event(
-            Event::Unhealthy {
-                instance_id: "a2".into(),
-                reason: "NOT_SERVING".into(),
-            },
-            now,
-        );
+        let effects = update.on_event(Lifecycle::unhealthy("a2", "NOT_SERVING"), now);
         assert!(
             matches!(&effects[..], [Effect::RollBack { reason, .. }] if reason.contains("a2 is unhealthy: NOT_SERVING"))
         );
@@ -589,18 +503,8 @@ mod tests {
         let mut now = Instant::now();
         let (mut update, _) = RollingUpdate::start(ids(&["a", "b"]), settings(), now);
         healthy_step(&mut update, "a", "a2", &mut now);
-        update.on_event(
-            Event::Started {
-                instance_id: "b2".into(),
-            },
-            now,
-        );
-        update.on_event(
-            Event::Serving {
-                instance_id: "b2".into(),
-            },
-            now,
-        );
+        update.on_event(Lifecycle::started("b2"), now);
+        update.on_event(Lifecycle::serving("b2"), now);
         now += Duration::from_secs(2);
         let traffic = Event::Traffic {
             instance_id: "b2".into(),
@@ -613,13 +517,7 @@ mod tests {
                 instance_id: "b".into()
             }]
         );
-        let effects = update.on_event(
-            Event::Unhealthy {
-                instance_id: "b2".into(),
-                reason: "exited".into(),
-            },
-            now,
-        );
+        let effects = update.on_event(Lifecycle::unhealthy("b2", "exited"), now);
         assert!(
             matches!(&effects[..], [Effect::RollBack { restore, stop: Some(stop), .. }]
             if stop == "b2"
@@ -631,18 +529,8 @@ mod tests {
     fn too_little_traffic_waits_and_a_slow_drain_is_killed() {
         let mut now = Instant::now();
         let (mut update, _) = RollingUpdate::start(ids(&["a"]), settings(), now);
-        update.on_event(
-            Event::Started {
-                instance_id: "a2".into(),
-            },
-            now,
-        );
-        update.on_event(
-            Event::Serving {
-                instance_id: "a2".into(),
-            },
-            now,
-        );
+        update.on_event(Lifecycle::started("a2"), now);
+        update.on_event(Lifecycle::serving("a2"), now);
         now += Duration::from_secs(3);
         let few = Event::Traffic {
             instance_id: "a2".into(),
@@ -670,12 +558,7 @@ mod tests {
                 instance_id: "a".into()
             }]
         );
-        let done = update.on_event(
-            Event::Drained {
-                instance_id: "a".into(),
-            },
-            now,
-        );
+        let done = update.on_event(Lifecycle::exited("a"), now);
         assert_eq!(
             done,
             vec![Effect::Done {
