@@ -223,3 +223,17 @@ async fn a_tool_printing_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(output.status.code(), Some(101), "no panic exit");
 }
+
+#[test]
+fn a_version_a_policy_could_not_name_is_refused_at_start() {
+    for bad in ["two words", "", &"9".repeat(65)] {
+        let output = gradebook(&["log", "--report-version", bad]);
+        assert!(!output.status.success(), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--report-version"), "{stderr}");
+        assert!(
+            stderr.contains("printable ASCII characters without spaces"),
+            "{stderr}"
+        );
+    }
+}

@@ -546,3 +546,19 @@ async fn malformed_register(registry: &support::Daemon) -> tonic::Status {
     .await
     .unwrap_err()
 }
+
+#[tokio::test]
+async fn a_daemon_registers_the_version_it_is_told_to_report() {
+    let mesh = Mesh::new();
+    let registry = mesh.registry(&[]).await;
+    let _log = mesh
+        .log(&registry, "log", &["--report-version", "2.0.0-canary"])
+        .await;
+    let instances = eventually("the log instance listed", PATIENCE, || async {
+        let instances = list(&registry, "log").await;
+        (!instances.is_empty()).then_some(instances)
+    })
+    .await;
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert_eq!(instances[0].version, "2.0.0-canary");
+}

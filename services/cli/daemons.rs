@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::cli::{RegistryArg, TlsArgs, parse_duration};
+use crate::cli::{RegistryArg, TlsArgs, parse_duration, parse_version};
 use crate::mesh::config::{
     DEFAULT_GRADING_LISTEN, DEFAULT_LOG_LISTEN, DEFAULT_PORTAL_LISTEN, DEFAULT_REGISTRY_LISTEN,
     DEFAULT_REGISTRY_URL, generate_instance_id,
@@ -29,6 +29,10 @@ pub struct DaemonArgs {
     /// This instance's id; generated when absent.
     #[arg(long, env = "GRADEBOOK_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// The version this instance registers, instead of this build's: to
+    /// try updates, canaries and traffic policies with one build.
+    #[arg(long, env = "GRADEBOOK_REPORT_VERSION", value_parser = parse_version)]
+    pub report_version: Option<String>,
     /// How long in-flight calls may drain at shutdown.
     #[arg(long, env = "GRADEBOOK_DRAIN_GRACE", value_parser = parse_duration, default_value = "10s")]
     pub drain_grace: Duration,
@@ -57,6 +61,9 @@ impl DaemonArgs {
             .instance_id
             .clone()
             .unwrap_or_else(|| generate_instance_id(service));
+        if let Some(version) = &self.report_version {
+            config.version = version.clone();
+        }
         config.advertise = self.advertise.clone();
         config.registry_url = registry_url.to_owned();
         config.drain_grace = self.drain_grace;

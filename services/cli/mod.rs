@@ -133,6 +133,14 @@ impl TlsArgs {
 /// What `--insecure` prints at start.
 pub const INSECURE_WARNING: &str = "WARNING: --insecure: TLS is OFF. Every connection is plaintext and unauthenticated: anyone who can reach these ports can read the traffic and act as any service. Use it only for local debugging.";
 
+/// Parses a version an instance may register and a traffic policy name
+/// (`--report-version`).
+pub fn parse_version(value: &str) -> Result<String, String> {
+    crate::model::traffic::check_version(value)
+        .map(|()| value.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 /// Parses a duration such as `500ms`, `2s` or `1m`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value)

@@ -14,10 +14,10 @@
 
 use std::collections::BTreeSet;
 
+use crate::model::registry::MAX_VERSION;
+
 /// The largest weight of one version; weights are shares of this total.
 pub const TOTAL_WEIGHT: u32 = 100;
-/// The longest version string.
-pub const MAX_VERSION_BYTES: usize = 64;
 
 /// How a service's callers split their requests between versions.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -43,7 +43,7 @@ pub enum InvalidPolicy {
     },
     /// An empty, too long or non-printable version.
     #[error(
-        "version {given:?}: must be 1 to {MAX_VERSION_BYTES} printable ASCII characters without spaces"
+        "version {given:?}: must be 1 to {MAX_VERSION} printable ASCII characters without spaces"
     )]
     Version {
         /// What was given.
@@ -87,9 +87,11 @@ pub enum Choice<'a> {
     Fallback,
 }
 
-fn check_version(version: &str) -> Result<(), InvalidPolicy> {
+/// Refuses a version a policy (or `--report-version`) cannot name: empty,
+/// longer than [`MAX_VERSION`], or not printable ASCII without spaces.
+pub fn check_version(version: &str) -> Result<(), InvalidPolicy> {
     let printable = version.bytes().all(|b| b.is_ascii_graphic());
-    if version.is_empty() || version.len() > MAX_VERSION_BYTES || !printable {
+    if version.is_empty() || version.len() > MAX_VERSION || !printable {
         return Err(InvalidPolicy::Version {
             given: version.chars().take(80).collect(),
         });
