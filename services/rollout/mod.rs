@@ -1,8 +1,9 @@
 //! Updating a running mesh without anyone noticing: the steps of each
 //! strategy as plain state machines, which take what the supervisor saw
 //! (an instance started, SERVING, its traffic, a drained instance) and the
-//! time, and return what it must do next. The supervisor's rollout command
-//! is the shell that carries the effects out.
+//! time, and return what it must do next. The shell that carries the
+//! effects out, the supervisor's rollout command, is not written yet: these
+//! machines are its tested core.
 //!
 //! # Layout
 //!
