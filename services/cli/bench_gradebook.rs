@@ -60,7 +60,12 @@ pub(crate) struct HttpLoad {
     connections: usize,
     /// When each answered request was sent, and how long it took.
     samples: Vec<(Instant, Duration)>,
+    /// What the first failed requests got (at most [`FAILURES_KEPT`]).
+    first_failures: Vec<String>,
 }
+
+/// How many failed requests an HTTP load describes.
+const FAILURES_KEPT: usize = 5;
 
 impl HttpLoad {
     fn p99_between(&self, from: Instant, to: Instant) -> Duration {
@@ -84,6 +89,14 @@ impl HttpLoad {
             self.failed,
             self.connections
         );
+        self.print_failures();
+    }
+
+    /// What the first failed requests got, if any failed.
+    fn print_failures(&self) {
+        if !self.first_failures.is_empty() {
+            println!("    first failures: {}", self.first_failures.join("; "));
+        }
     }
 }
 
@@ -112,6 +125,7 @@ where
 {
     let request = Arc::new(request);
     let failed = Arc::new(AtomicU64::new(0));
+    let first_failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let writes = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -120,6 +134,7 @@ where
         let token = token.to_owned();
         let request = request.clone();
         let failed = failed.clone();
+        let first_failures = first_failures.clone();
         let writes = writes.clone();
         let address = address.to_owned();
         tasks.push(tokio::spawn(async move {
@@ -139,6 +154,17 @@ where
                     ),
                 };
                 n += 1;
+                let failure = match &answer {
+                    Ok((status, _)) if (200..300).contains(status) => None,
+                    Ok((status, _)) => Some(format!("HTTP {status}")),
+                    Err(error) => Some(format!("{error:#}")),
+                };
+                if let Some(failure) = failure {
+                    let mut kept = first_failures.lock().unwrap_or_else(|e| e.into_inner());
+                    if kept.len() < FAILURES_KEPT {
+                        kept.push(failure);
+                    }
+                }
                 match answer {
                     Ok((status, _)) if (200..300).contains(&status) => {
                         samples.push((at, at.elapsed()));
@@ -172,6 +198,9 @@ where
         rate: latencies.len() as f64 / elapsed,
         latencies,
         failed: failed.load(Ordering::Relaxed),
+        first_failures: std::mem::take(
+            &mut *first_failures.lock().unwrap_or_else(|e| e.into_inner()),
+        ),
         writes: writes.load(Ordering::Relaxed),
         connections,
         samples,
@@ -368,15 +397,20 @@ impl BenchMesh {
             .context("no demo student")
     }
 
-    /// The ids of the students (the demo class), asked of the first grading instance.
-    async fn students(&self) -> anyhow::Result<Vec<String>> {
+    /// A client of the first grading instance, as the admin.
+    fn first_grading(&self) -> anyhow::Result<GradingClient<tonic::transport::Channel>> {
         let (address, _) = self.grading.first().context("no grading instance")?;
-        let mut client = GradingClient::new(lazy_channel(
+        Ok(GradingClient::new(lazy_channel(
             "grading",
             &format!("http://{address}"),
             "grading",
             &self.admin,
-        )?);
+        )?))
+    }
+
+    /// The ids of the students (the demo class), asked of the first grading instance.
+    async fn students(&self) -> anyhow::Result<Vec<String>> {
+        let mut client = self.first_grading()?;
         let students = client
             .list_students(pb::ListStudentsRequest {
                 page_size: 100,
@@ -392,13 +426,7 @@ impl BenchMesh {
     /// [`crate::model::grading::MAX_GRADES_PER_STUDENT`] grades in a run;
     /// their ids.
     async fn new_students(&self, count: usize) -> anyhow::Result<Vec<String>> {
-        let (address, _) = self.grading.first().context("no grading instance")?;
-        let mut client = GradingClient::new(lazy_channel(
-            "grading",
-            &format!("http://{address}"),
-            "grading",
-            &self.admin,
-        )?);
+        let mut client = self.first_grading()?;
         let mut students = Vec::with_capacity(count);
         for writer in 0..count {
             let request = pb::CreateStudentRequest {
@@ -672,6 +700,7 @@ async fn postgres_reads_and_faults(
         ms(percentile(&result.latencies, 99.0)),
         ms(result.p99_between(from, to)),
     );
+    result.print_failures();
     Ok(())
 }
 
