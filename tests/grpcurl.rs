@@ -178,4 +178,42 @@ async fn grpcurl_lists_describes_and_checks_every_daemon() {
         stderr.contains("InvalidArgument") && stderr.contains("service: must not be empty"),
         "{stderr}"
     );
+
+    // The operators route: a version of the registered instance (empty, as
+    // registered above, is not a version a policy can name, so the log's).
+    let version = support::list(&registry, "log").await[0].version.clone();
+    let set = grpcurl(
+        certs,
+        &[
+            "-d",
+            &format!(r#"{{"policy":{{"service":"log","only":"{version}"}}}}"#),
+            &registry.address(),
+            "gradebook.registry.v1.Registry/SetTrafficPolicy",
+        ],
+    );
+    assert!(set.contains(&format!(r#""only": "{version}""#)), "{set}");
+    let policies = grpcurl(
+        certs,
+        &[
+            &registry.address(),
+            "gradebook.registry.v1.Registry/ListTrafficPolicies",
+        ],
+    );
+    assert!(policies.contains(r#""service": "log""#), "{policies}");
+    let bad = Command::new("grpcurl")
+        .args(tls_flags_as(certs, "admin"))
+        .args([
+            "-d",
+            r#"{"policy":{"service":"log","weights":{"weights":[{"version":"1","weight":60}]}}}"#,
+            &registry.address(),
+            "gradebook.registry.v1.Registry/SetTrafficPolicy",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("InvalidArgument")
+            && stderr.contains("policy.weights: the weights add up to 60, not 100"),
+        "{stderr}"
+    );
 }

@@ -391,7 +391,7 @@ async fn a_node_says_it_is_catching_up_until_a_peer_answers_then_sends_a_fresh_s
     let fresh = loop {
         match watcher.next(PATIENCE).await {
             pb::watch_event::Event::Snapshot(snapshot) => break snapshot,
-            pb::watch_event::Event::Change(_) => continue,
+            pb::watch_event::Event::Change(_) | pb::watch_event::Event::Policy(_) => continue,
         }
     };
     assert!(!fresh.catching_up, "{fresh:?}");

@@ -306,7 +306,7 @@ async fn start_watchers(url: &str, count: usize, services: &[&str]) -> anyhow::R
                             }
                         }
                     }
-                    None => {}
+                    Some(pb::watch_event::Event::Policy(_)) | None => {}
                 }
             }
         });

@@ -7,6 +7,7 @@
 //! - [`daemons`]: `gradebook registry`, `log`, `grading` and `portal`.
 //! - [`up`]: `gradebook up`, which starts and supervises all four.
 //! - [`services`]: `gradebook services`, the registry's table and watch.
+//! - [`route`]: `gradebook route`, traffic policies by version.
 //! - [`logs`]: `gradebook logs`, query and follow the log service.
 //! - [`health_check`]: `gradebook health-check`, for containers and scripts.
 //! - [`certs`]: `gradebook certs`, the local certificate authority by hand.
@@ -32,6 +33,7 @@ pub mod health_check;
 pub mod http_get;
 pub mod listen;
 pub mod logs;
+pub mod route;
 pub mod scratch_postgres;
 pub mod services;
 pub mod sim;
@@ -72,6 +74,9 @@ pub enum Command {
     Up(up::UpArgs),
     /// Show the registered services, their instances and health.
     Services(services::ServicesArgs),
+    /// Show or set how callers split a service's requests between its
+    /// versions (canary weights, a blue-green switch).
+    Route(route::RouteArgs),
     /// Query or follow the central log.
     Logs(logs::LogsArgs),
     /// Check a gRPC server's health; exit 0 only when it is SERVING.
@@ -162,7 +167,11 @@ fn end_quietly_on_closed_pipe() {
 pub async fn run(cli: Cli) -> ExitCode {
     if matches!(
         cli.command,
-        Command::Services(_) | Command::Logs(_) | Command::Users(_) | Command::Certs(_)
+        Command::Services(_)
+            | Command::Route(_)
+            | Command::Logs(_)
+            | Command::Users(_)
+            | Command::Certs(_)
     ) {
         end_quietly_on_closed_pipe();
     }
@@ -173,6 +182,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Portal(args) => daemons::portal(args).await,
         Command::Up(args) => up::run(args).await,
         Command::Services(args) => services::run(args).await,
+        Command::Route(args) => route::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::HealthCheck(args) => return health_check::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -147,6 +147,22 @@ pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
                     );
                 }
             }
+            WatchUpdate::Policy(record) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "policy": { "service": record.service, "rule": record.policy.to_string() } })
+                    );
+                } else {
+                    println!(
+                        "{} {:<14} {} {}",
+                        rfc3339(SystemTime::now()),
+                        "POLICY",
+                        record.service,
+                        record.policy
+                    );
+                }
+            }
         }
     }
     Ok(())

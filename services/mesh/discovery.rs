@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::mesh::backoff::Backoff;
-use crate::mesh::channel::discover::EndpointSet;
+use crate::mesh::channel::discover::Route;
 use crate::mesh::channel::metrics::ChannelMetrics;
 use crate::mesh::channel::{ChannelSettings, MeshChannel};
 use crate::mesh::client::registry_client;
@@ -35,6 +35,7 @@ use crate::mesh::config::REGISTRY_CALL_TIMEOUT;
 use crate::mesh::shutdown::Shutdown;
 use crate::mesh::tls::Tls;
 use crate::model::registry::{ChangeKind, Health, Instance, WatchUpdate};
+use crate::model::traffic::{PolicyRecord, TrafficPolicy};
 use crate::pb::registry::v1 as pb;
 
 /// How long an instance missing from the snapshot of a reconnected watch
@@ -65,6 +66,8 @@ pub struct Dependencies {
     /// Instances kept from before a reconnect, by service and id, until
     /// they re-register or their grace ends.
     pub retained: BTreeMap<(String, String), Instant>,
+    /// The traffic policies of the services that have one.
+    pub policies: BTreeMap<String, TrafficPolicy>,
 }
 
 impl Dependencies {
@@ -74,8 +77,17 @@ impl Dependencies {
             WatchUpdate::Snapshot {
                 instances,
                 catching_up,
+                policies,
                 ..
             } => {
+                // A node still catching up may lack a policy: keep what was
+                // known until its caught-up snapshot.
+                if !catching_up {
+                    self.policies.clear();
+                }
+                for record in policies {
+                    self.set_policy(record.service, record.policy);
+                }
                 let mut services: BTreeMap<String, BTreeMap<String, Instance>> = watched
                     .iter()
                     .map(|s| (s.clone(), BTreeMap::new()))
@@ -142,6 +154,20 @@ impl Dependencies {
                     instances.insert(change.instance.instance_id.clone(), change.instance);
                 }
             }
+            WatchUpdate::Policy(record) => {
+                let PolicyRecord {
+                    service, policy, ..
+                } = *record;
+                self.set_policy(service, policy);
+            }
+        }
+    }
+
+    fn set_policy(&mut self, service: String, policy: TrafficPolicy) {
+        if policy == TrafficPolicy::Equal {
+            self.policies.remove(&service);
+        } else {
+            self.policies.insert(service, policy);
         }
     }
 
@@ -176,13 +202,11 @@ impl Dependencies {
             .unwrap_or_default()
     }
 
-    /// The endpoints a channel to `service` balances over: the healthy
-    /// instances' addresses by instance id.
-    pub fn endpoint_set(&self, service: &str) -> EndpointSet {
-        self.healthy(service)
-            .into_iter()
-            .map(|i| (i.instance_id.clone(), i.address.clone()))
-            .collect()
+    /// What a channel to `service` routes by: its healthy instances and
+    /// its traffic policy.
+    pub fn route(&self, service: &str) -> Route {
+        let policy = self.policies.get(service).cloned().unwrap_or_default();
+        Route::new(self.healthy(service), policy)
     }
 }
 
@@ -235,7 +259,7 @@ impl DependencyView {
             .channels
             .get(service)
             .ok_or_else(|| DiscoveryError::NotRequired(service.to_owned()))?;
-        if channel.endpoints().is_empty() {
+        if channel.route().endpoints.is_empty() {
             return Err(DiscoveryError::NoHealthyInstance(service.to_owned()));
         }
         Ok(channel.clone())
@@ -248,7 +272,7 @@ struct Feed {
     deps: Dependencies,
     watched: Vec<String>,
     state: watch::Sender<Arc<Dependencies>>,
-    endpoints: HashMap<String, watch::Sender<Arc<EndpointSet>>>,
+    routes: HashMap<String, watch::Sender<Arc<Route>>>,
 }
 
 impl Feed {
@@ -260,21 +284,21 @@ impl Feed {
         metrics: &ChannelMetrics,
     ) -> (Self, DependencyView) {
         let (state, state_rx) = watch::channel(Arc::new(Dependencies::default()));
-        let mut endpoints = HashMap::new();
+        let mut routes = HashMap::new();
         let mut channels = HashMap::new();
         for service in &services {
-            let (tx, rx) = watch::channel(Arc::new(EndpointSet::new()));
+            let (tx, rx) = watch::channel(Arc::new(Route::default()));
             channels.insert(
                 service.clone(),
                 MeshChannel::new(service, rx, settings, tls, metrics),
             );
-            endpoints.insert(service.clone(), tx);
+            routes.insert(service.clone(), tx);
         }
         let feed = Feed {
             deps: Dependencies::default(),
             watched: services,
             state,
-            endpoints,
+            routes,
         };
         let view = DependencyView {
             state: state_rx,
@@ -305,12 +329,12 @@ impl Feed {
     }
 
     fn publish(&mut self) {
-        for (service, sender) in &self.endpoints {
-            let set = self.deps.endpoint_set(service);
+        for (service, sender) in &self.routes {
+            let route = self.deps.route(service);
             sender.send_if_modified(|current| {
-                let changed = **current != set;
+                let changed = **current != route;
                 if changed {
-                    *current = Arc::new(set);
+                    *current = Arc::new(route);
                 }
                 changed
             });
@@ -433,7 +457,79 @@ mod tests {
             instances,
             registry_node: "n".into(),
             catching_up: false,
+            policies: vec![],
         }
+    }
+
+    /// Endpoints of the test instances' (empty) version.
+    fn endpoints(
+        entries: &[(&str, &str)],
+    ) -> std::collections::BTreeMap<String, crate::mesh::channel::discover::Endpoint> {
+        entries
+            .iter()
+            .map(|(id, address)| {
+                let endpoint = crate::mesh::channel::discover::Endpoint {
+                    address: (*address).to_owned(),
+                    version: String::new(),
+                };
+                ((*id).to_owned(), endpoint)
+            })
+            .collect()
+    }
+
+    fn policy(service: &str, policy: TrafficPolicy) -> PolicyRecord {
+        PolicyRecord {
+            service: service.into(),
+            policy,
+            version: Default::default(),
+            set_at: std::time::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn policies_follow_the_watch_and_a_node_catching_up_drops_none() {
+        let watched = vec!["grading".to_string()];
+        let now = Instant::now();
+        let mut deps = Dependencies::default();
+        let switched = TrafficPolicy::only("2.0.0").unwrap();
+        deps.apply(
+            WatchUpdate::Snapshot {
+                instances: vec![instance("grading", "g", Health::Serving)],
+                registry_node: "n".into(),
+                catching_up: false,
+                policies: vec![policy("grading", switched.clone())],
+            },
+            &watched,
+            now,
+        );
+        assert_eq!(deps.route("grading").policy, switched);
+        deps.apply(
+            catching_up_snapshot(vec![instance("grading", "g", Health::Serving)]),
+            &watched,
+            now,
+        );
+        assert_eq!(deps.route("grading").policy, switched, "kept");
+        deps.apply(
+            WatchUpdate::Policy(Box::new(policy("grading", TrafficPolicy::Equal))),
+            &watched,
+            now,
+        );
+        assert_eq!(deps.route("grading").policy, TrafficPolicy::Equal);
+        deps.apply(
+            WatchUpdate::Policy(Box::new(policy("grading", switched.clone()))),
+            &watched,
+            now,
+        );
+        deps.apply(
+            snapshot(vec![instance("grading", "g", Health::Serving)]),
+            &watched,
+            now,
+        );
+        assert_eq!(
+            deps.route("grading").policy,
+            TrafficPolicy::Equal,
+            "a caught-up snapshot without the policy clears it"
+        );
     }
 
     fn catching_up_snapshot(instances: Vec<Instance>) -> WatchUpdate {
@@ -441,6 +537,7 @@ mod tests {
             instances,
             registry_node: "n".into(),
             catching_up: true,
+            policies: vec![],
         }
     }
 
@@ -516,17 +613,14 @@ mod tests {
             &watched,
             now,
         );
-        assert_eq!(deps.endpoint_set("log").len(), 2);
+        assert_eq!(deps.route("log").endpoints.len(), 2);
         deps.apply(
             change(ChangeKind::Removed, instance("log", "a", Health::Serving)),
             &watched,
             now,
         );
         assert_eq!(ids(&deps, "log"), ["b"]);
-        assert_eq!(
-            deps.endpoint_set("log"),
-            EndpointSet::from([("b".to_owned(), "b:1".to_owned())])
-        );
+        assert_eq!(deps.route("log").endpoints, endpoints(&[("b", "b:1")]));
     }
 
     #[tokio::test(start_paused = true)]
@@ -676,10 +770,7 @@ mod tests {
             .await
             .expect("applying changes never waits");
         let busy = view.channel("busy").expect("busy has an instance");
-        assert_eq!(
-            *busy.endpoints(),
-            EndpointSet::from([("busy-1".to_owned(), "busy-1:1".to_owned())])
-        );
+        assert_eq!(busy.route().endpoints, endpoints(&[("busy-1", "busy-1:1")]));
         assert!(
             view.channel("idle").is_err(),
             "every idle instance was removed"

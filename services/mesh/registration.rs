@@ -338,6 +338,7 @@ async fn watch_own_record(
                 }
                 own_health.send_replace(Some(change.instance.health));
             }
+            Ok(WatchUpdate::Policy(_)) => {}
             Err(error) => return WatchEnd::Broken(error.to_string()),
         }
     }

@@ -9,6 +9,7 @@ use crate::model::registry::{
     CatalogRecord, Instance, RecordVersion, validate_address, validate_instance_id,
     validate_service_name,
 };
+use crate::model::traffic::{PolicyRecord, policy_key, policy_service};
 use crate::pb::registry::v1 as pb;
 use crate::pb::registry::v1::catalog_update::Record;
 use crate::pb::registry::v1::gossip_message::Kind;
@@ -84,6 +85,9 @@ fn ranges_to_pb(ranges: &[Range<CatalogRecord>]) -> Vec<pb::CatalogRange> {
                             counter: version.counter,
                             origin: version.origin.clone(),
                         }),
+                        CatalogRecord::Policy(policy) => {
+                            Record::Policy(pb::TrafficPolicy::from(policy.as_ref()))
+                        }
                     }),
                 })
                 .collect(),
@@ -191,7 +195,14 @@ fn ranges_from_pb(
                 .enumerate()
                 .map(|(j, update)| {
                     let at = format!("{at}.updates[{j}]");
-                    validate_instance_id(&format!("{at}.instance_id"), &update.instance_id)?;
+                    match policy_service(&update.instance_id) {
+                        Some(service) => {
+                            validate_service_name(&format!("{at}.instance_id"), service)?
+                        }
+                        None => {
+                            validate_instance_id(&format!("{at}.instance_id"), &update.instance_id)?
+                        }
+                    }
                     let value = match update.record {
                         None => None,
                         Some(Record::Instance(instance)) => {
@@ -206,6 +217,17 @@ fn ranges_from_pb(
                                 counter: version.counter,
                                 origin: version.origin,
                             }))
+                        }
+                        Some(Record::Policy(policy)) => {
+                            let field = format!("{at}.policy");
+                            let policy = PolicyRecord::from_pb(&field, policy)?;
+                            if policy_key(&policy.service) != update.instance_id {
+                                return Err(InvalidField::new(
+                                    format!("{field}.service"),
+                                    "differs from the update's key",
+                                ));
+                            }
+                            Some(CatalogRecord::Policy(Box::new(policy)))
                         }
                     };
                     Ok(Update {
@@ -282,11 +304,11 @@ mod tests {
             "gradebook",
             "127.0.0.1:50051",
             Message::SynAck {
-                floors: vec![(origin.clone(), 3)],
+                floors: vec![(origin.clone(), 4)],
                 ranges: vec![Range {
                     origin,
                     from: 1,
-                    to: 3,
+                    to: 4,
                     reset: false,
                     updates: vec![
                         Update {
@@ -301,6 +323,21 @@ mod tests {
                                 counter: 9,
                                 origin: "registry-a".into(),
                             })),
+                        },
+                        Update {
+                            key: crate::model::traffic::policy_key("grading"),
+                            seq: 4,
+                            value: Some(CatalogRecord::Policy(Box::new(PolicyRecord {
+                                service: "grading".into(),
+                                policy: crate::model::traffic::TrafficPolicy::only("2.0.0")
+                                    .unwrap(),
+                                version: RecordVersion {
+                                    counter: 10,
+                                    origin: "registry-a".into(),
+                                },
+                                set_at: std::time::UNIX_EPOCH
+                                    + std::time::Duration::from_secs(1_800_000_000),
+                            }))),
                         },
                     ],
                 }],

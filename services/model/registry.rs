@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use crate::model::InvalidField;
 use crate::model::time::{timestamp_from_pb, timestamp_to_pb};
+use crate::model::traffic::PolicyRecord;
 use crate::pb::registry::v1 as pb;
 
 /// Longest accepted service name.
@@ -82,13 +83,16 @@ pub struct RecordVersion {
 
 /// A catalog record as registry nodes replicate it: an instance, or the
 /// mark that it was removed, versioned like any change, so that an older
-/// record of the instance held elsewhere cannot come back.
+/// record of the instance held elsewhere cannot come back; or a service's
+/// traffic policy (under its own key, see [`crate::model::traffic::policy_key`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum CatalogRecord {
     /// The instance as last changed.
     Live(Box<Instance>),
     /// The instance was removed by this version's change.
     Removed(RecordVersion),
+    /// A service's traffic policy.
+    Policy(Box<PolicyRecord>),
 }
 
 impl CatalogRecord {
@@ -97,14 +101,23 @@ impl CatalogRecord {
         match self {
             CatalogRecord::Live(instance) => &instance.record_version,
             CatalogRecord::Removed(version) => version,
+            CatalogRecord::Policy(policy) => &policy.version,
         }
     }
 
-    /// The instance, unless removed.
+    /// The instance, unless removed (or a policy).
     pub fn instance(&self) -> Option<&Instance> {
         match self {
             CatalogRecord::Live(instance) => Some(instance.as_ref()),
-            CatalogRecord::Removed(_) => None,
+            CatalogRecord::Removed(_) | CatalogRecord::Policy(_) => None,
+        }
+    }
+
+    /// The traffic policy, when the record is one.
+    pub fn policy(&self) -> Option<&PolicyRecord> {
+        match self {
+            CatalogRecord::Policy(policy) => Some(policy.as_ref()),
+            CatalogRecord::Live(_) | CatalogRecord::Removed(_) => None,
         }
     }
 }
@@ -233,9 +246,13 @@ pub enum WatchUpdate {
         /// The node has not caught up with its peers yet: instances may be
         /// missing, so nothing should be dropped for lacking here.
         catching_up: bool,
+        /// The traffic policies of the watched services that have one.
+        policies: Vec<PolicyRecord>,
     },
     /// One change after the snapshot.
     Change(Box<Change>),
+    /// A watched service's traffic policy was set or cleared.
+    Policy(Box<PolicyRecord>),
 }
 
 /// A message from the registry that the SDK cannot make sense of.
@@ -516,6 +533,7 @@ impl From<&Change> for pb::WatchEvent {
 /// Builds the snapshot message that starts (or restarts) a watch stream.
 pub fn snapshot_event(
     instances: &[Instance],
+    policies: &[&PolicyRecord],
     registry_node: &str,
     catching_up: bool,
 ) -> pb::WatchEvent {
@@ -524,7 +542,20 @@ pub fn snapshot_event(
             instances: instances.iter().map(pb::Instance::from).collect(),
             registry_node: registry_node.to_owned(),
             catching_up,
+            policies: policies
+                .iter()
+                .map(|p| pb::TrafficPolicy::from(*p))
+                .collect(),
         })),
+    }
+}
+
+/// The watch message that tells a policy's change.
+pub fn policy_event(policy: &PolicyRecord) -> pb::WatchEvent {
+    pb::WatchEvent {
+        event: Some(pb::watch_event::Event::Policy(pb::TrafficPolicy::from(
+            policy,
+        ))),
     }
 }
 
@@ -541,7 +572,18 @@ impl TryFrom<pb::WatchEvent> for WatchUpdate {
                     .collect::<Result<_, _>>()?,
                 registry_node: snapshot.registry_node,
                 catching_up: snapshot.catching_up,
+                policies: snapshot
+                    .policies
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, p)| PolicyRecord::from_pb(&format!("snapshot.policies[{i}]"), p))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| MalformedMessage(e.to_string()))?,
             }),
+            Some(pb::watch_event::Event::Policy(policy)) => Ok(WatchUpdate::Policy(Box::new(
+                PolicyRecord::from_pb("policy", policy)
+                    .map_err(|e| MalformedMessage(e.to_string()))?,
+            ))),
             Some(pb::watch_event::Event::Change(change)) => {
                 let kind = match pb::ChangeKind::try_from(change.kind) {
                     Ok(pb::ChangeKind::Added) => ChangeKind::Added,

@@ -13,8 +13,16 @@
 //! every healthy instance serves (the caller counts that as a fallback).
 
 use std::collections::BTreeSet;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::model::registry::MAX_VERSION;
+use crate::model::InvalidField;
+use crate::model::registry::{MAX_VERSION, RecordVersion, validate_service_name};
+use crate::model::time::{timestamp_from_pb, timestamp_to_pb};
+use crate::pb::registry::v1 as pb;
+
+/// How the key of a service's policy begins among the replicated catalog's
+/// keys (instance ids cannot contain `/`, so the two never meet).
+pub const POLICY_KEY_PREFIX: &str = "policy/";
 
 /// The largest weight of one version; weights are shares of this total.
 pub const TOTAL_WEIGHT: u32 = 100;
@@ -74,6 +82,32 @@ pub enum InvalidPolicy {
         /// The versions its instances run, comma-separated.
         running: String,
     },
+}
+
+/// A service's traffic policy as the registry holds it: versioned like any
+/// catalog record, the newest winning across registry nodes. Clearing a
+/// policy sets [`TrafficPolicy::Equal`], a record like the others, so that
+/// an older policy held elsewhere cannot come back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRecord {
+    /// The service.
+    pub service: String,
+    /// The policy.
+    pub policy: TrafficPolicy,
+    /// The version of the change that set it.
+    pub version: RecordVersion,
+    /// When it was set.
+    pub set_at: SystemTime,
+}
+
+/// The key of `service`'s policy among the replicated catalog's keys.
+pub fn policy_key(service: &str) -> String {
+    format!("{POLICY_KEY_PREFIX}{service}")
+}
+
+/// The service whose policy `key` is, when it is a policy's key.
+pub fn policy_service(key: &str) -> Option<&str> {
+    key.strip_prefix(POLICY_KEY_PREFIX)
 }
 
 /// Which instances serve one request.
@@ -149,6 +183,22 @@ impl TrafficPolicy {
         }
     }
 
+    /// The share of [`TOTAL_WEIGHT`] the policy gives `version` (while
+    /// every version it names is available); `None` for the default, which
+    /// shares by instance, not by version.
+    pub fn share(&self, version: &str) -> Option<u32> {
+        match self {
+            TrafficPolicy::Equal => None,
+            TrafficPolicy::Weights(weights) => Some(
+                weights
+                    .iter()
+                    .find(|(v, _)| v == version)
+                    .map_or(0, |(_, w)| *w),
+            ),
+            TrafficPolicy::Only(only) => Some(if only == version { TOTAL_WEIGHT } else { 0 }),
+        }
+    }
+
     /// Refuses a policy that names a version no instance of `service` runs
     /// (`running`: the versions of its registered instances).
     pub fn check_known(
@@ -215,9 +265,129 @@ impl std::fmt::Display for TrafficPolicy {
     }
 }
 
+impl From<&PolicyRecord> for pb::TrafficPolicy {
+    fn from(record: &PolicyRecord) -> Self {
+        let rule = match &record.policy {
+            TrafficPolicy::Equal => None,
+            TrafficPolicy::Weights(weights) => {
+                Some(pb::traffic_policy::Rule::Weights(pb::VersionWeights {
+                    weights: weights
+                        .iter()
+                        .map(|(version, weight)| pb::VersionWeight {
+                            version: version.clone(),
+                            weight: *weight,
+                        })
+                        .collect(),
+                }))
+            }
+            TrafficPolicy::Only(version) => Some(pb::traffic_policy::Rule::Only(version.clone())),
+        };
+        pb::TrafficPolicy {
+            service: record.service.clone(),
+            rule,
+            record_version: Some(pb::RecordVersion {
+                counter: record.version.counter,
+                origin: record.version.origin.clone(),
+            }),
+            set_at: Some(timestamp_to_pb(record.set_at)),
+        }
+    }
+}
+
+/// The service and rule of a policy as a client sends it (`field` names
+/// the message in errors); its version and time are left out.
+pub fn policy_from_pb(
+    field: &str,
+    policy: &pb::TrafficPolicy,
+) -> Result<(String, TrafficPolicy), InvalidField> {
+    validate_service_name(&format!("{field}.service"), &policy.service)?;
+    let rule = match &policy.rule {
+        None => Ok(TrafficPolicy::Equal),
+        Some(pb::traffic_policy::Rule::Weights(weights)) => TrafficPolicy::weights(
+            weights
+                .weights
+                .iter()
+                .map(|w| (w.version.clone(), w.weight))
+                .collect(),
+        )
+        .map_err(|e| InvalidField::new(format!("{field}.weights"), e.to_string())),
+        Some(pb::traffic_policy::Rule::Only(version)) => TrafficPolicy::only(version)
+            .map_err(|e| InvalidField::new(format!("{field}.only"), e.to_string())),
+    }?;
+    Ok((policy.service.clone(), rule))
+}
+
+impl PolicyRecord {
+    /// A record as the registry sent it (in a watch or to a peer); `field`
+    /// names the message in errors.
+    pub fn from_pb(field: &str, policy: pb::TrafficPolicy) -> Result<Self, InvalidField> {
+        let (service, rule) = policy_from_pb(field, &policy)?;
+        let version = policy
+            .record_version
+            .ok_or_else(|| InvalidField::new(format!("{field}.record_version"), "missing"))?;
+        let set_at = match &policy.set_at {
+            Some(ts) => timestamp_from_pb(ts)
+                .map_err(|e| InvalidField::new(format!("{field}.set_at"), e.to_string()))?,
+            None => UNIX_EPOCH,
+        };
+        Ok(PolicyRecord {
+            service,
+            policy: rule,
+            version: RecordVersion {
+                counter: version.counter,
+                origin: version.origin,
+            },
+            set_at,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_cross_the_wire_unchanged_and_bad_rules_name_their_field() {
+        for policy in [
+            TrafficPolicy::Equal,
+            canary(),
+            TrafficPolicy::only("2.0.0").unwrap(),
+        ] {
+            let record = PolicyRecord {
+                service: "grading".into(),
+                policy,
+                version: RecordVersion {
+                    counter: 7,
+                    origin: "registry-1".into(),
+                },
+                set_at: UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+            };
+            let wire = pb::TrafficPolicy::from(&record);
+            assert_eq!(PolicyRecord::from_pb("policy", wire), Ok(record));
+        }
+        let bad = pb::TrafficPolicy {
+            service: "grading".into(),
+            rule: Some(pb::traffic_policy::Rule::Weights(pb::VersionWeights {
+                weights: vec![pb::VersionWeight {
+                    version: "2.0.0".into(),
+                    weight: 50,
+                }],
+            })),
+            ..Default::default()
+        };
+        let error = policy_from_pb("policy", &bad).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "policy.weights: the weights add up to 50, not 100"
+        );
+        let unnamed = pb::TrafficPolicy::default();
+        assert_eq!(
+            policy_from_pb("policy", &unnamed).unwrap_err().field,
+            "policy.service"
+        );
+        assert_eq!(policy_service(&policy_key("grading")), Some("grading"));
+        assert_eq!(policy_service("grading-1"), None);
+    }
 
     fn set<'a>(versions: &[&'a str]) -> BTreeSet<&'a str> {
         versions.iter().copied().collect()
@@ -322,5 +492,10 @@ mod tests {
             Choice::Any
         );
         assert!(TrafficPolicy::only("").is_err());
+        assert_eq!(blue_green.share("2.0.0"), Some(100));
+        assert_eq!(blue_green.share("1.4.0"), Some(0));
+        assert_eq!(canary().share("2.0.0"), Some(10));
+        assert_eq!(canary().share("9.9.9"), Some(0));
+        assert_eq!(TrafficPolicy::Equal.share("1.4.0"), None);
     }
 }

@@ -42,6 +42,7 @@ use crate::mesh::{DependencyView, Mesh, MeshConfig, MeshServer, ServeError, Shut
 use crate::model::log::LogFilter;
 use crate::model::log::trace::{Span, TraceId, TraceQuery, TraceSummary};
 use crate::model::registry::Instance;
+use crate::model::traffic::PolicyRecord;
 use crate::portal::accounts::AccountStore;
 use crate::portal::error::PortalError;
 use crate::portal::read_cache::{CachedGrading, ReadCache};
@@ -158,6 +159,11 @@ impl AppState {
     /// Every instance the registry knows, whatever its health.
     pub async fn registry_instances(&self) -> Result<Vec<Instance>, PortalError> {
         Ok(self.registry.list(None, true).await?)
+    }
+
+    /// Every traffic policy set in the registry.
+    pub async fn registry_policies(&self) -> Result<Vec<PolicyRecord>, PortalError> {
+        Ok(self.registry.policies(None).await?)
     }
 
     /// Every stored span of `trace`, from every log instance.

@@ -568,6 +568,7 @@ async fn services(State(app): State<AppState>) -> Response {
                         instances,
                         registry_node: String::new(),
                         catching_up: true,
+                        policies: app.registry_policies().await?,
                     },
                     now,
                 );

@@ -42,6 +42,27 @@ pub enum Denied {
         /// Who asked.
         caller: String,
     },
+    /// Only the operators set traffic policies.
+    #[error(
+        "{caller} may not set the traffic policy of {service:?}: only the operators' identity (admin) may"
+    )]
+    NotOperator {
+        /// Who asked.
+        caller: String,
+        /// The service.
+        service: String,
+    },
+}
+
+/// May `caller` set a service's traffic policy? Only the operators.
+pub fn may_route(caller: &Caller, service: &str) -> Result<(), Denied> {
+    if caller.is_admin() {
+        return Ok(());
+    }
+    Err(Denied::NotOperator {
+        caller: caller.to_string(),
+        service: service.to_owned(),
+    })
 }
 
 /// May `caller` register `instance_id` (when given) as an instance of
@@ -143,5 +164,17 @@ mod tests {
         assert!(may_deregister(&Caller::Anonymous, "g-1", Some("grading")).is_err());
         // An unknown id: nothing to protect; the answer is "not removed".
         assert_eq!(may_deregister(&service("log"), "g-9", None), Ok(()));
+    }
+
+    #[test]
+    fn only_operators_route() {
+        assert_eq!(
+            may_route(&Caller::Service(Identity::admin()), "grading"),
+            Ok(())
+        );
+        assert_eq!(may_route(&Caller::Unverified, "grading"), Ok(()));
+        let denied = may_route(&service("grading"), "grading").unwrap_err();
+        assert!(denied.to_string().contains("admin"), "{denied}");
+        assert!(may_route(&Caller::Anonymous, "grading").is_err());
     }
 }

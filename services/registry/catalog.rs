@@ -302,6 +302,12 @@ impl Catalog {
         }
     }
 
+    /// A version for a record other than an instance's (a traffic policy)
+    /// whose previous version is `previous`, from the same clock.
+    pub fn stamp(&mut self, previous: Option<&RecordVersion>, now: SystemTime) -> RecordVersion {
+        self.next_version(previous, now)
+    }
+
     /// Registers an instance, or updates it when its id is registered already.
     /// `generate_id` is called for a registration without an instance id.
     pub fn register(

@@ -13,13 +13,19 @@ use crate::mesh::Shutdown;
 use crate::mesh::Tls;
 use crate::mesh::config::generate_instance_id;
 use crate::mesh::tls::Caller;
-use crate::model::registry::{ChangeKind, Instance, Registration, snapshot_event};
+use crate::model::registry::{
+    CatalogRecord, ChangeKind, Instance, Registration, policy_event, snapshot_event,
+};
+use crate::model::traffic::{
+    InvalidPolicy, PolicyRecord, TrafficPolicy, policy_key, policy_service,
+};
 use crate::pb::registry::v1 as pb;
 use crate::registry::access::{self, Denied};
 use crate::registry::catalog::{Catalog, Effect};
 use crate::registry::health::ProbeOutcome;
 use crate::registry::metrics::RegistryMetrics;
 use crate::registry::monitor::{self, Epoch, ProbeSettings, Target};
+use crate::registry::policies::Policies;
 use crate::registry::replication::{PeerConfig, Replication};
 use crate::registry::watchers::{WatchItem, Watchers};
 
@@ -35,6 +41,8 @@ struct State {
     catalog: Catalog,
     watchers: Watchers,
     monitors: HashMap<String, MonitorHandle>,
+    /// Every service's traffic policy.
+    policies: Policies,
     next_epoch: Epoch,
     /// Gossip with the other registry nodes, when there are any.
     replication: Option<Replication>,
@@ -50,6 +58,7 @@ impl State {
     fn snapshot(&self, services: &[String]) -> pb::WatchEvent {
         snapshot_event(
             &self.catalog.snapshot(services),
+            &self.policies.set_for(services),
             self.catalog.node_id(),
             self.catching_up(),
         )
@@ -59,11 +68,19 @@ impl State {
     /// and what its first snapshot lacked is now known.
     fn resend_snapshots(&mut self) {
         let State {
-            catalog, watchers, ..
+            catalog,
+            watchers,
+            policies,
+            ..
         } = self;
         let catching_up = self.replication.as_ref().is_some_and(|r| !r.caught_up());
         let overflowed = watchers.resend_snapshots(|services| {
-            snapshot_event(&catalog.snapshot(services), catalog.node_id(), catching_up)
+            snapshot_event(
+                &catalog.snapshot(services),
+                &policies.set_for(services),
+                catalog.node_id(),
+                catching_up,
+            )
         });
         if overflowed > 0 {
             tracing::warn!(overflowed, "dropped watchers whose queue overflowed");
@@ -98,6 +115,7 @@ impl Core {
                 catalog,
                 watchers: Watchers::new(watch_queue),
                 monitors: HashMap::new(),
+                policies: Policies::new(),
                 next_epoch: 0,
                 replication: None,
             }),
@@ -157,6 +175,65 @@ impl Core {
         let (removed, effects) = state.catalog.deregister(instance_id, SystemTime::now());
         self.execute(&mut state, effects);
         Ok(removed)
+    }
+
+    /// Sets `service`'s traffic policy if `caller` may and every version it
+    /// names is run by a registered instance of the service; returns the
+    /// record as held now.
+    pub fn set_policy(
+        self: &Arc<Self>,
+        service: &str,
+        policy: TrafficPolicy,
+        caller: &Caller,
+    ) -> Result<PolicyRecord, PolicyRefused> {
+        access::may_route(caller, service)?;
+        let mut state = self.lock();
+        let instances = state.catalog.list(Some(service), true);
+        let running = instances.iter().map(|i| i.version.as_str()).collect();
+        policy.check_known(service, &running)?;
+        let now = SystemTime::now();
+        let previous = state.policies.get(service).map(|r| r.version.clone());
+        let record = PolicyRecord {
+            service: service.to_owned(),
+            policy,
+            version: state.catalog.stamp(previous.as_ref(), now),
+            set_at: now,
+        };
+        tracing::info!(%service, policy = %record.policy, "traffic policy set");
+        self.take_policy(&mut state, record.clone());
+        Ok(record)
+    }
+
+    /// The traffic policies set (other than the default), of `service` or
+    /// of every service.
+    pub fn policies(&self, service: Option<&str>) -> Vec<PolicyRecord> {
+        let services: Vec<String> = service.map(str::to_owned).into_iter().collect();
+        let state = self.lock();
+        state
+            .policies
+            .set_for(&services)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps `record` when it is the newest of its service's policy: tells
+    /// the watchers, and writes it as this node's own record for the peers.
+    fn take_policy(self: &Arc<Self>, state: &mut State, record: PolicyRecord) {
+        if !state.policies.take(record.clone()) {
+            return;
+        }
+        let overflowed = state
+            .watchers
+            .publish_event(&record.service, policy_event(&record));
+        if overflowed > 0 {
+            tracing::warn!(overflowed, "dropped watchers whose queue overflowed");
+        }
+        if let Some(replication) = state.replication.as_mut() {
+            let key = policy_key(&record.service);
+            let effects = replication.write(&key, Some(CatalogRecord::Policy(Box::new(record))));
+            self.gossip_effects(state, effects);
+        }
     }
 
     /// How requests are secured (callers are read against it).
@@ -302,6 +379,12 @@ impl Core {
                 .replication
                 .as_ref()
                 .and_then(|r| r.best_remote(&instance_id));
+            if policy_service(&instance_id).is_some() {
+                if let Some(CatalogRecord::Policy(record)) = best {
+                    self.take_policy(state, *record);
+                }
+                continue;
+            }
             let effects = state
                 .catalog
                 .apply_remote(&instance_id, best, SystemTime::now());
@@ -373,4 +456,15 @@ impl Core {
             }
         }
     }
+}
+
+/// Why a traffic policy was not set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyRefused {
+    /// The caller may not (PERMISSION_DENIED).
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The policy names a version no instance runs (FAILED_PRECONDITION).
+    #[error(transparent)]
+    Invalid(#[from] InvalidPolicy),
 }

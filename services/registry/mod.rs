@@ -5,7 +5,8 @@
 //! # Layout
 //!
 //! - [`catalog`]: the catalog as a state machine (events in, effects out).
-//! - [`access`]: who may register and deregister which instance.
+//! - [`access`]: who may register and deregister which instance, and set policies.
+//! - [`policies`]: the traffic policies, newest record winning.
 //! - [`health`]: the per-instance health state machine.
 //! - [`core`]: the shell that runs the catalog and carries out its effects.
 //! - [`monitor`]: the health probe task of one instance.
@@ -23,6 +24,7 @@ pub mod health;
 pub mod metrics;
 pub mod monitor;
 pub mod peer;
+pub mod policies;
 pub mod prometheus_sd;
 pub mod replication;
 pub mod service;

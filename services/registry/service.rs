@@ -12,9 +12,10 @@ use tonic::{Request, Response, Status};
 use crate::mesh::Shutdown;
 use crate::mesh::tls::Caller;
 use crate::model::registry::{Registration, validate_instance_id, validate_service_name};
+use crate::model::traffic::policy_from_pb;
 use crate::pb::registry::v1 as pb;
 use crate::pb::registry::v1::registry_server::{Registry, RegistryServer};
-use crate::registry::core::Core;
+use crate::registry::core::{Core, PolicyRefused};
 use crate::registry::watchers::WatchItem;
 
 /// The largest request the registry accepts.
@@ -91,6 +92,48 @@ impl Registry for RegistryService {
         Ok(Response::new(pb::ListResponse {
             instances: instances.iter().map(pb::Instance::from).collect(),
             catching_up,
+        }))
+    }
+
+    async fn set_traffic_policy(
+        &self,
+        request: Request<pb::SetTrafficPolicyRequest>,
+    ) -> Result<Response<pb::SetTrafficPolicyResponse>, Status> {
+        let caller = Caller::of(&request, self.core.tls());
+        let policy = request
+            .into_inner()
+            .policy
+            .ok_or_else(|| Status::invalid_argument("policy: missing"))?;
+        let (service, policy) = policy_from_pb("policy", &policy)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let record = self
+            .core
+            .set_policy(&service, policy, &caller)
+            .map_err(|refused| match refused {
+                PolicyRefused::Denied(denied) => Status::permission_denied(denied.to_string()),
+                PolicyRefused::Invalid(invalid) => {
+                    Status::failed_precondition(format!("policy: {invalid}"))
+                }
+            })?;
+        Ok(Response::new(pb::SetTrafficPolicyResponse {
+            policy: Some(pb::TrafficPolicy::from(&record)),
+            registry_node: self.core.node_id(),
+        }))
+    }
+
+    async fn list_traffic_policies(
+        &self,
+        request: Request<pb::ListTrafficPoliciesRequest>,
+    ) -> Result<Response<pb::ListTrafficPoliciesResponse>, Status> {
+        let service = request.into_inner().service;
+        let service = (!service.is_empty()).then_some(service.as_str());
+        if let Some(service) = service {
+            validate_service_name("service", service)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let policies = self.core.policies(service);
+        Ok(Response::new(pb::ListTrafficPoliciesResponse {
+            policies: policies.iter().map(pb::TrafficPolicy::from).collect(),
         }))
     }
 

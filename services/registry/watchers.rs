@@ -70,8 +70,13 @@ impl Watchers {
     /// Queues `change` for every watcher of its service; drops watchers that
     /// are gone or overflowing. Returns how many watchers were overflowing.
     pub fn publish(&mut self, change: &Change) -> usize {
-        let service = &change.instance.service;
-        let event = pb::WatchEvent::from(change);
+        self.publish_event(&change.instance.service, pb::WatchEvent::from(change))
+    }
+
+    /// Queues `event`, about `service`, for every watcher of the service;
+    /// drops watchers that are gone or overflowing. Returns how many
+    /// watchers were overflowing.
+    pub fn publish_event(&mut self, service: &str, event: pb::WatchEvent) -> usize {
         let mut overflowed = 0;
         self.watchers.retain(|watcher| {
             if watcher

@@ -5,7 +5,7 @@
 //! daemon finds the instances in its dependency view; a tool gives the
 //! instances the registry listed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 
 use crate::mesh::api::log_paging::{InstanceCursor, InstancePage, MergedCursor, merge};
 use crate::mesh::api::{CallError, Retry, request, stream, unary};
+use crate::mesh::channel::discover::Route;
 use crate::mesh::channel::metrics::ChannelMetrics;
 use crate::mesh::channel::{ChannelSettings, MeshChannel};
 use crate::mesh::client::lazy_channel_to;
@@ -26,6 +27,7 @@ use crate::mesh::trace::client::TraceAttempts;
 use crate::model::log::trace::{Span, TraceId, TraceQuery, TraceSummary, summary_from_pb};
 use crate::model::log::{LogFilter, LogRecord};
 use crate::model::registry::Instance;
+use crate::model::traffic::TrafficPolicy;
 use crate::pb::log::v1 as pb;
 use crate::pb::log::v1::log_service_client::LogServiceClient;
 
@@ -80,14 +82,11 @@ impl LogApi {
     /// Calls the log service at the given instances (for tools that listed
     /// them from the registry), connecting as `tls` says.
     pub fn at_instances(instances: &[Instance], timeout: Duration, tls: &Tls) -> Self {
-        let set: BTreeMap<String, String> = instances
-            .iter()
-            .map(|i| (i.instance_id.clone(), i.address.clone()))
-            .collect();
-        let (_, endpoints) = watch::channel(Arc::new(set));
+        let route = Route::new(instances, TrafficPolicy::Equal);
+        let (_, route) = watch::channel(Arc::new(route));
         let channel = MeshChannel::new(
             SERVICE,
-            endpoints,
+            route,
             ChannelSettings::default(),
             tls,
             &ChannelMetrics::default(),
@@ -130,9 +129,10 @@ impl LogApi {
                 .map(|i| (i.instance_id, i.address))
                 .collect(),
             Source::Fixed(channel) => channel
-                .endpoints()
+                .route()
+                .endpoints
                 .iter()
-                .map(|(id, address)| (id.clone(), address.clone()))
+                .map(|(id, endpoint)| (id.clone(), endpoint.address.clone()))
                 .collect(),
         }
     }

@@ -13,6 +13,7 @@ use crate::mesh::config::{ConfigError, REGISTRY_CALL_TIMEOUT};
 use crate::mesh::registry_nodes::RegistryNodes;
 use crate::mesh::tls::Tls;
 use crate::model::registry::{Instance, WatchUpdate};
+use crate::model::traffic::{PolicyRecord, TrafficPolicy};
 use crate::pb::registry::v1 as pb;
 
 /// The registry's name in its own catalog.
@@ -116,6 +117,65 @@ impl RegistryApi {
             instances,
             catching_up: response.catching_up,
         })
+    }
+
+    /// The traffic policies set, of `service` (every service when `None`).
+    pub async fn policies(&self, service: Option<&str>) -> Result<Vec<PolicyRecord>, CallError> {
+        let message = pb::ListTrafficPoliciesRequest {
+            service: service.unwrap_or_default().to_owned(),
+        };
+        let response = self
+            .on_some_node(|channel| {
+                let message = message.clone();
+                async move {
+                    let mut client = registry_client(channel);
+                    let call =
+                        client.list_traffic_policies(request(message, self.timeout, Retry::Safe));
+                    unary(SERVICE, self.timeout, call).await
+                }
+            })
+            .await?;
+        response
+            .policies
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| PolicyRecord::from_pb(&format!("policies[{i}]"), p))
+            .collect::<Result<_, _>>()
+            .map_err(|e| CallError::malformed(SERVICE, e))
+    }
+
+    /// Sets `service`'s traffic policy ([`TrafficPolicy::Equal`] clears
+    /// it); returns the record the registry now holds. Setting the same
+    /// policy twice does no harm, so a node that cannot answer is skipped.
+    pub async fn set_policy(
+        &self,
+        service: &str,
+        policy: &TrafficPolicy,
+    ) -> Result<PolicyRecord, CallError> {
+        let mut wire = pb::TrafficPolicy::from(&PolicyRecord {
+            service: service.to_owned(),
+            policy: policy.clone(),
+            version: Default::default(),
+            set_at: std::time::UNIX_EPOCH,
+        });
+        wire.record_version = None;
+        wire.set_at = None;
+        let message = pb::SetTrafficPolicyRequest { policy: Some(wire) };
+        let response = self
+            .on_some_node(|channel| {
+                let message = message.clone();
+                async move {
+                    let mut client = registry_client(channel);
+                    let call =
+                        client.set_traffic_policy(request(message, self.timeout, Retry::Safe));
+                    unary(SERVICE, self.timeout, call).await
+                }
+            })
+            .await?;
+        let policy = response
+            .policy
+            .ok_or_else(|| CallError::malformed(SERVICE, "policy: missing"))?;
+        PolicyRecord::from_pb("policy", policy).map_err(|e| CallError::malformed(SERVICE, e))
     }
 
     /// A snapshot of `services` (every service when empty), then every

@@ -12,10 +12,12 @@
 //! 3. the attempt: a client span when the call is part of a trace
 //!    ([`crate::mesh::trace::client`]); its own deadline (shorter than the call's for calls that
 //!    may be retried after a timeout), sent as `grpc-timeout`.
-//! 4. a bounded buffer in front of the balancer (tower `Buffer`).
-//! 5. the balancer: tower's power of two choices over peak-EWMA load, fed
+//! 4. the version group ([`groups`]): the call's version, chosen once per
+//!    call from the service's traffic policy, has a balancer of its own.
+//! 5. a bounded buffer in front of the group's balancer (tower `Buffer`).
+//! 6. the balancer: tower's power of two choices over peak-EWMA load, fed
 //!    by [`discover`] from the view without ever blocking it.
-//! 6. per endpoint ([`endpoint`]): peak-EWMA, outlier ejection ([`eject`]),
+//! 7. per endpoint ([`endpoint`]): peak-EWMA, outlier ejection ([`eject`]),
 //!    and the connection itself.
 //!
 //! # Layout
@@ -25,13 +27,15 @@
 //! - [`eject`]: per-endpoint circuit breaking.
 //! - [`metrics`]: what the balancer sees, per endpoint, as Prometheus metrics.
 //! - [`outcome`]: how an attempt ended.
-//! - [`discover`]: the balancer's feed from the view.
+//! - [`discover`]: the balancers' feed from the view.
+//! - [`groups`]: a balancer per version, and which one serves a call.
 //! - [`endpoint`]: one endpoint's connection and layers.
 
 pub mod deadline;
 pub mod discover;
 pub mod eject;
 pub mod endpoint;
+pub mod groups;
 pub mod metrics;
 pub mod outcome;
 pub mod retry;
@@ -52,9 +56,10 @@ use tower::buffer::Buffer;
 use tower::retry::Retry;
 use tower::util::BoxCloneSyncService;
 
-use crate::mesh::channel::discover::{EndpointSet, WatchDiscover};
+use crate::mesh::channel::discover::{Route, WatchDiscover};
 use crate::mesh::channel::eject::{EjectionBudget, EjectionSettings};
 use crate::mesh::channel::endpoint::{AttemptDeadline, balanced_endpoint};
+use crate::mesh::channel::groups::{GroupStack, Groups, VersionGroup, group_for};
 use crate::mesh::channel::metrics::ChannelMetrics;
 use crate::mesh::channel::outcome::{AttemptTimedOut, BoxError};
 use crate::mesh::channel::retry::{CallDeadline, RetryOnTimeout, RetryPolicy};
@@ -104,7 +109,7 @@ type Stack = BoxCloneSyncService<http::Request<Bytes>, http::Response<Body>, Box
 #[derive(Clone)]
 pub struct MeshChannel {
     service: Arc<str>,
-    endpoints: watch::Receiver<Arc<EndpointSet>>,
+    route: watch::Receiver<Arc<Route>>,
     stack: Stack,
     settings: ChannelSettings,
     ejection_budget: Arc<EjectionBudget>,
@@ -114,19 +119,19 @@ impl std::fmt::Debug for MeshChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshChannel")
             .field("service", &self.service)
-            .field("endpoints", &*self.endpoints.borrow())
+            .field("route", &*self.route.borrow())
             .finish_non_exhaustive()
     }
 }
 
 impl MeshChannel {
-    /// A channel to `service` over the endpoint sets published on
-    /// `endpoints`, connecting as `tls` says, measured in `metrics`. Must be
-    /// called inside a tokio runtime (the balancer runs on a task of its
-    /// own, which ends when the last clone is dropped).
+    /// A channel to `service` over the routes published on `route`,
+    /// connecting as `tls` says, measured in `metrics`. Must be called
+    /// inside a tokio runtime (each version's balancer runs on a task of
+    /// its own, which ends when the last clone is dropped).
     pub fn new(
         service: &str,
-        endpoints: watch::Receiver<Arc<EndpointSet>>,
+        route: watch::Receiver<Arc<Route>>,
         settings: ChannelSettings,
         tls: &Tls,
         metrics: &ChannelMetrics,
@@ -137,20 +142,26 @@ impl MeshChannel {
         let connector = tls.connector(service);
         let endpoint_metrics = metrics.clone();
         let name = service.to_owned();
-        let discover = WatchDiscover::new(endpoints.clone(), move |id: &str, address: &str| {
-            let measured = endpoint_metrics.endpoint(&name, id, address);
-            balanced_endpoint(
-                address,
-                connector.clone(),
-                ejection,
-                budget.clone(),
-                measured,
-            )
-            .ok()
+        let routes = route.clone();
+        let groups = Groups::new(move |version: &str| {
+            let (connector, budget) = (connector.clone(), budget.clone());
+            let (endpoint_metrics, name) = (endpoint_metrics.clone(), name.clone());
+            let discover =
+                WatchDiscover::new(routes.clone(), version, move |id: &str, address: &str| {
+                    let measured = endpoint_metrics.endpoint(&name, id, address);
+                    balanced_endpoint(
+                        address,
+                        connector.clone(),
+                        ejection,
+                        budget.clone(),
+                        measured,
+                    )
+                    .ok()
+                });
+            GroupStack::new(Buffer::new(Balance::new(discover), settings.buffer.max(1)))
         });
-        let balancer = Buffer::new(Balance::new(discover), settings.buffer.max(1));
         let attempts = Attempt {
-            inner: balancer,
+            inner: groups,
             attempt_timeout: settings.attempt_timeout,
         };
         let stack = Retry::new(
@@ -159,7 +170,7 @@ impl MeshChannel {
         );
         MeshChannel {
             service: service.into(),
-            endpoints,
+            route,
             stack: BoxCloneSyncService::new(stack),
             settings,
             ejection_budget,
@@ -171,9 +182,10 @@ impl MeshChannel {
         &self.service
     }
 
-    /// The healthy endpoints the channel balances over now.
-    pub fn endpoints(&self) -> Arc<EndpointSet> {
-        self.endpoints.borrow().clone()
+    /// The healthy endpoints the channel balances over now, and the
+    /// service's traffic policy.
+    pub fn route(&self) -> Arc<Route> {
+        self.route.borrow().clone()
     }
 
     /// How many endpoints are ejected now.
@@ -209,13 +221,19 @@ impl tower::Service<http::Request<Body>> for MeshChannel {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let channel = self.clone();
         Box::pin(async move {
-            if channel.endpoints.borrow().is_empty() {
+            let group = {
+                let route = channel.route.borrow();
+                let (policy_roll, instance_roll) = (rand::random(), rand::random());
+                group_for(&route, policy_roll, instance_roll)
+                    .map(|chosen| VersionGroup(Arc::from(chosen.version)))
+            };
+            let Some(group) = group else {
                 return Err(tonic::Status::unavailable(format!(
                     "no healthy instance of {:?} is available",
                     &*channel.service
                 ))
                 .into());
-            }
+            };
             let timeout = request
                 .headers()
                 .get(deadline::GRPC_TIMEOUT)
@@ -233,6 +251,7 @@ impl tower::Service<http::Request<Body>> for MeshChannel {
             .map_err(|e| tonic::Status::resource_exhausted(format!("request body: {e}")))?
             .to_bytes();
             parts.extensions.insert(CallDeadline(call_deadline));
+            parts.extensions.insert(group);
             let request = http::Request::from_parts(parts, body);
             let result = tokio::time::timeout_at(
                 call_deadline + ATTEMPT_SLACK * 2,

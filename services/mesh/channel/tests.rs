@@ -86,10 +86,18 @@ async fn a_retried_call_shows_both_attempts_and_is_counted() {
 
     let live = health_server().await;
     let dead = closed_port().await;
-    let endpoints = Arc::new(EndpointSet::from([
-        ("dead".to_owned(), dead.clone()),
-        ("live".to_owned(), live),
-    ]));
+    let endpoint = |address: &String| crate::mesh::channel::discover::Endpoint {
+        address: address.clone(),
+        version: "1".into(),
+    };
+    let endpoints = Arc::new(crate::mesh::channel::discover::Route {
+        endpoints: [
+            ("dead".to_owned(), endpoint(&dead)),
+            ("live".to_owned(), endpoint(&live)),
+        ]
+        .into(),
+        policy: Default::default(),
+    });
     // The balancer picks between two untried endpoints at random: a fresh
     // channel each time, until a first attempt has met the dead one
     // (twenty tries fail to with a chance of one in a million).

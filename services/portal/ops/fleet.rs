@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use crate::model::registry::{ChangeKind, Health, Instance, WatchUpdate};
+use crate::model::traffic::{PolicyRecord, TrafficPolicy};
 use crate::portal::ops::scrape::Counters;
 
 /// Health changes kept per instance.
@@ -193,6 +194,8 @@ pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<Duration> {
 #[derive(Debug, Clone, Default)]
 pub struct Fleet {
     instances: BTreeMap<InstanceKey, Tracked>,
+    /// The traffic policies set, by service.
+    policies: BTreeMap<String, PolicyRecord>,
     /// Whether a snapshot has arrived since the watch (re)opened.
     live: bool,
 }
@@ -214,8 +217,16 @@ impl Fleet {
             WatchUpdate::Snapshot {
                 instances,
                 catching_up,
+                policies,
                 ..
             } => {
+                // A node still catching up may lack policies that exist.
+                if !catching_up {
+                    self.policies.clear();
+                }
+                for record in policies {
+                    self.set_policy(record);
+                }
                 let present: Vec<InstanceKey> = instances.iter().map(key_of).collect();
                 for instance in instances {
                     self.upsert(instance, now);
@@ -238,8 +249,29 @@ impl Fleet {
                 }
                 _ => self.upsert(change.instance, now),
             },
+            WatchUpdate::Policy(record) => self.set_policy(*record),
         }
         self.prune(now);
+    }
+
+    fn set_policy(&mut self, record: PolicyRecord) {
+        if record.policy == TrafficPolicy::Equal {
+            self.policies.remove(&record.service);
+        } else {
+            self.policies.insert(record.service.clone(), record);
+        }
+    }
+
+    /// The traffic policies set (other than the default), by service.
+    pub fn policies(&self) -> impl Iterator<Item = &PolicyRecord> {
+        self.policies.values()
+    }
+
+    /// The traffic policy of `service`.
+    pub fn policy(&self, service: &str) -> &TrafficPolicy {
+        self.policies
+            .get(service)
+            .map_or(&TrafficPolicy::Equal, |r| &r.policy)
     }
 
     fn upsert(&mut self, instance: Instance, now: SystemTime) {
@@ -325,6 +357,7 @@ mod tests {
             instances,
             registry_node: "r".into(),
             catching_up: false,
+            policies: vec![],
         }
     }
 
@@ -385,6 +418,7 @@ mod tests {
                 instances: vec![],
                 registry_node: "r2".into(),
                 catching_up: true,
+                policies: vec![],
             },
             at(2),
         );

@@ -1,5 +1,6 @@
 //! The `/services` page: every instance with its health (and since when),
-//! its recent health history, its version (under its service), and its request rate, error
+//! its recent health history, its version (under its service) and the share of the
+//! traffic the service's policy gives that version, and its request rate, error
 //! ratio and p99 latency as figures and small inline charts (SVG, each
 //! with a text alternative). Server-rendered; with JavaScript the table
 //! replaces itself from `/services/events` (Server-Sent Events) as the
@@ -28,6 +29,7 @@ pub fn content(fleet: &Fleet, now: SystemTime) -> Markup {
             p.notice { "Waiting for the registry: what is shown may be out of date." }
         }
         p.meta { "Rates, errors and p99 latency over the last minutes, read from each instance's metrics every few seconds; health history since this portal started." }
+        (policies(fleet))
         div.table-wrap {
             table {
                 thead { tr {
@@ -41,16 +43,38 @@ pub fn content(fleet: &Fleet, now: SystemTime) -> Markup {
     }
 }
 
-/// The table's rows (what the live updates replace).
-pub fn rows(fleet: &Fleet, now: SystemTime) -> Markup {
+/// The traffic policies set (`gradebook route`), one line per service.
+fn policies(fleet: &Fleet) -> Markup {
     html! {
-        @for tracked in fleet.instances() {
-            (row(tracked, now))
+        h2 { "Traffic" }
+        @let set: Vec<_> = fleet.policies().collect();
+        @if set.is_empty() {
+            p { "Every service sends to all its healthy instances alike." }
+        } @else {
+            ul.policies {
+                @for record in set {
+                    li {
+                        strong { (record.service) } ": " (record.policy.to_string())
+                        " " span.meta { "since " time datetime=(stamp(record.set_at)) title=(stamp(record.set_at)) { (clock(record.set_at)) } }
+                    }
+                }
+            }
         }
     }
 }
 
-fn row(tracked: &Tracked, now: SystemTime) -> Markup {
+/// The table's rows (what the live updates replace).
+pub fn rows(fleet: &Fleet, now: SystemTime) -> Markup {
+    html! {
+        @for tracked in fleet.instances() {
+            (row(tracked, fleet.policy(&tracked.instance.service).share(&tracked.instance.version), now))
+        }
+    }
+}
+
+/// One instance's row; `share` is what the service's traffic policy gives
+/// its version, if the service has a policy.
+fn row(tracked: &Tracked, share: Option<u32>, now: SystemTime) -> Markup {
     let instance = &tracked.instance;
     let intervals = tracked.intervals();
     let recent = tracked.recent();
@@ -65,7 +89,10 @@ fn row(tracked: &Tracked, now: SystemTime) -> Markup {
                 br;
                 span.meta title=(stamp(instance.health_since)) { "for " (lasted(instance.health_since, now)) }
             }
-            td { (instance.service) br; span.meta title="version" { (instance.version) } }
+            td {
+                (instance.service) br; span.meta title="version" { (instance.version) }
+                @if let Some(share) = share { br; span.meta title="share of the traffic by policy" { (share) " % of traffic" } }
+            }
             td title=(instance.instance_id) { code { (short(&instance.instance_id)) } br; span.meta { (instance.address) } }
             td.num {
                 (recent.map_or_else(|| "–".to_owned(), |r| format!("{:.1}", r.rate)))
