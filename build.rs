@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/gradebook/registry/v1/peer.proto",
     "proto/gradebook/log/v1/log.proto",
     "proto/gradebook/grading/v1/grading.proto",
+    "proto/gradebook/supervisor/v1/supervisor.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

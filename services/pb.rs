@@ -29,5 +29,14 @@ pub mod grading {
     }
 }
 
+/// `gradebook.supervisor.v1`: the control contract of `gradebook up`.
+pub mod supervisor {
+    /// Version 1 of the supervisor contract.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("gradebook.supervisor.v1");
+    }
+}
+
 /// The encoded descriptor set of every package above, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("gradebook_descriptor");

@@ -8,6 +8,7 @@
 //! - [`up`]: `gradebook up`, which starts and supervises all four.
 //! - [`services`]: `gradebook services`, the registry's table and watch.
 //! - [`route`]: `gradebook route`, traffic policies by version.
+//! - [`rollout`]: `gradebook rollout`, a rolling update through `up`'s control socket.
 //! - [`logs`]: `gradebook logs`, query and follow the log service.
 //! - [`health_check`]: `gradebook health-check`, for containers and scripts.
 //! - [`certs`]: `gradebook certs`, the local certificate authority by hand.
@@ -33,6 +34,7 @@ pub mod health_check;
 pub mod http_get;
 pub mod listen;
 pub mod logs;
+pub mod rollout;
 pub mod route;
 pub mod scratch_postgres;
 pub mod services;
@@ -77,6 +79,9 @@ pub enum Command {
     /// Show or set how callers split a service's requests between its
     /// versions (canary weights, a blue-green switch).
     Route(route::RouteArgs),
+    /// Replace a service's instances in a running `gradebook up` with a new
+    /// binary, one at a time, rolled back on its own if a new one fails.
+    Rollout(rollout::RolloutArgs),
     /// Query or follow the central log.
     Logs(logs::LogsArgs),
     /// Check a gRPC server's health; exit 0 only when it is SERVING.
@@ -183,6 +188,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Up(args) => up::run(args).await,
         Command::Services(args) => services::run(args).await,
         Command::Route(args) => route::run(args).await,
+        Command::Rollout(args) => rollout::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::HealthCheck(args) => return health_check::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -12,7 +12,8 @@
 //! - [`api`]: typed clients of grading, log and the registry.
 //! - [`channel`]: the mesh channel: balancer, retries, deadlines, ejection.
 //! - [`logship`]: shipping this daemon's `tracing` records to the log service.
-//! - [`metrics`]: the process's Prometheus metrics, served at `GET /metrics`.
+//! - [`metrics`]: the process's Prometheus metrics, served at `GET /metrics`,
+//!   and reading another daemon's.
 //! - [`trace`]: distributed tracing (W3C Trace Context) on both sides of every call.
 //! - [`call_end`]: when a served or made gRPC call ends, and with which status.
 //! - [`telemetry`]: setting up `tracing` for a daemon or a tool.

@@ -9,6 +9,7 @@
 //!   of the registry package).
 //! - [`traffic`]: traffic policies, how callers split requests between a
 //!   service's versions (the routing part of the registry package).
+//! - [`supervisor`]: rollouts as `gradebook up`'s control socket takes them.
 //! - [`log`]: log records, levels and filters.
 //! - [`page_token`]: opaque page tokens for every paged listing.
 
@@ -17,6 +18,7 @@ pub mod log;
 pub mod page_token;
 pub mod peer;
 pub mod registry;
+pub mod supervisor;
 pub mod time;
 pub mod traffic;
 

@@ -11,6 +11,7 @@
 
 pub mod load;
 pub mod postgres;
+pub mod up;
 
 use std::future::Future;
 use std::net::TcpListener as StdListener;

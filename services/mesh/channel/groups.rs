@@ -3,7 +3,9 @@
 //! version first serves a call. A call's group is chosen once, before its
 //! first attempt ([`group_for`], from the service's traffic policy), and
 //! travels with the request as [`VersionGroup`], so that its retries stay
-//! with the same version.
+//! with the same version while it has a healthy instance. A retry whose
+//! version has none left (its last instance drained meanwhile) chooses
+//! again rather than wait on an empty balancer.
 //!
 //! With the default policy a call goes to a version in proportion to its
 //! healthy instances, which is what one balancer over them all would do.
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tower::ServiceExt;
@@ -71,6 +74,7 @@ pub type GroupStack = BoxCloneSyncService<http::Request<Bytes>, http::Response<B
 /// with `make` on first use.
 pub struct Groups<F> {
     groups: Arc<Mutex<HashMap<Arc<str>, GroupStack>>>,
+    route: watch::Receiver<Arc<Route>>,
     make: Arc<F>,
 }
 
@@ -78,6 +82,7 @@ impl<F> Clone for Groups<F> {
     fn clone(&self) -> Self {
         Groups {
             groups: self.groups.clone(),
+            route: self.route.clone(),
             make: self.make.clone(),
         }
     }
@@ -87,11 +92,25 @@ impl<F> Groups<F>
 where
     F: Fn(&str) -> GroupStack,
 {
-    /// Groups whose balancers `make` builds, from the version.
-    pub fn new(make: F) -> Self {
+    /// Groups over the routes published on `route`, whose balancers `make`
+    /// builds, from the version.
+    pub fn new(route: watch::Receiver<Arc<Route>>, make: F) -> Self {
         Groups {
             groups: Arc::default(),
+            route,
             make: Arc::new(make),
+        }
+    }
+
+    /// The version that serves a request marked `marked`: that one while
+    /// it has a healthy instance, else one chosen again (`None`: no
+    /// instance at all).
+    fn version_for(&self, marked: Option<Arc<str>>) -> Option<Arc<str>> {
+        let route = self.route.borrow();
+        let has = |version: &str| route.endpoints.values().any(|e| e.version == version);
+        match marked {
+            Some(version) if has(&version) => Some(version),
+            _ => group_for(&route, rand::random(), rand::random()).map(|c| Arc::from(c.version)),
         }
     }
 
@@ -136,11 +155,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<Bytes>) -> Self::Future {
-        let Some(VersionGroup(version)) = request.extensions().get::<VersionGroup>().cloned()
-        else {
+        let marked = request
+            .extensions()
+            .get::<VersionGroup>()
+            .map(|VersionGroup(v)| v.clone());
+        let Some(version) = self.version_for(marked) else {
             return Box::pin(async {
-                Err(BoxError::from(tonic::Status::internal(
-                    "a mesh call reached the balancers without a version group",
+                Err(BoxError::from(tonic::Status::unavailable(
+                    "no healthy instance is available",
                 )))
             });
         };
@@ -210,7 +232,8 @@ mod tests {
 
     #[tokio::test]
     async fn each_call_goes_to_its_groups_balancer_made_once() {
-        let groups = Groups::new(|version: &str| {
+        let (publish, routes) = watch::channel(Arc::new(route(&["1", "2"], TrafficPolicy::Equal)));
+        let groups = Groups::new(routes, |version: &str| {
             let version = version.to_owned();
             GroupStack::new(tower::service_fn(move |_: http::Request<Bytes>| {
                 let version = version.clone();
@@ -233,11 +256,19 @@ mod tests {
             assert_eq!(response.headers()["version"], version);
         }
         assert_eq!(groups.len(), 2);
-        let unmarked = groups.clone().oneshot(http::Request::new(Bytes::new()));
-        let error = unmarked.await.unwrap_err();
+        // Version 1's last instance is gone: a retry marked for it goes to
+        // the version that is left.
+        publish.send_replace(Arc::new(route(&["2"], TrafficPolicy::Equal)));
+        let mut retry = http::Request::new(Bytes::new());
+        retry.extensions_mut().insert(VersionGroup(Arc::from("1")));
+        let response = groups.clone().oneshot(retry).await.unwrap();
+        assert_eq!(response.headers()["version"], "2");
+        publish.send_replace(Arc::new(route(&[], TrafficPolicy::Equal)));
+        let nowhere = groups.clone().oneshot(http::Request::new(Bytes::new()));
+        let error = nowhere.await.unwrap_err();
         assert_eq!(
             error.downcast::<tonic::Status>().unwrap().code(),
-            tonic::Code::Internal
+            tonic::Code::Unavailable
         );
     }
 }

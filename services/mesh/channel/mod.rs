@@ -143,7 +143,7 @@ impl MeshChannel {
         let endpoint_metrics = metrics.clone();
         let name = service.to_owned();
         let routes = route.clone();
-        let groups = Groups::new(move |version: &str| {
+        let groups = Groups::new(route.clone(), move |version: &str| {
             let (connector, budget) = (connector.clone(), budget.clone());
             let (endpoint_metrics, name) = (endpoint_metrics.clone(), name.clone());
             let discover =

@@ -10,6 +10,7 @@
 pub mod grpc_server;
 pub mod process;
 mod route;
+pub mod scrape;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
+use crate::mesh::metrics::scrape::Counters;
 use crate::model::registry::{ChangeKind, Health, Instance, WatchUpdate};
 use crate::model::traffic::{PolicyRecord, TrafficPolicy};
-use crate::portal::ops::scrape::Counters;
 
 /// Health changes kept per instance.
 pub const HISTORY: usize = 20;

@@ -15,26 +15,22 @@
 //! # Layout
 //!
 //! - [`fleet`]: the state machine: instances, history, samples, figures.
-//! - [`scrape`]: one `/metrics` answer into the figures the view needs.
 //! - [`page`]: the page, its live table and its inline charts.
 
 pub mod fleet;
 pub mod page;
-pub mod scrape;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use http_body_util::BodyExt;
 use tokio::sync::watch;
-use tonic::codegen::http;
 use tonic::transport::Channel;
-use tower::ServiceExt;
 
 use crate::mesh::api::RegistryApi;
 use crate::mesh::client::lazy_channel_to;
+use crate::mesh::metrics::scrape::{self, read_metrics};
 use crate::mesh::{Backoff, Shutdown, Tls};
 use crate::portal::ops::fleet::{Fleet, InstanceKey, Sample};
 
@@ -42,8 +38,6 @@ use crate::portal::ops::fleet::{Fleet, InstanceKey, Sample};
 pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long one read of `/metrics` may take.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
-/// The largest `/metrics` answer read.
-const MAX_SCRAPE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The view, shared by the page handlers. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -162,21 +156,4 @@ async fn sample(tls: Tls, interval: Duration, view: OpsView, shutdown: Shutdown)
         }
         view.changed();
     }
-}
-
-/// One `GET /metrics` of the instance at `address`; `None` when it fails.
-async fn read_metrics(channel: Channel, address: &str) -> Option<String> {
-    let request = http::Request::get(format!("http://{address}/metrics"))
-        .body(tonic::body::Body::empty())
-        .ok()?;
-    let response = channel.oneshot(request).await.ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    let body = http_body_util::Limited::new(response.into_body(), MAX_SCRAPE_BYTES)
-        .collect()
-        .await
-        .ok()?
-        .to_bytes();
-    String::from_utf8(body.to_vec()).ok()
 }

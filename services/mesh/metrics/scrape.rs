@@ -1,6 +1,8 @@
-//! Reads one instance's `GET /metrics` answer into the few figures the
-//! operations view shows: requests served so far, those that failed
-//! through the server's fault, and the latency histogram's buckets.
+//! Reads another daemon's `GET /metrics` ([`read_metrics`], over the
+//! mesh's mutual TLS) and its answer into the few figures the portal's
+//! operations view and `gradebook up`'s rollouts need ([`counters`]):
+//! requests served so far, those that failed through the server's fault,
+//! and the latency histogram's buckets.
 //!
 //! A daemon of the mesh reports its served gRPC calls
 //! (`grpc_server_handled_total`, `grpc_server_handling_seconds`), the portal
@@ -12,7 +14,34 @@
 //! text format's sample lines only (`name{labels} value`), enough for the
 //! series our own daemons write.
 
+use http_body_util::BodyExt;
+use tonic::codegen::http;
+use tonic::transport::Channel;
+use tower::ServiceExt;
+
 use crate::mesh::call_end;
+
+/// The largest `/metrics` answer read.
+const MAX_SCRAPE_BYTES: usize = 4 * 1024 * 1024;
+
+/// One `GET /metrics` of the instance at `address` through `channel` (a
+/// channel to it, for example [`crate::mesh::client::lazy_channel_to`]);
+/// `None` when it fails. The caller bounds its time.
+pub async fn read_metrics(channel: Channel, address: &str) -> Option<String> {
+    let request = http::Request::get(format!("http://{address}/metrics"))
+        .body(tonic::body::Body::empty())
+        .ok()?;
+    let response = channel.oneshot(request).await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = http_body_util::Limited::new(response.into_body(), MAX_SCRAPE_BYTES)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    String::from_utf8(body.to_vec()).ok()
+}
 
 /// Methods whose calls are streams, whose duration says nothing about latency.
 const STREAMS: [&str; 3] = ["Watch", "Tail", "WatchGrades"];

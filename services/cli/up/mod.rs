@@ -16,21 +16,31 @@
 //! first start it creates one under `DATA_DIR/certs` and issues every
 //! daemon and the tools (`admin`) a certificate; while running it renews
 //! them before they expire, and the daemons load the renewed files.
+//!
+//! While it runs, `up` takes rollouts on a control socket
+//! (`DATA_DIR/control.sock`, for `gradebook rollout`): the instances of a
+//! service replaced one at a time by a new binary, rolled back on their own
+//! when a new one fails.
+//!
+//! # Layout
+//!
+//! - [`children`]: one child: what it runs, and its supervisor task.
+//! - [`fleet`]: every child, the tokens that stop or kill each.
+//! - [`control`]: the control socket (`gradebook.supervisor.v1`).
+//! - [`rolling`]: a rolling update carried out, around [`crate::rollout::rolling`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::process::{Child, Command};
-use tokio::task::JoinSet;
 
 use crate::cli::health_check::wait_serving;
 use crate::cli::http_get::HttpConnection;
-use crate::cli::listen::{address_of, bind_for_child, pass_listener};
+use crate::cli::listen::{address_of, bind_for_child};
+use crate::cli::up::children::ChildSpec;
+use crate::cli::up::fleet::Fleet;
 use crate::cli::{INSECURE_WARNING, parse_duration};
 use crate::mesh::Tls;
 use crate::mesh::backoff::Backoff;
@@ -42,6 +52,11 @@ use crate::mesh::telemetry;
 use crate::mesh::tls::Identity;
 use crate::mesh::tls::renewal;
 use crate::mesh::{Shutdown, config::url_of};
+
+pub mod children;
+pub mod control;
+pub mod fleet;
+pub mod rolling;
 
 /// `gradebook up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,10 +105,6 @@ impl UpArgs {
 
 /// How long a daemon may take to become SERVING at start.
 const START_PATIENCE: Duration = Duration::from_secs(30);
-/// A child that ran this long before dying starts over with the shortest backoff.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// How long a child may take to stop after SIGTERM before SIGKILL.
-const STOP_PATIENCE: Duration = Duration::from_secs(15);
 
 /// The daemons `up` runs, in the order they start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,143 +204,9 @@ impl UpArgs {
     }
 }
 
-/// One supervised daemon: what to run and the socket it serves on.
-struct ChildSpec {
-    name: String,
-    kind: Kind,
-    args: Vec<String>,
-    listener: std::net::TcpListener,
-    address: SocketAddr,
-}
-
-impl ChildSpec {
-    fn spawn(&self) -> anyhow::Result<Child> {
-        let exe = std::env::current_exe().context("cannot find the gradebook binary")?;
-        let mut command = Command::new(exe);
-        command
-            .arg(self.kind.name())
-            .args(&self.args)
-            .stdin(Stdio::null())
-            // Own process group: a terminal's Ctrl-C reaches the supervisor,
-            // which then stops the children in order.
-            .process_group(0)
-            .kill_on_drop(true);
-        pass_listener(&mut command, &self.listener);
-        end_with_parent(&mut command);
-        command
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.name))
-    }
-}
-
-/// Makes the child end (SIGTERM, so it drains and deregisters) when `up`
-/// dies, however it dies: SIGKILL and SIGHUP included (the kernel's
-/// parent-death signal). A child whose parent is already gone by the time
-/// it would start does not start.
-fn end_with_parent(command: &mut Command) {
-    let parent = nix::unistd::getpid();
-    // SAFETY: between fork and exec only async-signal-safe system calls
-    // are made (prctl, getppid).
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other("gradebook up is gone"));
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Where a supervised child stands; `restarts` counts quick deaths in a
-/// row, which lengthen the backoff.
-enum ChildState {
-    /// About to start the process.
-    Starting {
-        /// Quick deaths in a row so far.
-        restarts: u32,
-    },
-    /// The process runs.
-    Running {
-        /// The process.
-        child: Child,
-        /// When it started.
-        since: Instant,
-        /// Quick deaths in a row before this start.
-        restarts: u32,
-    },
-    /// Dead or failed to start; started again after `delay`.
-    BackingOff {
-        /// Quick deaths in a row, this one included.
-        restarts: u32,
-        /// How long to wait.
-        delay: Duration,
-    },
-    /// Stopped for good.
-    Stopped,
-}
-
-/// Runs `spec`'s daemon until `stop`, restarting it with backoff whenever it dies.
-async fn supervise(spec: ChildSpec, stop: Shutdown, backoff: Backoff) {
-    let mut state = ChildState::Starting { restarts: 0 };
-    loop {
-        state = match state {
-            ChildState::Starting { restarts } => match spec.spawn() {
-                Ok(child) => ChildState::Running {
-                    child,
-                    since: Instant::now(),
-                    restarts,
-                },
-                Err(error) => {
-                    tracing::error!(daemon = %spec.name, error = %error, "cannot start");
-                    ChildState::BackingOff {
-                        restarts: restarts.saturating_add(1),
-                        delay: backoff.delay(restarts),
-                    }
-                }
-            },
-            ChildState::Running {
-                mut child,
-                since,
-                restarts,
-            } => tokio::select! {
-                status = child.wait() => {
-                    let restarts = if since.elapsed() > STABLE_AFTER { 0 } else { restarts };
-                    let delay = backoff.delay(restarts);
-                    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                    tracing::warn!(daemon = %spec.name, %status, restart_in = ?delay, "a daemon died; restarting it");
-                    ChildState::BackingOff { restarts: restarts.saturating_add(1), delay }
-                }
-                _ = stop.cancelled() => {
-                    terminate(&spec.name, child).await;
-                    ChildState::Stopped
-                }
-            },
-            ChildState::BackingOff { restarts, delay } => tokio::select! {
-                _ = tokio::time::sleep(delay) => ChildState::Starting { restarts },
-                _ = stop.cancelled() => ChildState::Stopped,
-            },
-            ChildState::Stopped => return,
-        };
-    }
-}
-
-/// SIGTERM, then SIGKILL if the child has not exited within [`STOP_PATIENCE`].
-async fn terminate(name: &str, mut child: Child) {
-    if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    }
-    match tokio::time::timeout(STOP_PATIENCE, child.wait()).await {
-        Ok(_) => tracing::info!(daemon = %name, "stopped"),
-        Err(_) => {
-            tracing::warn!(daemon = %name, "did not stop within {STOP_PATIENCE:?}; killing it");
-            let _ = child.kill().await;
-        }
-    }
-}
-
 /// Binds every child's socket and lays out its command line.
 fn plan(args: &UpArgs) -> anyhow::Result<Vec<ChildSpec>> {
+    let binary = std::env::current_exe().context("cannot find the gradebook binary")?;
     let data = |sub: String| args.data_dir.join(sub).display().to_string();
     // Every socket first: the registry nodes are told of each other, the
     // others of every registry node, where they really are (a port may
@@ -400,6 +277,7 @@ fn plan(args: &UpArgs) -> anyhow::Result<Vec<ChildSpec>> {
             children.push(ChildSpec {
                 name: format!("{}{suffix}", kind.name()),
                 kind,
+                binary: binary.clone(),
                 args: child_args,
                 listener,
                 address,
@@ -460,11 +338,14 @@ fn identities() -> Vec<Identity> {
     identities
 }
 
-/// The running supervisors of one kind of daemon, stopped together.
-struct Tier {
-    kind: Kind,
-    stop: Shutdown,
-    supervisors: JoinSet<()>,
+/// The registry's URLs, comma-separated, as the children are given them.
+fn registry_urls(fleet: &Fleet) -> String {
+    fleet
+        .running(Kind::Registry)
+        .iter()
+        .map(|r| url_of(&r.address.to_string()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Runs `gradebook up` until Ctrl-C or SIGTERM.
@@ -510,24 +391,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             list.push(child);
         }
     }
-    let mut tiers = Vec::new();
-    for (kind, specs) in by_kind {
+    let fleet = Arc::new(Fleet::new(backoff));
+    for (_, specs) in by_kind {
         if shutdown.is_cancelled() {
             break;
         }
-        let stop = Shutdown::new();
-        let mut supervisors = JoinSet::new();
         let mut starting = Vec::new();
         for spec in specs {
-            tracing::info!(daemon = %spec.name, address = %spec.address, "starting");
             starting.push((spec.name.clone(), spec.address));
-            supervisors.spawn(supervise(spec, stop.clone(), backoff));
+            fleet.start(spec);
         }
-        tiers.push(Tier {
-            kind,
-            stop,
-            supervisors,
-        });
         for (name, address) in starting {
             if !wait_serving(&url_of(&address.to_string()), &tls, START_PATIENCE).await {
                 tracing::warn!(daemon = %name, "not SERVING yet; starting the rest anyway");
@@ -554,13 +427,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             println!("{hint}");
         }
     }
+    let control = control::serve(
+        &args.data_dir,
+        control::Context {
+            fleet: fleet.clone(),
+            tls: tls.clone(),
+            registry_urls: registry_urls(&fleet),
+            shared_database: args.database_url.is_some(),
+        },
+        &shutdown,
+    );
+    if let Err(error) = &control {
+        tracing::warn!(%error, "no control socket: `gradebook rollout` cannot reach this supervisor");
+    }
     shutdown.cancelled().await;
     tracing::info!("stopping the gradebook");
-    tiers.sort_by_key(|tier| Kind::STOP_ORDER.iter().position(|k| *k == tier.kind));
-    for mut tier in tiers {
-        tier.stop.cancel();
-        while tier.supervisors.join_next().await.is_some() {}
-        tracing::debug!(kind = tier.kind.name(), "stopped every instance");
+    for kind in Kind::STOP_ORDER {
+        fleet.stop_kind(kind).await;
+    }
+    if let Ok(control) = control {
+        control.remove();
     }
     Ok(())
 }
