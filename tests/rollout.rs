@@ -47,35 +47,150 @@ async fn serving_versions(registry: &RegistryApi) -> Vec<String> {
     versions
 }
 
+/// One cluster at a time: two would not fit on two shared cores.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `gradebook up` with three grading instances on PostgreSQL, and what
+/// the tests need of it.
+struct Cluster {
+    up: std::process::Child,
+    dir: tempfile::TempDir,
+    portal: String,
+    registry: RegistryApi,
+    token: String,
+    students: Vec<String>,
+    /// The version the build reports.
+    built: String,
+    _database: String,
+}
+
+impl Cluster {
+    /// Starts it; `None` when PostgreSQL is not installed (outside CI).
+    async fn start() -> Option<Cluster> {
+        let server = support::postgres::server()?;
+        let database = server.database().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["--scale", "grading=3", "--database-url", &database];
+        args.extend(EVERY_PORT_ZERO);
+        let (up, ready, _, _) = start_up(&args, dir.path());
+        let portal = ready
+            .trim_start_matches("Gradebook is ready: ")
+            .trim_end_matches(" (Ctrl-C stops it)")
+            .trim_end_matches("/students")
+            .to_owned();
+        let registry_address = support::up::children_running(up.id(), "registry")
+            .first()
+            .and_then(|pid| support::up::argument_of(*pid, "--listen"))
+            .expect("the registry's address");
+        let registry = RegistryApi::connect(
+            &format!("http://{registry_address}"),
+            &support::admin_tls(&dir.path().join("certs")),
+        )
+        .unwrap();
+        eventually("three grading instances serve", PATIENCE, || async {
+            (serving_versions(&registry).await.len() == 3).then_some(())
+        })
+        .await;
+        let built = serving_versions(&registry).await[0].clone();
+        let token = support::api_token(dir.path(), "admin");
+        let page: serde_json::Value = support::signed_in_builder(&token)
+            .build()
+            .unwrap()
+            .get(format!("{portal}/api/students"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let students: Vec<String> = page["students"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        Some(Cluster {
+            up,
+            dir,
+            portal,
+            registry,
+            token,
+            students,
+            built,
+            _database: database,
+        })
+    }
+
+    /// Eight clients reading and writing through the portal.
+    fn load(&self) -> Load {
+        Load::start(&self.portal, &self.token, self.students.clone(), 8, 4)
+    }
+
+    /// Waits until the SERVING grading instances run exactly `versions`.
+    async fn serving(&self, versions: &[&str]) {
+        eventually(
+            &format!("grading serves {versions:?}"),
+            PATIENCE,
+            || async { (serving_versions(&self.registry).await == versions).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Stops `up` with Ctrl-C; it exits 0 and removes its control socket.
+    async fn stop(mut self) {
+        kill(Pid::from_raw(self.up.id() as i32), Signal::SIGINT).unwrap();
+        let up = &mut self.up;
+        let status = eventually("up exits", PATIENCE, || {
+            let status = up.try_wait().unwrap();
+            async move { status }
+        })
+        .await;
+        assert!(status.success(), "{status:?}");
+        assert!(
+            !self.dir.path().join("control.sock").exists(),
+            "the control socket is removed"
+        );
+    }
+}
+
+/// A rollout that succeeded; what it printed.
+fn succeeded(output: &Output) -> String {
+    let told = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{told}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    told
+}
+
+/// Stops `load`; asserts nothing it sent failed and every acknowledged
+/// write is stored once.
+async fn no_failure(load: Load, cluster: &Cluster, during: &str) {
+    let report = load.stop().await;
+    let failures = report.failures();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed {during}: {:?}",
+        failures.len(),
+        report.answers.len(),
+        &failures[..failures.len().min(10)]
+    );
+    report.check_writes(&cluster.portal, &cluster.token).await;
+}
+
 #[tokio::test]
 async fn rolling_updates_under_load_roll_back_a_failing_version_and_replace_every_instance() {
-    let Some(server) = support::postgres::server() else {
+    let _turn = TURN.lock().await;
+    let Some(cluster) = Cluster::start().await else {
         return;
     };
-    let database = server.database().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["--scale", "grading=3", "--database-url", &database];
-    args.extend(EVERY_PORT_ZERO);
-    let (mut up, ready, _, _) = start_up(&args, dir.path());
-    let portal = ready
-        .trim_start_matches("Gradebook is ready: ")
-        .trim_end_matches(" (Ctrl-C stops it)")
-        .trim_end_matches("/students")
-        .to_owned();
-    let registry_address = support::up::children_running(up.id(), "registry")
-        .first()
-        .and_then(|pid| support::up::argument_of(*pid, "--listen"))
-        .expect("the registry's address");
-    let registry = RegistryApi::connect(
-        &format!("http://{registry_address}"),
-        &support::admin_tls(&dir.path().join("certs")),
-    )
-    .unwrap();
-    eventually("three grading instances serve", PATIENCE, || async {
-        (serving_versions(&registry).await.len() == 3).then_some(())
-    })
-    .await;
-    let built = serving_versions(&registry).await[0].clone();
+    let dir = cluster.dir.path().to_owned();
+    let dir = dir.as_path();
+    let registry = &cluster.registry;
+    let built = cluster.built.clone();
+    let portal = cluster.portal.clone();
+    let token = cluster.token.clone();
 
     // Refused before anything changes.
     for (args, says) in [
@@ -97,46 +212,25 @@ async fn rolling_updates_under_load_roll_back_a_failing_version_and_replace_ever
             "--listen is set by gradebook up itself",
         ),
     ] {
-        let output = rollout_output(dir.path(), &args).await;
+        let output = rollout_output(dir, &args).await;
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} was refused");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
-    let nowhere = rollout_output(
-        &dir.path().join("elsewhere"),
-        &["grading", "--binary", binary()],
-    )
-    .await;
+    let nowhere = rollout_output(&dir.join("elsewhere"), &["grading", "--binary", binary()]).await;
     assert!(
         String::from_utf8_lossy(&nowhere.stderr).contains("is it running with this --data-dir?"),
         "{nowhere:?}"
     );
 
-    let token = support::api_token(dir.path(), "admin");
-    let page: serde_json::Value = support::signed_in_builder(&token)
-        .build()
-        .unwrap()
-        .get(format!("{portal}/api/students"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let students: Vec<String> = page["students"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect();
-    let load = Load::start(&portal, &token, students, 8, 4);
+    let load = cluster.load();
     load.run_for(150).await;
 
     // A new version whose instances never become SERVING (its database
     // cannot be reached): rolled back on its own, and a second rollout
     // meanwhile is refused.
     let mut failing = rollout(
-        dir.path(),
+        dir,
         &[
             "grading",
             "--binary",
@@ -160,7 +254,7 @@ async fn rolling_updates_under_load_roll_back_a_failing_version_and_replace_ever
         first.contains("replacing 3 instance(s) of grading with 9.9.9-broken"),
         "{first}"
     );
-    let busy = rollout_output(dir.path(), &["grading", "--binary", binary()]).await;
+    let busy = rollout_output(dir, &["grading", "--binary", binary()]).await;
     assert!(
         String::from_utf8_lossy(&busy.stderr).contains("a rollout of grading is running"),
         "{busy:?}"
@@ -180,7 +274,7 @@ async fn rolling_updates_under_load_roll_back_a_failing_version_and_replace_ever
     );
     assert!(told.contains("rolled back"), "{told}");
     eventually("the old version serves alone again", PATIENCE, || async {
-        (serving_versions(&registry).await == [built.clone(), built.clone(), built.clone()])
+        (serving_versions(registry).await == [built.clone(), built.clone(), built.clone()])
             .then_some(())
     })
     .await;
@@ -188,7 +282,7 @@ async fn rolling_updates_under_load_roll_back_a_failing_version_and_replace_ever
 
     // A good new version replaces every instance, one at a time.
     let good = rollout_output(
-        dir.path(),
+        dir,
         &[
             "grading",
             "--binary",
@@ -215,7 +309,7 @@ async fn rolling_updates_under_load_roll_back_a_failing_version_and_replace_ever
     );
     assert_eq!(told.matches("draining grading").count(), 3, "{told}");
     eventually("only the new version serves", PATIENCE, || async {
-        (serving_versions(&registry).await == ["2.0.0", "2.0.0", "2.0.0"]).then_some(())
+        (serving_versions(registry).await == ["2.0.0", "2.0.0", "2.0.0"]).then_some(())
     })
     .await;
     load.run_for(100).await;
@@ -231,15 +325,159 @@ async fn rolling_updates_under_load_roll_back_a_failing_version_and_replace_ever
     );
     report.check_writes(&portal, &token).await;
 
-    kill(Pid::from_raw(up.id() as i32), Signal::SIGINT).unwrap();
-    let status = eventually("up exits", PATIENCE, || {
-        let status = up.try_wait().unwrap();
-        async move { status }
-    })
-    .await;
-    assert!(status.success(), "{status:?}");
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn blue_green_switches_and_canaries_under_load_with_their_rollbacks() {
+    let _turn = TURN.lock().await;
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let dir = cluster.dir.path().to_owned();
+    let dir = dir.as_path();
+    let built = cluster.built.clone();
+    let bin = binary();
+    let blue_green = [
+        "grading",
+        "--binary",
+        bin,
+        "--strategy",
+        "blue-green",
+        "--",
+        "--report-version",
+        "2.0.0",
+    ];
+    let nothing_waits = rollout_output(dir, &["grading", "--finish"]).await;
     assert!(
-        !dir.path().join("control.sock").exists(),
-        "the control socket is removed"
+        String::from_utf8_lossy(&nothing_waits.stderr)
+            .contains("no blue-green switch of grading waits to be concluded"),
+        "{nothing_waits:?}"
     );
+    let same = rollout_output(
+        dir,
+        &["grading", "--binary", bin, "--strategy", "blue-green"],
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&same.stdout).contains("the version running"),
+        "a switch to the running version changes nothing: {same:?}"
+    );
+    let load = cluster.load();
+    load.run_for(100).await;
+
+    // Blue-green: switched, switched back, then switched and finished.
+    let told = succeeded(&rollout_output(dir, &blue_green).await);
+    assert!(
+        told.contains("switched: every request goes to 2.0.0"),
+        "{told}"
+    );
+    cluster
+        .serving(&[&built, &built, &built, "2.0.0", "2.0.0", "2.0.0"])
+        .await;
+    load.run_for(100).await;
+    let busy = rollout_output(dir, &blue_green).await;
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("a rollout of grading is running"),
+        "{busy:?}"
+    );
+    let told =
+        String::from_utf8_lossy(&rollout_output(dir, &["grading", "--rollback"]).await.stdout)
+            .into_owned();
+    assert!(
+        told.contains("rolled back: asked by the operator"),
+        "{told}"
+    );
+    cluster.serving(&[&built, &built, &built]).await;
+    load.run_for(100).await;
+    succeeded(&rollout_output(dir, &blue_green).await);
+    load.run_for(100).await;
+    let told = succeeded(&rollout_output(dir, &["grading", "--finish"]).await);
+    assert!(
+        told.contains("done: 3 instance(s) of 2.0.0 serve grading alone"),
+        "{told}"
+    );
+    cluster.serving(&["2.0.0", "2.0.0", "2.0.0"]).await;
+    load.run_for(100).await;
+    no_failure(load, &cluster, "across the blue-green switches").await;
+    let policies = cluster.registry.policies(Some("grading")).await.unwrap();
+    assert!(policies.is_empty(), "the policy is cleared: {policies:?}");
+
+    // A canary failing a fifth of its requests: rolled back on its own in
+    // its first step, costing at most its share of the requests.
+    let load = cluster.load();
+    load.run_for(100).await;
+    let failing = rollout_output(
+        dir,
+        &[
+            "grading",
+            "--binary",
+            bin,
+            "--strategy",
+            "canary",
+            "--steps",
+            "10,100",
+            "--interval",
+            "3s",
+            "--min-requests",
+            "10",
+            "--",
+            "--report-version",
+            "3.0.0-broken",
+            "--fault-error-ratio",
+            "0.2",
+        ],
+    )
+    .await;
+    let told = String::from_utf8_lossy(&failing.stdout).into_owned();
+    assert!(!failing.status.success(), "{told}");
+    assert!(
+        told.contains("rolled back: at 10 %, the canary failed"),
+        "{told}"
+    );
+    assert!(told.contains("at  10 %: canary"), "the report: {told}");
+    cluster.serving(&["2.0.0", "2.0.0", "2.0.0"]).await;
+    load.run_for(100).await;
+    let report = load.stop().await;
+    let failed = report.failures().len();
+    assert!(
+        failed * 10 <= report.answers.len(),
+        "{failed} of {} requests failed: more than the canary's 10 %",
+        report.answers.len()
+    );
+
+    // A healthy canary steps up to all the traffic; nothing fails.
+    let load = cluster.load();
+    load.run_for(100).await;
+    let told = succeeded(
+        &rollout_output(
+            dir,
+            &[
+                "grading",
+                "--binary",
+                bin,
+                "--strategy",
+                "canary",
+                "--steps",
+                "20,100",
+                "--interval",
+                "2s",
+                "--min-requests",
+                "5",
+                "--",
+                "--report-version",
+                "3.0.0",
+            ],
+        )
+        .await,
+    );
+    assert!(
+        told.contains("done: 3 instance(s) of 3.0.0 serve grading alone"),
+        "{told}"
+    );
+    assert_eq!(told.matches(": passed").count(), 2, "{told}");
+    cluster.serving(&["3.0.0", "3.0.0", "3.0.0"]).await;
+    load.run_for(100).await;
+    no_failure(load, &cluster, "across the healthy canary").await;
+    cluster.stop().await;
 }

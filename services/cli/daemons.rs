@@ -153,8 +153,20 @@ pub struct GradingArgs {
     /// Create demo students and grades when the database is empty.
     #[arg(long, env = "GRADEBOOK_DEMO_DATA", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo_data: bool,
+    /// For fault tests only: fail this share (0 to 1) of Grading calls
+    /// with INTERNAL, as a broken release would.
+    #[arg(long, hide = true, value_parser = parse_ratio, default_value_t = 0.0)]
+    pub fault_error_ratio: f64,
     #[command(flatten)]
     pub daemon: DaemonArgs,
+}
+
+/// Reads a share from 0 to 1.
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("{text:?} is not a share from 0 to 1")),
+    }
 }
 
 /// `gradebook portal`.
@@ -262,6 +274,7 @@ pub async fn grading(args: GradingArgs) -> anyhow::Result<()> {
         mesh,
         database,
         demo_data: args.demo_data,
+        fault_error_ratio: args.fault_error_ratio,
     };
     let listener = bind(args.listen).await?;
     crate::grading::run(config, listener, shutdown_on_signal()).await?;

@@ -55,6 +55,8 @@ pub struct GradingConfig {
     pub database: DatabaseConfig,
     /// Create demo students and grades in an empty database.
     pub demo_data: bool,
+    /// For fault tests: the share of Grading calls failed on purpose.
+    pub fault_error_ratio: f64,
 }
 
 /// Opens the store, seeds demo data if asked and the store is empty.
@@ -154,7 +156,8 @@ pub async fn run(
     }
     let mesh = Mesh::start(mesh_config, &shutdown).map_err(ServeError::from)?;
     let service = service::GradingService::new(cell, shutdown.clone())
-        .with_metrics(metrics::StoreMetrics::register(&mesh.metrics()));
+        .with_metrics(metrics::StoreMetrics::register(&mesh.metrics()))
+        .failing(config.fault_error_ratio);
     MeshServer::new(mesh)
         .with_readiness(readiness)
         .add_service(service.into_server())

@@ -46,6 +46,8 @@ pub struct GradingService {
     writes: mpsc::Sender<PendingGrade>,
     shutdown: Shutdown,
     metrics: StoreMetrics,
+    /// The share of calls failed on purpose (fault tests; 0 otherwise).
+    fault_error_ratio: f64,
 }
 
 impl std::fmt::Debug for GradingService {
@@ -94,7 +96,15 @@ impl GradingService {
             writes,
             shutdown,
             metrics: StoreMetrics::default(),
+            fault_error_ratio: 0.0,
         }
+    }
+
+    /// The same service, failing `ratio` of its calls with INTERNAL on
+    /// purpose (`--fault-error-ratio`, for fault tests of rollouts).
+    pub fn failing(mut self, ratio: f64) -> Self {
+        self.fault_error_ratio = ratio;
+        self
     }
 
     /// The same service, measuring its store calls in `metrics`.
@@ -113,8 +123,12 @@ impl GradingService {
         GradingServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
-    /// The store, or UNAVAILABLE while it is not open yet.
+    /// The store, or UNAVAILABLE while it is not open yet (or, for fault
+    /// tests, INTERNAL for the share of calls failed on purpose).
     fn store(&self) -> Result<&Arc<dyn GradeStore>, Status> {
+        if self.fault_error_ratio > 0.0 && rand::random::<f64>() < self.fault_error_ratio {
+            return Err(Status::internal("a fault injected by --fault-error-ratio"));
+        }
         self.store
             .get()
             .ok_or_else(|| Status::unavailable("the grading database is not connected yet"))

@@ -9,6 +9,7 @@ use crate::model::InvalidField;
 use crate::model::registry::validate_service_name;
 use crate::pb::supervisor::v1 as pb;
 use crate::rollout::FailureLimit;
+use crate::rollout::canary::CanarySettings;
 use crate::rollout::rolling::RollingSettings;
 
 /// The longest wait a rollout setting may ask for.
@@ -26,6 +27,65 @@ pub struct RolloutPlan {
     /// Flags for the new instances, as (flag, value), each replacing the
     /// old instances' same flag.
     pub args: Vec<(String, String)>,
+    /// How the traffic moves to the new version.
+    pub strategy: Strategy,
+}
+
+/// How a rollout moves the traffic to the new version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    /// Instances replaced one at a time.
+    Rolling,
+    /// A full new set, every request switched at once, the old set kept
+    /// until concluded.
+    BlueGreen,
+    /// A full new set, given a growing share step by step.
+    Canary(CanarySettings),
+}
+
+/// How a blue-green switch ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conclusion {
+    /// The old set drains.
+    Finish,
+    /// Every request back to the old set; the new one stops.
+    RollBack,
+}
+
+/// The steps of a canary unless told.
+pub const DEFAULT_CANARY_STEPS: [u32; 4] = [5, 25, 50, 100];
+/// How long a canary step lasts unless told.
+pub const DEFAULT_CANARY_INTERVAL: Duration = Duration::from_secs(30);
+
+impl TryFrom<pb::ConcludeRequest> for (String, Conclusion) {
+    type Error = InvalidField;
+
+    fn try_from(request: pb::ConcludeRequest) -> Result<Self, InvalidField> {
+        validate_service_name("service", &request.service)?;
+        let conclusion = match pb::Conclusion::try_from(request.conclusion) {
+            Ok(pb::Conclusion::Finish) => Conclusion::Finish,
+            Ok(pb::Conclusion::RollBack) => Conclusion::RollBack,
+            _ => {
+                return Err(InvalidField::new(
+                    "conclusion",
+                    "must be FINISH or ROLL_BACK",
+                ));
+            }
+        };
+        Ok((request.service, conclusion))
+    }
+}
+
+/// The wire form of a conclusion of `service`.
+pub fn conclude_request(service: &str, conclusion: Conclusion) -> pb::ConcludeRequest {
+    let conclusion = match conclusion {
+        Conclusion::Finish => pb::Conclusion::Finish,
+        Conclusion::RollBack => pb::Conclusion::RollBack,
+    };
+    pb::ConcludeRequest {
+        service: service.to_owned(),
+        conclusion: conclusion as i32,
+    }
 }
 
 /// The flags of a daemon's command line that `up` sets itself.
@@ -65,8 +125,11 @@ fn flags_from_pb(args: Vec<String>) -> Result<Vec<(String, String)>, InvalidFiel
 pub enum Outcome {
     /// Every old instance was replaced.
     Done,
-    /// A new instance failed; the old ones were put back.
+    /// A new instance failed (or the operator asked); the old ones serve
+    /// again.
     RolledBack,
+    /// Every request goes to the new set; the old one runs until concluded.
+    Switched,
 }
 
 /// One step of a rollout, for a person; the last one says how it ended.
@@ -138,11 +201,35 @@ impl TryFrom<pb::RolloutRequest> for RolloutPlan {
             },
             drain_timeout: defaults.drain_timeout,
         };
+        let strategy = match pb::Strategy::try_from(request.strategy) {
+            Ok(pb::Strategy::Unspecified | pb::Strategy::Rolling) => Strategy::Rolling,
+            Ok(pb::Strategy::BlueGreen) => Strategy::BlueGreen,
+            Ok(pb::Strategy::Canary) => {
+                let steps = if request.steps.is_empty() {
+                    DEFAULT_CANARY_STEPS.to_vec()
+                } else {
+                    request.steps
+                };
+                let interval =
+                    duration_from_pb("interval", request.interval, DEFAULT_CANARY_INTERVAL)?;
+                let mut canary = CanarySettings::new(steps, interval)
+                    .map_err(|e| InvalidField::new("steps", e.to_string()))?;
+                canary.min_requests = settings.failures.min_requests;
+                Strategy::Canary(canary)
+            }
+            Err(_) => {
+                return Err(InvalidField::new(
+                    "strategy",
+                    format!("unknown value {}", request.strategy),
+                ));
+            }
+        };
         Ok(RolloutPlan {
             service: request.service,
             binary,
             settings,
             args: flags_from_pb(request.args)?,
+            strategy,
         })
     }
 }
@@ -163,6 +250,19 @@ impl From<&RolloutPlan> for pb::RolloutRequest {
                 .iter()
                 .flat_map(|(flag, value)| [flag.clone(), value.clone()])
                 .collect(),
+            strategy: match plan.strategy {
+                Strategy::Rolling => pb::Strategy::Rolling,
+                Strategy::BlueGreen => pb::Strategy::BlueGreen,
+                Strategy::Canary(_) => pb::Strategy::Canary,
+            } as i32,
+            steps: match &plan.strategy {
+                Strategy::Canary(canary) => canary.steps().to_vec(),
+                _ => Vec::new(),
+            },
+            interval: match &plan.strategy {
+                Strategy::Canary(canary) => duration_to_pb(canary.interval()),
+                _ => None,
+            },
         }
     }
 }
@@ -173,6 +273,7 @@ impl From<&Progress> for pb::RolloutProgress {
             None => pb::Outcome::Unspecified,
             Some(Outcome::Done) => pb::Outcome::Done,
             Some(Outcome::RolledBack) => pb::Outcome::RolledBack,
+            Some(Outcome::Switched) => pb::Outcome::Switched,
         };
         pb::RolloutProgress {
             message: progress.message.clone(),
@@ -186,6 +287,7 @@ impl From<pb::RolloutProgress> for Progress {
         let outcome = match pb::Outcome::try_from(progress.outcome) {
             Ok(pb::Outcome::Done) => Some(Outcome::Done),
             Ok(pb::Outcome::RolledBack) => Some(Outcome::RolledBack),
+            Ok(pb::Outcome::Switched) => Some(Outcome::Switched),
             _ => None,
         };
         Progress {
@@ -209,6 +311,7 @@ mod tests {
                 ..RollingSettings::default()
             },
             args: vec![("--report-version".into(), "2.0.0".into())],
+            strategy: Strategy::Rolling,
         };
         assert_eq!(
             RolloutPlan::try_from(pb::RolloutRequest::from(&plan)),
@@ -242,6 +345,23 @@ mod tests {
             };
             assert_eq!(RolloutPlan::try_from(request).unwrap_err().field, field);
         }
+        let canary = RolloutPlan {
+            strategy: Strategy::Canary({
+                let mut settings =
+                    CanarySettings::new(vec![10, 100], Duration::from_secs(3)).unwrap();
+                settings.min_requests = plan.settings.failures.min_requests;
+                settings
+            }),
+            ..plan.clone()
+        };
+        assert_eq!(
+            RolloutPlan::try_from(pb::RolloutRequest::from(&canary)),
+            Ok(canary.clone())
+        );
+        let mut falling = pb::RolloutRequest::from(&canary);
+        falling.steps = vec![50, 10, 100];
+        let error = RolloutPlan::try_from(falling).unwrap_err();
+        assert_eq!(error.field, "steps", "{error}");
         let progress = Progress {
             message: "done".into(),
             outcome: Some(Outcome::RolledBack),

@@ -6,7 +6,11 @@
 //! exceeds the stable version's by more than the allowed margin, and at
 //! the end of a step when its p99 latency is worse than the stable
 //! version's by more than the allowed factor. A step without enough of the
-//! canary's requests to judge is held longer, up to a limit. The
+//! canary's requests to judge is held longer, up to a limit. A step where
+//! the stable version answers too few requests to be a yardstick (the last
+//! one, at 100 %) compares the canary's error ratio with what the stable
+//! version answered in the earlier steps, and its latency with nothing:
+//! latencies are only comparable side by side, under the same load. The
 //! [`Report`] says, step by step, what was compared and what was decided.
 
 use std::time::{Duration, Instant};
@@ -27,6 +31,10 @@ pub struct CanarySettings {
     pub max_error_margin: f64,
     /// How many times the stable version's p99 the canary's may be.
     pub max_p99_factor: f64,
+    /// How much slower than the stable version's the canary's p99 must
+    /// also be to condemn it, so that milliseconds of noise on a busy
+    /// machine do not.
+    pub min_p99_excess: Duration,
     /// How many intervals a step may be held for want of traffic.
     pub max_extensions: u32,
 }
@@ -51,7 +59,8 @@ pub enum InvalidCanary {
 impl CanarySettings {
     /// Checked settings with the default judgement: at least 20 requests a
     /// step, an error ratio at most 2 points above the stable version's, a
-    /// p99 at most 1.5 times its, and a step held at most 3 intervals more.
+    /// p99 at most 1.5 times its (or at most 50 ms more), and a step held
+    /// at most 3 intervals more.
     pub fn new(steps: Vec<u32>, interval: Duration) -> Result<Self, InvalidCanary> {
         if steps.is_empty() {
             return Err(InvalidCanary::NoSteps);
@@ -73,6 +82,7 @@ impl CanarySettings {
             min_requests: 20,
             max_error_margin: 0.02,
             max_p99_factor: 1.5,
+            min_p99_excess: Duration::from_millis(50),
             max_extensions: 3,
         })
     }
@@ -80,6 +90,11 @@ impl CanarySettings {
     /// The steps, in percent.
     pub fn steps(&self) -> &[u32] {
         &self.steps
+    }
+
+    /// How long each step lasts.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 }
 
@@ -132,6 +147,10 @@ pub struct StepReport {
     pub percent: u32,
     /// What was compared.
     pub sample: Sample,
+    /// When the stable version answered too few requests in the step: what
+    /// it answered in the earlier steps, which the canary's errors were
+    /// compared with instead (its latency was not compared).
+    pub earlier_stable: Option<Figures>,
     /// What was decided.
     pub verdict: Verdict,
 }
@@ -175,6 +194,8 @@ pub struct Canary {
     extensions: u32,
     /// The newest sample of the step.
     sample: Sample,
+    /// What the stable version answered in the steps passed so far.
+    earlier_stable: Figures,
     report: Report,
     over: bool,
 }
@@ -189,6 +210,7 @@ impl Canary {
             since: now,
             extensions: 0,
             sample: Sample::default(),
+            earlier_stable: Figures::default(),
             report: Vec::new(),
             over: false,
         };
@@ -258,6 +280,8 @@ impl Canary {
                 report: self.report.clone(),
             }];
         }
+        self.earlier_stable.requests += self.sample.stable.requests;
+        self.earlier_stable.failed += self.sample.stable.failed;
         self.step += 1;
         self.since = now;
         self.extensions = 0;
@@ -267,16 +291,29 @@ impl Canary {
         }]
     }
 
-    /// Why the canary's errors condemn it, if they do.
+    /// Whether the stable version answered enough in this step to be
+    /// compared with.
+    fn stable_is_a_yardstick(&self) -> bool {
+        self.sample.stable.requests >= self.settings.min_requests
+    }
+
+    /// Why the canary's errors condemn it, if they do: compared with the
+    /// stable version's in this step, or in the earlier ones when it
+    /// answered too few in this one.
     fn errors_too_high(&self) -> Option<String> {
-        let Sample { canary, stable } = self.sample;
+        let canary = self.sample.canary;
         if canary.requests < self.settings.min_requests {
             return None;
         }
+        let (stable, when) = if self.stable_is_a_yardstick() {
+            (self.sample.stable, "")
+        } else {
+            (self.earlier_stable, " in the earlier steps")
+        };
         let margin = canary.error_ratio() - stable.error_ratio();
         (margin > self.settings.max_error_margin).then(|| {
             format!(
-                "at {} %, the canary failed {:.1} % of {} requests, the stable version {:.1} % of {} (at most {:.1} points more allowed)",
+                "at {} %, the canary failed {:.1} % of {} requests, the stable version {:.1} % of {}{when} (at most {:.1} points more allowed)",
                 self.percent(),
                 canary.error_ratio() * 100.0,
                 canary.requests,
@@ -288,14 +325,15 @@ impl Canary {
     }
 
     /// Why the canary's latency condemns it, if it does. A stable version
-    /// without requests (the last step) is no yardstick.
+    /// with too few requests in the step (the last one) is no yardstick.
     fn latency_too_high(&self) -> Option<String> {
         let Sample { canary, stable } = self.sample;
-        if stable.requests == 0 || stable.p99.is_zero() {
+        if !self.stable_is_a_yardstick() || stable.p99.is_zero() {
             return None;
         }
         let factor = canary.p99.as_secs_f64() / stable.p99.as_secs_f64();
-        (factor > self.settings.max_p99_factor).then(|| {
+        let excess = canary.p99.saturating_sub(stable.p99);
+        (factor > self.settings.max_p99_factor && excess > self.settings.min_p99_excess).then(|| {
             format!(
                 "at {} %, the canary's p99 was {:?}, {factor:.2} times the stable version's {:?} (at most {:.2} allowed)",
                 self.percent(),
@@ -310,6 +348,7 @@ impl Canary {
         self.report.push(StepReport {
             percent: self.percent(),
             sample: self.sample,
+            earlier_stable: (!self.stable_is_a_yardstick()).then_some(self.earlier_stable),
             verdict,
         });
     }
@@ -395,8 +434,9 @@ mod tests {
             now += 30 * SECOND;
             assert_eq!(canary.on_tick(now), vec![Effect::Shift { percent: next }]);
         }
-        // The last step: the stable version has no traffic to compare with.
-        canary.on_sample(sample(figures(500, 0, 30), Figures::default()));
+        // The last step: the stable version answers too few requests to
+        // compare latencies with.
+        canary.on_sample(sample(figures(500, 0, 300), figures(3, 0, 10)));
         now += 30 * SECOND;
         let effects = canary.on_tick(now);
         let [Effect::Done { report }] = &effects[..] else {
@@ -433,17 +473,48 @@ mod tests {
     }
 
     #[test]
+    fn the_last_step_compares_errors_with_the_earlier_steps() {
+        let mut now = Instant::now();
+        let (mut canary, _) =
+            Canary::start(CanarySettings::new(vec![50, 100], SECOND).unwrap(), now);
+        canary.on_sample(sample(figures(500, 1, 10), figures(500, 1, 10)));
+        now += SECOND;
+        assert_eq!(canary.on_tick(now), vec![Effect::Shift { percent: 100 }]);
+        // 10 % failed; the stable version failed 0.2 % of 500 before.
+        let effects = canary.on_sample(sample(figures(1000, 100, 10), figures(2, 0, 10)));
+        let [Effect::RollBack { reason, .. }] = &effects[..] else {
+            panic!("{effects:?}");
+        };
+        assert!(
+            reason.contains("the stable version 0.2 % of 500 in the earlier steps"),
+            "{reason}"
+        );
+        assert_eq!(canary.report[0].earlier_stable, None);
+        assert_eq!(
+            canary.report[1]
+                .earlier_stable
+                .map(|stable| stable.requests),
+            Some(500)
+        );
+    }
+
+    #[test]
     fn a_slow_canary_is_rolled_back_at_the_end_of_its_step() {
         let now = Instant::now();
         let (mut canary, _) = Canary::start(settings(), now);
         assert!(
             canary
-                .on_sample(sample(figures(50, 0, 40), figures(950, 0, 10)))
+                .on_sample(sample(figures(50, 0, 100), figures(950, 0, 10)))
                 .is_empty()
         );
         let effects = canary.on_tick(now + 30 * SECOND);
         assert!(matches!(&effects[..], [Effect::RollBack { reason, .. }]
-            if reason.contains("4.00 times the stable version's 10ms")));
+            if reason.contains("10.00 times the stable version's 10ms")));
+        // Four times slower, but by 30 ms: noise on a busy machine, passed.
+        let (mut canary, _) = Canary::start(settings(), now);
+        canary.on_sample(sample(figures(50, 0, 40), figures(950, 0, 10)));
+        let effects = canary.on_tick(now + 30 * SECOND);
+        assert_eq!(effects, vec![Effect::Shift { percent: 25 }]);
     }
 
     #[test]

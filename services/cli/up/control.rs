@@ -3,8 +3,9 @@
 //! only: whoever may read the data directory may change what runs), which
 //! `gradebook rollout` calls. A rollout is checked whole before anything
 //! changes (the service, the database it needs, a binary that runs, no
-//! other rollout running), then carried out by [`crate::cli::up::rolling`]
-//! on a task of its own, which goes on if the caller goes away.
+//! other rollout running), then carried out by [`crate::cli::up::rollout`]
+//! on a task of its own, which goes on if the caller goes away. A
+//! blue-green switch waits on that task for the operator's conclusion.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -20,10 +21,10 @@ use tonic::{Request, Response, Status};
 
 use crate::cli::up::Kind;
 use crate::cli::up::fleet::Fleet;
-use crate::cli::up::rolling;
+use crate::cli::up::rollout as shell;
 use crate::mesh::api::RegistryApi;
 use crate::mesh::{Shutdown, Tls};
-use crate::model::supervisor::{Progress, RolloutPlan};
+use crate::model::supervisor::{Conclusion, Progress, RolloutPlan};
 use crate::pb::supervisor::v1 as pb;
 use crate::pb::supervisor::v1::supervisor_server::{Supervisor, SupervisorServer};
 
@@ -97,13 +98,30 @@ pub fn serve(data_dir: &Path, context: Context, shutdown: &Shutdown) -> anyhow::
     Ok(Control { path })
 }
 
+/// The rollout that runs.
+#[derive(Debug)]
+struct Running {
+    /// Its service.
+    service: String,
+    /// Where the operator's conclusions of a blue-green switch go.
+    conclusions: mpsc::Sender<(Conclusion, mpsc::Sender<Progress>)>,
+}
+
 /// The service behind the socket.
 #[derive(Debug, Clone)]
 struct ControlService {
     context: Context,
-    /// The service whose rollout runs, if one does.
-    running: Arc<Mutex<Option<String>>>,
+    /// The rollout that runs, if one does.
+    running: Arc<Mutex<Option<Running>>>,
     shutdown: Shutdown,
+}
+
+impl ControlService {
+    fn running(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// The kind of daemon a rollout of `service` replaces, if it can.
@@ -178,22 +196,24 @@ impl Supervisor for ControlService {
             .iter()
             .find(|(flag, _)| flag == "--report-version")
             .map_or(built, |(_, reported)| reported.clone());
-        {
-            let mut running = self
-                .running
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(service) = running.as_ref() {
-                return Err(Status::failed_precondition(format!(
-                    "a rollout of {service} is running; wait for it to end"
-                )));
-            }
-            *running = Some(plan.service.clone());
-        }
         let registry = RegistryApi::connect(&self.context.registry_urls, &self.context.tls)
             .map_err(|e| Status::internal(e.to_string()))?;
+        let (conclude, conclusions) = mpsc::channel(1);
+        {
+            let mut running = self.running();
+            if let Some(other) = running.as_ref() {
+                return Err(Status::failed_precondition(format!(
+                    "a rollout of {} is running; wait for it to end (a blue-green switch ends with --finish or --rollback)",
+                    other.service
+                )));
+            }
+            *running = Some(Running {
+                service: plan.service.clone(),
+                conclusions: conclude,
+            });
+        }
         let (progress, stream) = mpsc::channel(PROGRESS_QUEUE);
-        let rollout = rolling::Rollout {
+        let rollout = shell::Rollout {
             plan,
             kind,
             version,
@@ -204,11 +224,40 @@ impl Supervisor for ControlService {
         let running = self.running.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            rollout.run(progress, shutdown).await;
+            rollout.run(progress, conclusions, shutdown).await;
             *running
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
         });
+        let stream = ReceiverStream::new(stream)
+            .map(|progress: Progress| Ok(pb::RolloutProgress::from(&progress)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type ConcludeStream = ProgressStream;
+
+    async fn conclude(
+        &self,
+        request: Request<pb::ConcludeRequest>,
+    ) -> Result<Response<ProgressStream>, Status> {
+        let (service, conclusion) = <(String, Conclusion)>::try_from(request.into_inner())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let sender = self
+            .running()
+            .as_ref()
+            .filter(|r| r.service == service)
+            .map(|r| r.conclusions.clone())
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "no blue-green switch of {service} waits to be concluded"
+                ))
+            })?;
+        let (progress, stream) = mpsc::channel(PROGRESS_QUEUE);
+        sender.try_send((conclusion, progress)).map_err(|_| {
+            Status::failed_precondition(format!(
+                "the rollout of {service} is not waiting for a conclusion (it may be ending)"
+            ))
+        })?;
         let stream = ReceiverStream::new(stream)
             .map(|progress: Progress| Ok(pb::RolloutProgress::from(&progress)));
         Ok(Response::new(Box::pin(stream)))

@@ -19,15 +19,18 @@
 //!
 //! While it runs, `up` takes rollouts on a control socket
 //! (`DATA_DIR/control.sock`, for `gradebook rollout`): the instances of a
-//! service replaced one at a time by a new binary, rolled back on their own
-//! when a new one fails.
+//! service replaced by a new binary one at a time, or by a new set that
+//! the traffic moves to at once (blue-green) or step by step (canary),
+//! rolled back on their own when the new version fails.
 //!
 //! # Layout
 //!
 //! - [`children`]: one child: what it runs, and its supervisor task.
 //! - [`fleet`]: every child, the tokens that stop or kill each.
 //! - [`control`]: the control socket (`gradebook.supervisor.v1`).
+//! - [`rollout`]: what every rollout strategy does: start, drain, wait, route.
 //! - [`rolling`]: a rolling update carried out, around [`crate::rollout::rolling`].
+//! - [`switch`]: blue-green switches and canary releases carried out.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,6 +60,8 @@ pub mod children;
 pub mod control;
 pub mod fleet;
 pub mod rolling;
+pub mod rollout;
+pub mod switch;
 
 /// `gradebook up`.
 #[derive(Debug, Clone, clap::Args)]

@@ -14,6 +14,8 @@
 //! text format's sample lines only (`name{labels} value`), enough for the
 //! series our own daemons write.
 
+use std::time::Duration;
+
 use http_body_util::BodyExt;
 use tonic::codegen::http;
 use tonic::transport::Channel;
@@ -57,6 +59,88 @@ pub struct Counters {
     /// The latency histogram: (upper bound in seconds, cumulative count),
     /// by bound.
     pub buckets: Vec<(f64, f64)>,
+}
+
+impl Counters {
+    /// What was counted between `earlier` and these counters, of the same
+    /// instance; a restart between them (fewer requests now) counts from
+    /// zero.
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        let restarted = self.requests < earlier.requests;
+        let delta = |before: f64, now: f64| {
+            if restarted || now < before {
+                now
+            } else {
+                now - before
+            }
+        };
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|(bound, count)| {
+                let before = earlier
+                    .buckets
+                    .iter()
+                    .find(|(other, _)| other == bound)
+                    .map_or(0.0, |(_, c)| *c);
+                (*bound, delta(before, *count))
+            })
+            .collect();
+        Counters {
+            requests: delta(earlier.requests, self.requests),
+            errors: delta(earlier.errors, self.errors),
+            buckets,
+        }
+    }
+
+    /// Adds `other`'s counts to these (several instances as one), bucket
+    /// by bucket.
+    pub fn add(&mut self, other: &Counters) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (bound, count) in &other.buckets {
+            match self.buckets.iter_mut().find(|(b, _)| b == bound) {
+                Some((_, mine)) => *mine += count,
+                None => self.buckets.push((*bound, *count)),
+            }
+        }
+        self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+
+    /// The share of requests that failed (0 without a request).
+    pub fn error_ratio(&self) -> f64 {
+        if self.requests > 0.0 {
+            (self.errors / self.requests).min(1.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The `q` quantile of a cumulative histogram, interpolated linearly
+/// within its bucket as Prometheus' `histogram_quantile` does (the top
+/// bucket answers with the largest finite bound).
+pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<Duration> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(bound, count) in buckets {
+        if count >= rank {
+            let seconds = if bound.is_infinite() {
+                lower.0
+            } else if count > lower.1 {
+                lower.0 + (bound - lower.0) * (rank - lower.1) / (count - lower.1)
+            } else {
+                bound
+            };
+            return Some(Duration::from_secs_f64(seconds.max(0.0)));
+        }
+        lower = (bound, count);
+    }
+    None
 }
 
 /// One sample line: its name, labels and value.
@@ -237,5 +321,38 @@ http_server_request_duration_seconds_bucket{method="GET",route="/students",le="0
         let counters = counters(text);
         assert_eq!((counters.requests, counters.errors), (12.0, 2.0));
         assert_eq!(counters.buckets, vec![(0.5, 12.0)]);
+    }
+    #[test]
+    fn the_quantile_interpolates_within_its_bucket() {
+        let buckets = [(0.1, 50.0), (0.2, 100.0), (f64::INFINITY, 100.0)];
+        assert_eq!(quantile(&buckets, 0.5), Some(Duration::from_millis(100)));
+        assert_eq!(quantile(&buckets, 0.75), Some(Duration::from_millis(150)));
+        assert_eq!(quantile(&[(0.1, 0.0), (f64::INFINITY, 0.0)], 0.99), None);
+        let slow = [(0.1, 0.0), (f64::INFINITY, 10.0)];
+        assert_eq!(quantile(&slow, 0.99), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn counters_subtract_across_a_restart_and_add_up_across_instances() {
+        let earlier = Counters {
+            requests: 10.0,
+            errors: 1.0,
+            buckets: vec![(0.1, 8.0), (f64::INFINITY, 10.0)],
+        };
+        let later = Counters {
+            requests: 30.0,
+            errors: 2.0,
+            buckets: vec![(0.1, 20.0), (f64::INFINITY, 30.0)],
+        };
+        let done = later.since(&earlier);
+        assert_eq!((done.requests, done.errors), (20.0, 1.0));
+        assert_eq!(done.buckets, [(0.1, 12.0), (f64::INFINITY, 20.0)]);
+        let restarted = earlier.since(&later);
+        assert_eq!(restarted.requests, 10.0, "counted from zero");
+        let mut both = done.clone();
+        both.add(&done);
+        assert_eq!(both.requests, 40.0);
+        assert_eq!(both.buckets, [(0.1, 24.0), (f64::INFINITY, 40.0)]);
+        assert!((both.error_ratio() - 0.05).abs() < 1e-9);
     }
 }

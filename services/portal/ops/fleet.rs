@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
-use crate::mesh::metrics::scrape::Counters;
+use crate::mesh::metrics::scrape::{Counters, quantile};
 use crate::model::registry::{ChangeKind, Health, Instance, WatchUpdate};
 use crate::model::traffic::{PolicyRecord, TrafficPolicy};
 
@@ -112,82 +112,18 @@ impl Tracked {
     }
 }
 
-/// The difference of a counter, taking a restart (a smaller value) as a
-/// count from zero.
-fn delta(earlier: f64, later: f64) -> f64 {
-    if later >= earlier {
-        later - earlier
-    } else {
-        later
-    }
-}
-
 /// The figures between two samples.
 fn interval(earlier: &Sample, later: &Sample) -> Option<Interval> {
     let seconds = later.at.duration_since(earlier.at).ok()?.as_secs_f64();
     if seconds <= 0.0 {
         return None;
     }
-    let (a, b) = (&earlier.counters, &later.counters);
-    let requests = delta(a.requests, b.requests);
-    let restarted = b.requests < a.requests;
-    let errors = if restarted {
-        b.errors
-    } else {
-        delta(a.errors, b.errors)
-    };
-    let buckets: Vec<(f64, f64)> = b
-        .buckets
-        .iter()
-        .map(|(bound, count)| {
-            let before = a
-                .buckets
-                .iter()
-                .find(|(other, _)| other == bound)
-                .map_or(0.0, |(_, c)| *c);
-            let count = if restarted {
-                *count
-            } else {
-                delta(before, *count)
-            };
-            (*bound, count)
-        })
-        .collect();
+    let done = later.counters.since(&earlier.counters);
     Some(Interval {
-        rate: requests / seconds,
-        error_ratio: if requests > 0.0 {
-            (errors / requests).min(1.0)
-        } else {
-            0.0
-        },
-        p99: quantile(&buckets, 0.99),
+        rate: done.requests / seconds,
+        error_ratio: done.error_ratio(),
+        p99: quantile(&done.buckets, 0.99),
     })
-}
-
-/// The `q` quantile of a cumulative histogram, interpolated linearly
-/// within its bucket as Prometheus' `histogram_quantile` does (the top
-/// bucket answers with the largest finite bound).
-pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<Duration> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let mut lower = (0.0, 0.0);
-    for &(bound, count) in buckets {
-        if count >= rank {
-            let seconds = if bound.is_infinite() {
-                lower.0
-            } else if count > lower.1 {
-                lower.0 + (bound - lower.0) * (rank - lower.1) / (count - lower.1)
-            } else {
-                bound
-            };
-            return Some(Duration::from_secs_f64(seconds.max(0.0)));
-        }
-        lower = (bound, count);
-    }
-    None
 }
 
 /// The operations view's state.
@@ -467,15 +403,5 @@ mod tests {
         assert!((p99 - 0.0982).abs() < 1e-6, "{p99}");
         assert_eq!(intervals[1].rate, 5.0, "after the restart");
         assert!(intervals[1].p99.unwrap() <= Duration::from_millis(10));
-    }
-
-    #[test]
-    fn the_quantile_interpolates_within_its_bucket() {
-        let buckets = [(0.1, 50.0), (0.2, 100.0), (f64::INFINITY, 100.0)];
-        assert_eq!(quantile(&buckets, 0.5), Some(Duration::from_millis(100)));
-        assert_eq!(quantile(&buckets, 0.75), Some(Duration::from_millis(150)));
-        assert_eq!(quantile(&[(0.1, 0.0), (f64::INFINITY, 0.0)], 0.99), None);
-        let slow = [(0.1, 0.0), (f64::INFINITY, 10.0)];
-        assert_eq!(quantile(&slow, 0.99), Some(Duration::from_millis(100)));
     }
 }
