@@ -12,11 +12,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use gradebook::mesh::api::RegistryApi;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use support::cluster::{Cluster, TURN, serving_versions};
 use support::load::Load;
-use support::up::{EVERY_PORT_ZERO, start_up};
 use support::{PATIENCE, binary, eventually};
 
 /// `gradebook rollout ARGS` against the `up` of `dir`.
@@ -32,125 +29,6 @@ async fn rollout_output(dir: &Path, args: &[&str]) -> Output {
     tokio::task::spawn_blocking(move || command.output().expect("run gradebook rollout"))
         .await
         .expect("the rollout's thread")
-}
-
-/// The versions of the SERVING grading instances.
-async fn serving_versions(registry: &RegistryApi) -> Vec<String> {
-    let mut versions: Vec<String> = registry
-        .list(Some("grading"), false)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|i| i.version)
-        .collect();
-    versions.sort();
-    versions
-}
-
-/// One cluster at a time: two would not fit on two shared cores.
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// `gradebook up` with three grading instances on PostgreSQL, and what
-/// the tests need of it.
-struct Cluster {
-    up: std::process::Child,
-    dir: tempfile::TempDir,
-    portal: String,
-    registry: RegistryApi,
-    token: String,
-    students: Vec<String>,
-    /// The version the build reports.
-    built: String,
-    _database: String,
-}
-
-impl Cluster {
-    /// Starts it; `None` when PostgreSQL is not installed (outside CI).
-    async fn start() -> Option<Cluster> {
-        let server = support::postgres::server()?;
-        let database = server.database().await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut args = vec!["--scale", "grading=3", "--database-url", &database];
-        args.extend(EVERY_PORT_ZERO);
-        let (up, ready, _, _) = start_up(&args, dir.path());
-        let portal = ready
-            .trim_start_matches("Gradebook is ready: ")
-            .trim_end_matches(" (Ctrl-C stops it)")
-            .trim_end_matches("/students")
-            .to_owned();
-        let registry_address = support::up::children_running(up.id(), "registry")
-            .first()
-            .and_then(|pid| support::up::argument_of(*pid, "--listen"))
-            .expect("the registry's address");
-        let registry = RegistryApi::connect(
-            &format!("http://{registry_address}"),
-            &support::admin_tls(&dir.path().join("certs")),
-        )
-        .unwrap();
-        eventually("three grading instances serve", PATIENCE, || async {
-            (serving_versions(&registry).await.len() == 3).then_some(())
-        })
-        .await;
-        let built = serving_versions(&registry).await[0].clone();
-        let token = support::api_token(dir.path(), "admin");
-        let page: serde_json::Value = support::signed_in_builder(&token)
-            .build()
-            .unwrap()
-            .get(format!("{portal}/api/students"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let students: Vec<String> = page["students"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["id"].as_str().unwrap().to_owned())
-            .collect();
-        Some(Cluster {
-            up,
-            dir,
-            portal,
-            registry,
-            token,
-            students,
-            built,
-            _database: database,
-        })
-    }
-
-    /// Eight clients reading and writing through the portal.
-    fn load(&self) -> Load {
-        Load::start(&self.portal, &self.token, self.students.clone(), 8, 4)
-    }
-
-    /// Waits until the SERVING grading instances run exactly `versions`.
-    async fn serving(&self, versions: &[&str]) {
-        eventually(
-            &format!("grading serves {versions:?}"),
-            PATIENCE,
-            || async { (serving_versions(&self.registry).await == versions).then_some(()) },
-        )
-        .await;
-    }
-
-    /// Stops `up` with Ctrl-C; it exits 0 and removes its control socket.
-    async fn stop(mut self) {
-        kill(Pid::from_raw(self.up.id() as i32), Signal::SIGINT).unwrap();
-        let up = &mut self.up;
-        let status = eventually("up exits", PATIENCE, || {
-            let status = up.try_wait().unwrap();
-            async move { status }
-        })
-        .await;
-        assert!(status.success(), "{status:?}");
-        assert!(
-            !self.dir.path().join("control.sock").exists(),
-            "the control socket is removed"
-        );
-    }
 }
 
 /// A rollout that succeeded; what it printed.

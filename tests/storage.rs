@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use gradebook::grading::schema::SchemaError;
 use gradebook::grading::store::{
     GradeCursor, GradeStore, GradeToAdd, PostgresStore, REQUEST_RETENTION, RequestKey, SqliteStore,
     StoreError, StudentCursor, postgres, sqlite,
@@ -766,10 +767,11 @@ async fn a_newer_schema_is_refused(db: Database) {
     let supported = db.supported_version();
     assert_eq!(
         err,
-        StoreError::SchemaTooNew {
+        StoreError::Schema(SchemaError::TooNew {
             found: 99,
+            compatible_from: 99,
             supported
-        }
+        })
     );
     let message = err.to_string();
     assert!(

@@ -8,7 +8,8 @@
 //! - [`up`]: `gradebook up`, which starts and supervises all four.
 //! - [`services`]: `gradebook services`, the registry's table and watch.
 //! - [`route`]: `gradebook route`, traffic policies by version.
-//! - [`rollout`]: `gradebook rollout`, a rolling update through `up`'s control socket.
+//! - [`rollout`]: `gradebook rollout`, rolling, blue-green and canary updates through `up`'s control socket.
+//! - [`migrate`]: `gradebook migrate`, grading's schema: status, up, down, backup, restore.
 //! - [`logs`]: `gradebook logs`, query and follow the log service.
 //! - [`health_check`]: `gradebook health-check`, for containers and scripts.
 //! - [`certs`]: `gradebook certs`, the local certificate authority by hand.
@@ -34,6 +35,7 @@ pub mod health_check;
 pub mod http_get;
 pub mod listen;
 pub mod logs;
+pub mod migrate;
 pub mod rollout;
 pub mod route;
 pub mod scratch_postgres;
@@ -82,6 +84,8 @@ pub enum Command {
     /// Replace a service's instances in a running `gradebook up` with a new
     /// binary, one at a time, rolled back on its own if a new one fails.
     Rollout(rollout::RolloutArgs),
+    /// Show or change grading's schema: status, up, down, backup, restore.
+    Migrate(migrate::MigrateArgs),
     /// Query or follow the central log.
     Logs(logs::LogsArgs),
     /// Check a gRPC server's health; exit 0 only when it is SERVING.
@@ -189,6 +193,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Services(args) => services::run(args).await,
         Command::Route(args) => route::run(args).await,
         Command::Rollout(args) => rollout::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::HealthCheck(args) => return health_check::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -47,7 +47,7 @@ fn is_failure(error: &StoreError) -> bool {
         StoreError::Unavailable(_)
             | StoreError::Database(_)
             | StoreError::Corrupt(_)
-            | StoreError::SchemaTooNew { .. }
+            | StoreError::Schema(_)
     )
 }
 

@@ -5,6 +5,8 @@
 //! # Layout
 //!
 //! - [`config`]: which engine, from `--database-url` and `--data-dir`.
+//! - [`schema`]: the versioned schema: migrations (expand and contract),
+//!   their plans and checksums, backups, and `gradebook migrate`'s tool.
 //! - [`store`]: the storage trait and its engines (migrations, idempotent
 //!   writes, change feeds, demo data).
 //! - [`service`]: the `Grading` gRPC service.
@@ -14,6 +16,7 @@
 pub mod cleanup;
 pub mod config;
 pub mod metrics;
+pub mod schema;
 pub mod service;
 pub mod store;
 

@@ -443,10 +443,11 @@ mod tests {
                 "see the grading service's log",
             ),
             (
-                StoreError::SchemaTooNew {
+                StoreError::Schema(crate::grading::schema::SchemaError::TooNew {
                     found: 9,
+                    compatible_from: 9,
                     supported: 2,
-                },
+                }),
                 Code::Internal,
                 "see the grading service's log",
             ),

@@ -254,7 +254,9 @@ fn validate_text(field: &str, value: &str, max: usize) -> Result<String, Invalid
     Ok(value.to_owned())
 }
 
-/// Checks a score: a number from 0 to 100. Returns it, with `-0` as `0`.
+/// Checks a score: a number from 0 to 100, given to the hundredth at most
+/// (85, 89.5, 92.25). Returns it as the nearest hundredth, with `-0` as
+/// `0`.
 pub fn validate_score(score: f64) -> Result<f64, InvalidField> {
     if score.is_nan() {
         return Err(InvalidField::new("score", "must be a number"));
@@ -265,8 +267,18 @@ pub fn validate_score(score: f64) -> Result<f64, InvalidField> {
             format!("{score} is out of range ({MIN_SCORE} to {MAX_SCORE})"),
         ));
     }
+    let hundredths = (score * 100.0).round();
+    // Decimal input is not exact in binary (89.15 * 100 is
+    // 8915.000000000002): what is closer than a millionth to a hundredth is
+    // one.
+    if (score * 100.0 - hundredths).abs() > 1e-6 {
+        return Err(InvalidField::new(
+            "score",
+            format!("{score} has more than two decimals: give it to the hundredth, like 89.25"),
+        ));
+    }
     // Adding 0.0 turns -0.0 into 0.0.
-    Ok(score + 0.0)
+    Ok(hundredths / 100.0 + 0.0)
 }
 
 /// Parses and checks a score typed by a person, e.g. `"87.5"`.
@@ -1081,6 +1093,12 @@ mod tests {
         assert_eq!(
             err(parse_score("100.5")),
             "score: 100.5 is out of range (0 to 100)"
+        );
+        assert_eq!(parse_score("89.15").unwrap(), 89.15);
+        assert_eq!(parse_score("-0").unwrap().to_bits(), 0.0f64.to_bits());
+        assert_eq!(
+            err(parse_score("85.125")),
+            "score: 85.125 has more than two decimals: give it to the hundredth, like 89.25"
         );
     }
 

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod load;
 pub mod postgres;
 pub mod up;

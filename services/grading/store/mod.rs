@@ -25,6 +25,7 @@ pub mod demo;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+pub mod sqlite_schema;
 mod time;
 pub mod write;
 
@@ -81,17 +82,9 @@ pub enum StoreError {
     /// later may succeed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// The database's schema is newer than this binary's.
-    #[error(
-        "the database has schema version {found}, newer than version {supported} \
-         that this binary knows; run a newer gradebook"
-    )]
-    SchemaTooNew {
-        /// The database's version.
-        found: i64,
-        /// The newest version this binary knows.
-        supported: i64,
-    },
+    /// The database's schema cannot be used or changed as asked.
+    #[error(transparent)]
+    Schema(#[from] crate::grading::schema::SchemaError),
     /// The database failed.
     #[error("database error: {0}")]
     Database(String),

@@ -1,10 +1,9 @@
 //! [`SqliteStore`]: the grading store on an embedded SQLite file, the
 //! default engine.
 //!
-//! The schema is versioned with SQLite's `user_version`: the migrations
-//! (`MIGRATIONS`) are applied in order, in one transaction, when the store
-//! opens, each bumping the version; a database written by a newer binary is
-//! refused. The database runs in WAL mode with `synchronous=FULL`, so every
+//! The schema is versioned (`sqlite_schema`): when the store opens, the
+//! migrations a binary applies itself are applied, in one transaction; a
+//! database that needs a newer binary is refused. The database runs in WAL mode with `synchronous=FULL`, so every
 //! committed write is durable; a batch of writes commits with one
 //! transaction (one fsync) while each write keeps its own result.
 //!
@@ -27,6 +26,7 @@ use tokio::sync::{Semaphore, broadcast};
 
 use crate::grading::store::demo::{DAY_MICROS, DEMO_STUDENTS, HOUR_MICROS};
 use crate::grading::store::rows::{GRADE_COLUMNS, GradeRow, STUDENT_COLUMNS, StudentRow};
+use crate::grading::store::sqlite_schema;
 use crate::grading::store::time::{Clock, micros_before, micros_from_time, time_from_micros};
 use crate::grading::store::write::{StoredRequest, check_repeat};
 use crate::grading::store::{
@@ -42,44 +42,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read-only connections, and so reads running at once.
 pub const READERS: usize = 4;
 
-/// The schema migrations, in order: migration `i` (from 0) takes the
-/// database from `user_version` `i` to `i + 1`. Append only; never edit a
-/// migration that has shipped.
-const MIGRATIONS: &[&str] = &[
-    // 1: students and grades. Names compare case-insensitively (ASCII), so
-    // the listing order and its index ignore case.
-    "CREATE TABLE students (
-         id         TEXT    NOT NULL PRIMARY KEY,
-         first_name TEXT    NOT NULL COLLATE NOCASE,
-         last_name  TEXT    NOT NULL COLLATE NOCASE,
-         created_at INTEGER NOT NULL
-     ) STRICT;
-     CREATE TABLE grades (
-         id         TEXT    NOT NULL PRIMARY KEY,
-         student_id TEXT    NOT NULL REFERENCES students (id) ON DELETE CASCADE,
-         title      TEXT    NOT NULL,
-         type       TEXT    NOT NULL CHECK (type IN ('quiz', 'test', 'exam', 'homework')),
-         score      REAL    NOT NULL CHECK (score BETWEEN 0 AND 100),
-         created_at INTEGER NOT NULL
-     ) STRICT;
-     CREATE INDEX grades_by_student ON grades (student_id, created_at);
-     CREATE INDEX students_by_name ON students (last_name, first_name, id);",
-    // 2: request ids of idempotent writes, with the fingerprint of the
-    // request and the answer (protobuf bytes), written with the write.
-    "CREATE TABLE requests (
-         request_id  TEXT    NOT NULL PRIMARY KEY,
-         fingerprint BLOB    NOT NULL,
-         answer      BLOB    NOT NULL,
-         created_at  INTEGER NOT NULL
-     ) STRICT;
-     CREATE INDEX requests_by_age ON requests (created_at);",
-];
-
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub use crate::grading::store::sqlite_schema::SCHEMA_VERSION;
 
 /// Wraps a SQLite error with what the store was doing.
-fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+pub(crate) fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |e| StoreError::Database(format!("{context}: {e}"))
 }
 
@@ -274,33 +241,6 @@ fn insert_student(
     })
 }
 
-/// Brings the schema up to date, in one transaction.
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db("starting the migration"))?;
-    let found: i64 = tx
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(db("reading the schema version"))?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    let current = usize::try_from(found)
-        .map_err(|_| StoreError::Corrupt(format!("schema version {found} is not a version")))?;
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let version = index + 1;
-        tx.execute_batch(sql)
-            .map_err(|e| StoreError::Database(format!("applying migration {version}: {e}")))?;
-        tx.pragma_update(None, "user_version", version as i64)
-            .map_err(db("setting the schema version"))?;
-        tracing::info!(version, "applied grading schema migration");
-    }
-    tx.commit().map_err(db("committing the migration"))
-}
-
 /// The request id's stored fingerprint and answer, if any.
 fn find_request(conn: &Connection, id: &str) -> Result<Option<StoredRequest>, StoreError> {
     conn.prepare_cached("SELECT fingerprint, answer FROM requests WHERE request_id = ?1")
@@ -443,7 +383,7 @@ fn write_item(
 }
 
 /// Opens a connection with the store's settings.
-fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+pub(crate) fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| StoreError::Database(format!("opening {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT)
@@ -499,7 +439,7 @@ impl SqliteStore {
             .map_err(db("setting synchronous=FULL"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db("enabling foreign keys"))?;
-        migrate(&mut conn)?;
+        sqlite_schema::migrate_at_open(&mut conn)?;
         let readers = (0..READERS)
             .map(|_| {
                 connect(

@@ -19,7 +19,8 @@
 //!
 //! # Layout
 //!
-//! - [`schema`]: migrations under an advisory lock.
+//! - [`schema`]: the migrations, applied under an advisory lock; backups
+//!   and restores with `pg_dump` and `pg_restore`.
 //! - [`feed`]: the outbox tailer behind [`GradeStore::subscribe`].
 
 pub mod feed;
@@ -174,7 +175,7 @@ fn connection_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     config
         .options(options)
         .connect_timeout(CONNECT_TIMEOUT)
-        .application_name("gradebook-grading");
+        .application_name(schema::GRADING_APPLICATION);
     Ok(config)
 }
 
@@ -203,8 +204,8 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://...`), brings its
     /// schema up to date, and starts the change feed from the newest change.
     /// Fails with [`StoreError::Unavailable`] when the database cannot be
-    /// reached (retrying may help) and [`StoreError::SchemaTooNew`] when a
-    /// newer binary migrated it.
+    /// reached (retrying may help) and [`StoreError::Schema`] when its
+    /// schema cannot be used by this binary.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let config = connection_config(url)?;
         let manager = Manager::from_config(
@@ -224,7 +225,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Database(format!("building the connection pool: {e}")))?;
         let start = timed("opening the database", async {
             let mut client = pool.get().await.map_err(pool_error)?;
-            schema::migrate(&mut client).await?;
+            schema::migrate_at_open(&mut client).await?;
             let row = client
                 .query_one("SELECT COALESCE(MAX(seq), 0) FROM changes", &[])
                 .await
