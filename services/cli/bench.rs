@@ -79,6 +79,8 @@ pub enum Part {
     Tracing,
     /// Three registry nodes: convergence of a change, and failover.
     Group,
+    /// Rolling updates of grading x3 through `gradebook up`, under load.
+    Rollout,
     /// The gossip engine: the simulator at 25 to 1,000 nodes, and Gossip
     /// Glomers #3d/#3e in the harness.
     Gossip,
@@ -247,6 +249,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.only.contains(&Part::Tracing) {
         crate::cli::bench_tracing::run(&args).await?;
+    }
+    if args.only.contains(&Part::Rollout) {
+        crate::cli::bench_rollout::run(&args).await?;
     }
     if args.only.contains(&Part::Group) {
         crate::cli::bench_group::run(&args).await?;

@@ -41,7 +41,7 @@ const WRITERS: usize = 64;
 const ROUNDS: usize = 3;
 
 /// A request of the HTTP load.
-enum Request {
+pub(crate) enum Request {
     Get(String),
     Post {
         path: String,
@@ -68,7 +68,13 @@ pub(crate) struct HttpLoad {
 const FAILURES_KEPT: usize = 5;
 
 impl HttpLoad {
-    fn p99_between(&self, from: Instant, to: Instant) -> Duration {
+    /// Every answered request's latency, sorted.
+    pub(crate) fn latencies(&self) -> Vec<Duration> {
+        self.latencies.clone()
+    }
+
+    /// The latencies of the requests sent between `from` and `to`, sorted.
+    pub(crate) fn latencies_between(&self, from: Instant, to: Instant) -> Vec<Duration> {
         let mut during: Vec<Duration> = self
             .samples
             .iter()
@@ -76,7 +82,11 @@ impl HttpLoad {
             .map(|(_, latency)| *latency)
             .collect();
         during.sort();
-        percentile(&during, 99.0)
+        during
+    }
+
+    pub(crate) fn p99_between(&self, from: Instant, to: Instant) -> Duration {
+        percentile(&self.latencies_between(from, to), 99.0)
     }
 
     pub(crate) fn print(&self, what: &str) {
@@ -93,7 +103,7 @@ impl HttpLoad {
     }
 
     /// What the first failed requests got, if any failed.
-    fn print_failures(&self) {
+    pub(crate) fn print_failures(&self) {
         if !self.first_failures.is_empty() {
             println!("    first failures: {}", self.first_failures.join("; "));
         }
@@ -102,7 +112,7 @@ impl HttpLoad {
 
 /// An admin account in the accounts database at `dir`, and a personal API
 /// token for it, for the benchmark's requests.
-fn bench_token(dir: &Path) -> anyhow::Result<String> {
+pub(crate) fn bench_token(dir: &Path) -> anyhow::Result<String> {
     use crate::portal::accounts::store::SecretKind;
     use crate::portal::accounts::{AccountStore, Role, secret};
     let store = AccountStore::open(dir)?;
@@ -113,11 +123,30 @@ fn bench_token(dir: &Path) -> anyhow::Result<String> {
 /// Sends `request(connection, n)` over `connections` keep-alive connections
 /// for `duration`; a failed request counts and the connection is opened
 /// again, so the load goes on through faults.
-async fn http_load<F>(
+pub(crate) async fn http_load<F>(
     address: &str,
     token: &str,
     connections: usize,
     duration: Duration,
+    request: F,
+) -> anyhow::Result<HttpLoad>
+where
+    F: Fn(usize, u64) -> Request + Send + Sync + 'static,
+{
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::time::sleep(duration).await;
+        let _ = stop.send(true);
+    });
+    http_load_until(address, token, connections, stopped, request).await
+}
+
+/// [`http_load`] until `stop` turns true (or its sender goes).
+pub(crate) async fn http_load_until<F>(
+    address: &str,
+    token: &str,
+    connections: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
     request: F,
 ) -> anyhow::Result<HttpLoad>
 where
@@ -137,10 +166,11 @@ where
         let first_failures = first_failures.clone();
         let writes = writes.clone();
         let address = address.to_owned();
+        let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut n = 0u64;
-            while start.elapsed() < duration {
+            while !*stop.borrow() && stop.has_changed().is_ok() {
                 let at = Instant::now();
                 let (answer, write) = match request(connection_index, n) {
                     Request::Get(path) => (connection.get(&path).await, false),
@@ -489,13 +519,13 @@ impl BenchMesh {
 
 /// A PostgreSQL database for one part: on `--database-url`'s server, or on
 /// a throwaway durable server started here.
-struct BenchDatabase {
+pub(crate) struct BenchDatabase {
     server: Option<ScratchPostgres>,
     given: Option<String>,
 }
 
 impl BenchDatabase {
-    fn start(given: Option<&str>) -> anyhow::Result<BenchDatabase> {
+    pub(crate) fn start(given: Option<&str>) -> anyhow::Result<BenchDatabase> {
         if let Some(url) = given {
             return Ok(BenchDatabase {
                 server: None,
@@ -527,7 +557,7 @@ impl BenchDatabase {
 
     /// A fresh database's URL (the given one, emptied by nobody: use a
     /// fresh database per run when giving one).
-    async fn fresh(&self) -> anyhow::Result<String> {
+    pub(crate) async fn fresh(&self) -> anyhow::Result<String> {
         match (&self.server, &self.given) {
             (Some(server), _) => {
                 let name = format!("bench_{}", uuid::Uuid::new_v4().simple());

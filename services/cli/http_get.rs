@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 pub struct HttpConnection {
     stream: TcpStream,
     buffer: Vec<u8>,
+    /// Where the last response's body is in `buffer`.
+    body: std::ops::Range<usize>,
     /// The `Authorization` header line sent with every request, if any.
     authorization: String,
 }
@@ -23,6 +25,7 @@ impl HttpConnection {
         Ok(HttpConnection {
             stream,
             buffer: Vec::with_capacity(64 * 1024),
+            body: 0..0,
             authorization: String::new(),
         })
     }
@@ -59,6 +62,11 @@ impl HttpConnection {
         self.exchange(request.as_bytes()).await
     }
 
+    /// The body of the last response.
+    pub fn body(&self) -> &[u8] {
+        self.buffer.get(self.body.clone()).unwrap_or_default()
+    }
+
     /// Sends one request and reads its response.
     async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<(u16, usize)> {
         self.stream.write_all(request).await?;
@@ -80,6 +88,7 @@ impl HttpConnection {
                     }
                     self.buffer.extend_from_slice(&chunk[..n]);
                 }
+                self.body = end + 4..end + 4 + length;
                 return Ok((status, length));
             }
             let n = self.stream.read(&mut chunk).await?;

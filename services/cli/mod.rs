@@ -19,6 +19,7 @@
 //! - [`http_get`]: a minimal HTTP/1.1 client for `up` and `bench`.
 //! - [`bench`]: `gradebook bench`, the registry's benchmarks.
 //! - [`bench_gradebook`]: `gradebook bench --only gradebook`, the portal and grading.
+//! - [`bench_rollout`]: `gradebook bench --only rollout`, rolling updates under load.
 //! - [`bench_tls`]: `gradebook bench --only tls`, mutual TLS against plaintext.
 //! - [`bench_tracing`]: `gradebook bench --only tracing`, every request traced against none.
 
@@ -26,6 +27,7 @@ pub mod bench;
 pub mod bench_gossip;
 pub mod bench_gradebook;
 pub mod bench_group;
+pub mod bench_rollout;
 pub mod bench_tls;
 pub mod bench_tracing;
 pub mod certs;
