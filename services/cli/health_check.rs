@@ -1,5 +1,8 @@
-//! `gradebook health-check ADDR`: asks a server's grpc.health.v1 service and
-//! exits 0 only when it answers SERVING (container health checks use it).
+//! `gradebook health-check [ADDR]`: asks a server's grpc.health.v1 service
+//! and exits 0 only when it answers SERVING (container health checks use
+//! it). Without an address it asks the daemon of its own container: the
+//! one listening on `GRADEBOOK_LISTEN` (a wildcard address asked on
+//! loopback), so that one image health check fits every daemon.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,7 +21,9 @@ use crate::mesh::tls::identity::ADMIN;
 /// `gradebook health-check`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HealthCheckArgs {
-    /// The server, as `host:port` or `http://host:port`.
+    /// The server, as `host:port` or `http://host:port` (default: the
+    /// daemon's own `GRADEBOOK_LISTEN`, on loopback when it is a wildcard).
+    #[arg(env = "GRADEBOOK_LISTEN")]
     pub address: String,
     /// The service to ask about; the server as a whole when empty.
     #[arg(long, default_value = "")]
@@ -52,11 +57,26 @@ pub async fn run(args: HealthCheckArgs) -> ExitCode {
     }
 }
 
+/// `address` with a wildcard host (`0.0.0.0`, `[::]`) asked on loopback.
+fn on_loopback_if_wildcard(address: &str) -> String {
+    match address.parse::<std::net::SocketAddr>() {
+        Ok(socket) if socket.ip().is_unspecified() => {
+            let loopback: std::net::IpAddr = if socket.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            std::net::SocketAddr::new(loopback, socket.port()).to_string()
+        }
+        _ => address.to_owned(),
+    }
+}
+
 async fn check(args: &HealthCheckArgs) -> Result<ServingStatus, String> {
     let url = if args.address.starts_with("http://") {
         args.address.clone()
     } else {
-        format!("http://{}", args.address)
+        format!("http://{}", on_loopback_if_wildcard(&args.address))
     };
     let tls = args.tls.load(ADMIN).map_err(|e| e.to_string())?;
     let connector = match &args.identity {
@@ -105,4 +125,20 @@ async fn check_service(
         .await
         .map_err(|status| format!("{url}: {:?}: {}", status.code(), status.message()))?;
     Ok(ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_loopback_if_wildcard;
+
+    #[test]
+    fn a_wildcard_listen_address_is_asked_on_loopback() {
+        assert_eq!(on_loopback_if_wildcard("0.0.0.0:50053"), "127.0.0.1:50053");
+        assert_eq!(on_loopback_if_wildcard("[::]:8080"), "[::1]:8080");
+        assert_eq!(on_loopback_if_wildcard("10.0.0.5:50053"), "10.0.0.5:50053");
+        assert_eq!(
+            on_loopback_if_wildcard("grading-1:50053"),
+            "grading-1:50053"
+        );
+    }
 }

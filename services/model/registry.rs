@@ -317,7 +317,9 @@ pub fn validate_instance_id(field: &str, id: &str) -> Result<(), InvalidField> {
 }
 
 /// Checks an advertised address: `host:port` with a DNS name, an IPv4
-/// address or a bracketed IPv6 address, and a port from 1 to 65535.
+/// address or a bracketed IPv6 address, and a port from 1 to 65535. Names
+/// may hold `_`, as container names resolved by Docker's DNS do
+/// (`gradebook_grading.2.xyz`).
 pub fn validate_address(field: &str, address: &str) -> Result<(), InvalidField> {
     let invalid = |why: &str| InvalidField::new(field, format!("{address:?} {why}"));
     if address.is_empty() {
@@ -343,7 +345,7 @@ pub fn validate_address(field: &str, address: &str) -> Result<(), InvalidField> 
                     && label.len() <= 63
                     && label
                         .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                     && !label.starts_with('-')
             })
     };
@@ -676,6 +678,7 @@ mod tests {
             "10.0.0.1:80",
             "[::1]:50051",
             "my-host.example.com:443",
+            "gradebook_grading.2.tv8x3lq1ldc4:50053",
         ] {
             assert!(validate_address("address", ok).is_ok(), "{ok}");
         }
