@@ -45,15 +45,8 @@ done_step() {
     echo "   ok in $(( ($(date +%s%N) - step_started) / 1000000 )) ms"
 }
 
-# Polls `$@` until it succeeds, for at most $1 seconds.
-until_true() {
-    local patience=$1; shift
-    local deadline=$(( $(date +%s) + patience ))
-    until "$@" >/dev/null 2>&1; do
-        (( $(date +%s) < deadline )) || return 1
-        sleep 0.25
-    done
-}
+# shellcheck source=docker/poll.sh
+source docker/poll.sh
 
 services=(postgres registry-1 registry-2 registry-3 log-1 log-2 grading-1 grading-2 portal)
 daemons=(registry-1 registry-2 registry-3 log-1 log-2 grading-1 grading-2 portal)

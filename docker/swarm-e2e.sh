@@ -25,15 +25,8 @@ made_swarm=false
 stack_containers() { docker ps -aq --filter "label=com.docker.stack.namespace=$stack"; }
 no_containers() { [ -z "$(stack_containers)" ]; }
 
-# Polls `$@` until it succeeds, for at most $1 seconds.
-until_true() {
-    local patience=$1; shift
-    local deadline=$(( $(date +%s) + patience ))
-    until "$@" >/dev/null 2>&1; do
-        (( $(date +%s) < deadline )) || return 1
-        sleep 0.5
-    done
-}
+# shellcheck source=docker/poll.sh
+source docker/poll.sh
 
 cleanup() {
     if [ -n "$reader_pid" ]; then kill "$reader_pid" 2>/dev/null || true; fi
