@@ -1,12 +1,13 @@
 //! `gradebook migrate` on a real PostgreSQL under a real `gradebook up`
 //! (three grading instances) and eight clients reading and writing through
 //! the portal: a database made at schema version 3 holding a score of the
-//! old shape (85.126) gets the irreversible contract migration 4 (scores
-//! in hundredths) under load, with a backup taken first and no request
-//! failing; going down through it is refused; a restore is refused while
+//! old shape (85.126) gets, under load, a rolling update of every grading
+//! instance and then the irreversible contract migration 4 (scores in
+//! hundredths), with a backup taken first and no request failing; going down through it is refused; a restore is refused while
 //! grading is connected and from another database's backup; with grading
 //! stopped, the restore states what it loses (exactly the grades written
-//! since the backup) and brings the old score back.
+//! since the backup) and brings the old score back; the reversible
+//! migration 3 goes down and up again.
 
 mod support;
 
@@ -32,7 +33,7 @@ async fn migrate(database: &str, args: &[&str]) -> Output {
 }
 
 /// What a command printed, both streams.
-fn told(output: &Output) -> String {
+fn printed(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -43,7 +44,7 @@ fn told(output: &Output) -> String {
 /// Runs a migration command that must succeed; what it printed.
 async fn migrated(database: &str, args: &[&str]) -> String {
     let output = migrate(database, args).await;
-    let told = told(&output);
+    let told = printed(&output);
     assert!(output.status.success(), "migrate {args:?}: {told}");
     told
 }
@@ -51,7 +52,7 @@ async fn migrated(database: &str, args: &[&str]) -> String {
 /// Runs a migration command that must be refused; what it printed.
 async fn refused(database: &str, args: &[&str]) -> String {
     let output = migrate(database, args).await;
-    let told = told(&output);
+    let told = printed(&output);
     assert!(
         !output.status.success(),
         "migrate {args:?} must fail: {told}"
@@ -151,8 +152,22 @@ async fn an_irreversible_migration_under_load_is_backed_up_and_restored() {
     )
     .await;
 
-    // The contract, under load: a backup first, then the change.
+    // Under load: the rollout to the release that no longer writes the
+    // old shape, then the contract, a backup first.
     let load = cluster.load();
+    load.run_for(100).await;
+    let mut rollout = Command::new(binary());
+    rollout
+        .args(["rollout", "grading", "--binary", binary(), "--data-dir"])
+        .arg(cluster.dir.path())
+        .args(["--observe", "1s", "--min-requests", "5"])
+        .args(["--", "--report-version", "2.0.0"]);
+    let rolled =
+        tokio::task::spawn_blocking(move || rollout.output().expect("run gradebook rollout"))
+            .await
+            .expect("the rollout's thread");
+    assert!(rolled.status.success(), "{}", printed(&rolled));
+    cluster.serving(&["2.0.0", "2.0.0", "2.0.0"]).await;
     load.run_for(100).await;
     let told = migrated(&database, &["up", "--backup-dir", backup_dir]).await;
     assert!(
@@ -166,7 +181,7 @@ async fn an_irreversible_migration_under_load_is_backed_up_and_restored() {
     let failures = report.failures();
     assert!(
         failures.is_empty(),
-        "{} of {} requests failed during the migration: {:?}",
+        "{} of {} requests failed during the rollout and the migration: {:?}",
         failures.len(),
         report.answers.len(),
         &failures[..failures.len().min(10)]
@@ -233,4 +248,18 @@ async fn an_irreversible_migration_under_load_is_backed_up_and_restored() {
     assert_eq!(grades, backed_up_grades(&backup).len().to_string());
     let status = migrated(&database, &["status"]).await;
     assert!(status.contains("schema version 3"), "{status}");
+
+    // A reversible migration goes down and up again.
+    let index_gone = "SELECT to_regclass('grades_by_time') IS NULL";
+    assert_eq!(query(&database, index_gone).await, "f");
+    let told = migrated(&database, &["down", "--to", "2"]).await;
+    assert!(
+        told.contains("undone 3 (grades indexed by time, expand): now at version 2"),
+        "{told}"
+    );
+    assert_eq!(query(&database, index_gone).await, "t");
+    let told = migrated(&database, &["up", "--to", "3"]).await;
+    assert!(told.contains("applied 3"), "{told}");
+    assert!(!told.contains("backup taken"), "3 is reversible: {told}");
+    assert_eq!(query(&database, index_gone).await, "f");
 }
