@@ -137,14 +137,7 @@ impl Cluster {
 
 /// Asserts the report's promises: no failed request, every acknowledged write once.
 async fn assert_nothing_lost(cluster: &Cluster, report: &Report, fault: &str) {
-    let failures = report.failures();
-    assert!(
-        failures.is_empty(),
-        "{fault}: {} of {} requests failed: {:?}",
-        failures.len(),
-        report.answers.len(),
-        &failures[..failures.len().min(10)]
-    );
+    report.assert_none_failed(&format!("during {fault}"));
     assert!(!report.acknowledged.is_empty(), "{fault}: writes were made");
     report.check_writes(&cluster.http(), &cluster.token).await;
     println!(

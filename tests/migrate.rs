@@ -177,16 +177,9 @@ async fn an_irreversible_migration_under_load_is_backed_up_and_restored() {
     let backup = backup_named(&told);
     assert!(backup.exists(), "{told}");
     load.run_for(100).await;
-    let report = load.stop().await;
-    let failures = report.failures();
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed during the rollout and the migration: {:?}",
-        failures.len(),
-        report.answers.len(),
-        &failures[..failures.len().min(10)]
-    );
-    report.check_writes(&cluster.portal, &cluster.token).await;
+    let report = cluster
+        .no_failure(load, "during the rollout and the migration")
+        .await;
     let score = format!("SELECT score FROM grades WHERE id = '{old_grade}'");
     assert_eq!(query(&database, &score).await, "85.13");
 

@@ -13,7 +13,6 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use support::cluster::{Cluster, TURN, serving_versions};
-use support::load::Load;
 use support::{PATIENCE, binary, eventually};
 
 /// `gradebook rollout ARGS` against the `up` of `dir`.
@@ -42,21 +41,6 @@ fn succeeded(output: &Output) -> String {
     told
 }
 
-/// Stops `load`; asserts nothing it sent failed and every acknowledged
-/// write is stored once.
-async fn no_failure(load: Load, cluster: &Cluster, during: &str) {
-    let report = load.stop().await;
-    let failures = report.failures();
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed {during}: {:?}",
-        failures.len(),
-        report.answers.len(),
-        &failures[..failures.len().min(10)]
-    );
-    report.check_writes(&cluster.portal, &cluster.token).await;
-}
-
 #[tokio::test]
 async fn rolling_updates_under_load_roll_back_a_failing_version_and_replace_every_instance() {
     let _turn = TURN.lock().await;
@@ -67,8 +51,6 @@ async fn rolling_updates_under_load_roll_back_a_failing_version_and_replace_ever
     let dir = dir.as_path();
     let registry = &cluster.registry;
     let built = cluster.built.clone();
-    let portal = cluster.portal.clone();
-    let token = cluster.token.clone();
 
     // Refused before anything changes.
     for (args, says) in [
@@ -192,16 +174,7 @@ async fn rolling_updates_under_load_roll_back_a_failing_version_and_replace_ever
     .await;
     load.run_for(100).await;
 
-    let report = load.stop().await;
-    let failures = report.failures();
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed across the rollouts: {:?}",
-        failures.len(),
-        report.answers.len(),
-        &failures[..failures.len().min(10)]
-    );
-    report.check_writes(&portal, &token).await;
+    cluster.no_failure(load, "across the rollouts").await;
 
     cluster.stop().await;
 }
@@ -277,7 +250,9 @@ async fn blue_green_switches_and_canaries_under_load_with_their_rollbacks() {
     );
     cluster.serving(&["2.0.0", "2.0.0", "2.0.0"]).await;
     load.run_for(100).await;
-    no_failure(load, &cluster, "across the blue-green switches").await;
+    cluster
+        .no_failure(load, "across the blue-green switches")
+        .await;
     let policies = cluster.registry.policies(Some("grading")).await.unwrap();
     assert!(policies.is_empty(), "the policy is cleared: {policies:?}");
 
@@ -356,6 +331,6 @@ async fn blue_green_switches_and_canaries_under_load_with_their_rollbacks() {
     assert_eq!(told.matches(": passed").count(), 2, "{told}");
     cluster.serving(&["3.0.0", "3.0.0", "3.0.0"]).await;
     load.run_for(100).await;
-    no_failure(load, &cluster, "across the healthy canary").await;
+    cluster.no_failure(load, "across the healthy canary").await;
     cluster.stop().await;
 }

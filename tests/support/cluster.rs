@@ -5,7 +5,7 @@ use gradebook::mesh::api::RegistryApi;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::load::Load;
+use super::load::{Load, Report};
 use super::up::{EVERY_PORT_ZERO, start_up};
 use super::{PATIENCE, eventually};
 
@@ -104,6 +104,15 @@ impl Cluster {
     /// Eight clients reading and writing through the portal.
     pub fn load(&self) -> Load {
         Load::start(&self.portal, &self.token, self.students.clone(), 8, 4)
+    }
+
+    /// Stops `load`; asserts nothing it sent failed (`during`: when) and
+    /// every acknowledged write is stored once; returns what it saw.
+    pub async fn no_failure(&self, load: Load, during: &str) -> Report {
+        let report = load.stop().await;
+        report.assert_none_failed(during);
+        report.check_writes(&self.portal, &self.token).await;
+        report
     }
 
     /// Waits until the SERVING grading instances run exactly `versions`.

@@ -44,6 +44,18 @@ impl Report {
             .collect()
     }
 
+    /// Asserts that no request failed; `during` says when, for the message.
+    pub fn assert_none_failed(&self, during: &str) {
+        let failures = self.failures();
+        assert!(
+            failures.is_empty(),
+            "{} of {} requests failed {during}: {:?}",
+            failures.len(),
+            self.answers.len(),
+            &failures[..failures.len().min(10)]
+        );
+    }
+
     /// The p99 latency of the requests sent between `from` and `to`.
     pub fn p99_between(&self, from: Instant, to: Instant) -> Option<Duration> {
         let mut latencies: Vec<Duration> = self
