@@ -74,9 +74,18 @@ pub enum Action {
     },
 }
 
-/// A time in microseconds since the epoch, as RFC 3339.
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z), in
+/// microseconds since the epoch.
+const LAST_WRITABLE_MICROS: i64 = 253_402_300_799_000_000;
+
+/// A time in microseconds since the epoch, as RFC 3339 (the number itself
+/// when it is out of RFC 3339's range: a corrupt record must not stop
+/// `status`).
 fn time(micros: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros.max(0) as u64);
+    if !(0..=LAST_WRITABLE_MICROS).contains(&micros) {
+        return format!("{micros} µs after the epoch (out of range)");
+    }
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros as u64);
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
@@ -254,4 +263,17 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time;
+
+    #[test]
+    fn times_out_of_range_print_as_numbers() {
+        assert_eq!(time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(time(253_402_300_799_000_000), "9999-12-31T23:59:59Z");
+        assert!(time(i64::MAX).contains("out of range"));
+        assert!(time(-1).contains("out of range"));
+    }
 }

@@ -15,7 +15,7 @@
 //! release may still use: only an operator applies it
 //! (`gradebook migrate up`), once every instance runs a release that no
 //! longer needs the old shape. A new, empty database gets every migration
-//! at once. A migration without a `down` is irreversible: before one is
+//! at once; one below [`FIRST_TOLERANT_VERSION`] gets nothing at open. A migration without a `down` is irreversible: before one is
 //! applied to a database that has data, the tool takes a backup.
 //!
 //! Each applied migration is recorded with the SHA-256 of its SQL; a
@@ -28,6 +28,15 @@ pub mod plan;
 pub mod tool;
 
 pub use plan::{Compatibility, Plan, Recorded, SchemaError, Step};
+
+/// The oldest schema version whose binaries use a newer database when its
+/// migrations allow (they know [`Migration::compatible_from`]). Binaries
+/// of earlier releases refuse any version newer than theirs, so a binary
+/// applies nothing by itself to a database below this version: the
+/// operator does, with `gradebook migrate up`, once every instance runs a
+/// release that tolerates it (otherwise a rollback to the older release
+/// would find its database refused).
+pub const FIRST_TOLERANT_VERSION: i64 = 3;
 
 /// Whether the release before a migration keeps working after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -208,10 +208,19 @@ fn pending(known: &[Migration], from: i64, to: i64) -> Vec<Step> {
 }
 
 /// What a binary applies itself when it opens the database: everything
-/// for a new database; otherwise the pending expand migrations, up to the
+/// for a new database; nothing for one below `tolerant_from` (binaries
+/// older than that version, which may still run on it, would refuse
+/// it once changed); otherwise the pending expand migrations, up to the
 /// first contract one (which waits for `gradebook migrate up`).
-pub fn at_open(known: &[Migration], recorded: &Recorded) -> Result<Plan, SchemaError> {
+pub fn at_open(
+    known: &[Migration],
+    recorded: &Recorded,
+    tolerant_from: i64,
+) -> Result<Plan, SchemaError> {
     check(known, recorded)?;
+    if recorded.version > 0 && recorded.version < tolerant_from {
+        return Ok(Plan::default());
+    }
     let mut steps = pending(known, recorded.version, known.len() as i64);
     if recorded.version > 0
         && let Some(first_contract) = steps
@@ -232,6 +241,10 @@ pub fn at_open(known: &[Migration], recorded: &Recorded) -> Result<Plan, SchemaE
 pub fn up(known: &[Migration], recorded: &Recorded, to: Option<i64>) -> Result<Plan, SchemaError> {
     check(known, recorded)?;
     let newest = known.len() as i64;
+    if to.is_none() && recorded.version >= newest {
+        // Up to date, or newer than this binary: nothing to apply.
+        return Ok(Plan::default());
+    }
     let to = to.unwrap_or(newest);
     if to > newest {
         return Err(SchemaError::Target {
@@ -370,18 +383,33 @@ mod tests {
 
     #[test]
     fn a_new_database_gets_everything_at_open() {
-        let plan = at_open(&KNOWN, &Recorded::default()).unwrap();
+        let plan = at_open(&KNOWN, &Recorded::default(), 1).unwrap();
         assert_eq!(versions(&plan), [1, 2, 3, 4]);
         assert!(!plan.needs_backup);
     }
 
     #[test]
     fn an_existing_database_gets_expands_up_to_the_first_contract_at_open() {
-        let plan = at_open(&KNOWN, &at(1)).unwrap();
+        let plan = at_open(&KNOWN, &at(1), 1).unwrap();
         assert_eq!(versions(&plan), [2]);
         // Past the contract, the next expand is applied.
-        assert_eq!(versions(&at_open(&KNOWN, &at(3)).unwrap()), [4]);
-        assert!(at_open(&KNOWN, &at(4)).unwrap().is_empty());
+        assert_eq!(versions(&at_open(&KNOWN, &at(3), 1).unwrap()), [4]);
+        assert!(at_open(&KNOWN, &at(4), 1).unwrap().is_empty());
+        // Below the first version whose binaries tolerate newer ones:
+        // nothing, but a new database still gets everything.
+        assert!(at_open(&KNOWN, &at(1), 2).unwrap().is_empty());
+        assert!(
+            at_open(&KNOWN, &at(2), 2).unwrap().is_empty(),
+            "3 is a contract"
+        );
+        assert_eq!(versions(&at_open(&KNOWN, &at(3), 2).unwrap()), [4]);
+        assert_eq!(
+            at_open(&KNOWN, &Recorded::default(), 2)
+                .unwrap()
+                .steps
+                .len(),
+            4
+        );
     }
 
     #[test]
@@ -394,6 +422,9 @@ mod tests {
         assert!(!plan.needs_backup, "4 is reversible");
         assert!(!up(&KNOWN, &Recorded::default(), None).unwrap().needs_backup);
         assert_eq!(versions(&up(&KNOWN, &at(1), Some(2)).unwrap()), [2]);
+        // Up to date, or newer than the binary: nothing.
+        assert!(up(&KNOWN, &at(4), None).unwrap().is_empty());
+        assert!(up(&KNOWN[..2], &at(3), None).unwrap().is_empty());
         assert!(matches!(
             up(&KNOWN, &at(3), Some(2)),
             Err(SchemaError::Target { to: 2, .. })
@@ -431,7 +462,7 @@ mod tests {
         recorded.history[1].checksum = "0".repeat(64);
         for refused in [
             check(&KNOWN, &recorded).map(|_| Plan::default()),
-            at_open(&KNOWN, &recorded),
+            at_open(&KNOWN, &recorded, 1),
             up(&KNOWN, &recorded, None),
             down(&KNOWN, &recorded, 2),
         ] {

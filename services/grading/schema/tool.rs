@@ -418,7 +418,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_older_database_gets_its_expand_migrations_at_open_and_its_contract_from_up() {
+    async fn an_older_database_is_migrated_by_the_operator_only() {
         let dir = tempfile::tempdir().unwrap();
         let (database, path) = sqlite(dir.path());
         // A database as the release before checksums left it: version 2.
@@ -436,13 +436,20 @@ mod tests {
             .unwrap();
             tx.commit().unwrap();
         }
+        // Binaries of that release refuse newer versions: opening it
+        // changes nothing.
         drop(SqliteStore::open(&path).await.unwrap());
         let state = status(&database).await.unwrap();
-        assert_eq!(state.recorded.version, 3, "the expand, not the contract");
+        assert_eq!(state.recorded.version, 2);
         assert_eq!(
             state.compatibility,
-            Ok(Compatibility::Behind { pending: 1 })
+            Ok(Compatibility::Behind { pending: 2 })
         );
+        let migrated = up(&database, Some(3), None).await.unwrap();
+        assert_eq!(migrated.plan.steps.len(), 1);
+        assert!(migrated.backup.is_none(), "3 is reversible");
+        drop(SqliteStore::open(&path).await.unwrap());
+        assert_eq!(status(&database).await.unwrap().recorded.version, 3);
 
         // Down through the reversible index, and refused through the rest.
         let plan = down(&database, 2).await.unwrap();

@@ -14,7 +14,7 @@ use rusqlite::{Connection, MAIN_DB, OptionalExtension, TransactionBehavior, para
 
 use crate::grading::schema::backup::{MANIFEST_FORMAT, Manifest};
 use crate::grading::schema::plan::{self, Direction, Plan, Recorded};
-use crate::grading::schema::{Applied, Migration, Phase, SchemaError};
+use crate::grading::schema::{Applied, FIRST_TOLERANT_VERSION, Migration, Phase, SchemaError};
 use crate::grading::store::StoreError;
 use crate::grading::store::sqlite::{connect, db};
 use crate::grading::store::time::micros_from_time;
@@ -243,7 +243,10 @@ pub fn apply(
 /// Brings the schema up to date as a binary does when it opens the
 /// database ([`plan::at_open`]).
 pub fn migrate_at_open(conn: &mut Connection) -> Result<(), StoreError> {
-    apply(conn, |recorded| plan::at_open(MIGRATIONS, recorded)).map(drop)
+    apply(conn, |recorded| {
+        plan::at_open(MIGRATIONS, recorded, FIRST_TOLERANT_VERSION)
+    })
+    .map(drop)
 }
 
 /// The ids of every student and every grade, sorted.
@@ -276,21 +279,30 @@ fn copy(from: &Connection, to: &mut Connection) -> Result<(), StoreError> {
 /// Takes a backup of the database `conn` into the new file `path`, and
 /// writes its manifest beside it; returns the manifest.
 pub fn backup(conn: &mut Connection, path: &Path) -> Result<Manifest, StoreError> {
-    // The id and the history must be in the backup.
-    apply(conn, |_| Ok(Plan::default()))?;
-    let taken_at = micros_from_time(SystemTime::now());
     if path.exists() {
         return Err(StoreError::Database(format!(
             "{} exists already",
             path.display()
         )));
     }
+    // The id and the history must be in the backup.
+    apply(conn, |_| Ok(Plan::default()))?;
+    let taken_at = micros_from_time(SystemTime::now());
     let mut copy_conn = connect(path, rusqlite::OpenFlags::default())?;
     copy(conn, &mut copy_conn)?;
+    // A copy of a WAL database is marked WAL; a backup is one file, which
+    // a read-only directory must be able to hold.
+    copy_conn
+        .pragma_update(None, "journal_mode", "DELETE")
+        .map_err(db("making the backup one file"))?;
     let recorded = recorded(&copy_conn)?;
     let database_id = database_id(&copy_conn)?
         .ok_or_else(|| StoreError::Corrupt("the backup has no database id".into()))?;
-    let (students, grades) = ids(&copy_conn)?;
+    let (students, grades) = if recorded.version > 0 {
+        ids(&copy_conn)?
+    } else {
+        Default::default()
+    };
     drop(copy_conn);
     let manifest = Manifest {
         format: MANIFEST_FORMAT,

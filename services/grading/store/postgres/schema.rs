@@ -21,7 +21,7 @@ use tokio_postgres::{Client, GenericClient, IsolationLevel, NoTls};
 
 use crate::grading::schema::backup::{MANIFEST_FORMAT, Manifest};
 use crate::grading::schema::plan::{self, Direction, Plan, Recorded};
-use crate::grading::schema::{Applied, Migration, Phase, SchemaError};
+use crate::grading::schema::{Applied, FIRST_TOLERANT_VERSION, Migration, Phase, SchemaError};
 use crate::grading::store::StoreError;
 use crate::grading::store::postgres::{CONNECT_TIMEOUT, pg};
 use crate::grading::store::sqlite_schema::file_name;
@@ -142,13 +142,18 @@ const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_version (
 pub async fn connect_tool(url: &str) -> Result<Client, StoreError> {
     let mut config = tokio_postgres::Config::from_str(url)
         .map_err(|e| StoreError::Database(format!("the database URL is invalid: {e}")))?;
+    let timeout = format!(
+        "-c statement_timeout={}",
+        TOOL_STATEMENT_TIMEOUT.as_millis()
+    );
+    let options = match config.get_options() {
+        Some(given) => format!("{given} {timeout}"),
+        None => timeout,
+    };
     config
         .connect_timeout(CONNECT_TIMEOUT)
         .application_name("gradebook-migrate")
-        .options(format!(
-            "-c statement_timeout={}",
-            TOOL_STATEMENT_TIMEOUT.as_millis()
-        ));
+        .options(options);
     let (client, connection) = config
         .connect(NoTls)
         .await
@@ -338,9 +343,11 @@ pub async fn apply(
 /// Brings the schema up to date as a binary does when it opens the
 /// database ([`plan::at_open`]).
 pub async fn migrate_at_open(client: &mut Client) -> Result<(), StoreError> {
-    apply(client, |recorded| plan::at_open(MIGRATIONS, recorded))
-        .await
-        .map(drop)
+    apply(client, |recorded| {
+        plan::at_open(MIGRATIONS, recorded, FIRST_TOLERANT_VERSION)
+    })
+    .await
+    .map(drop)
 }
 
 /// The ids of every student and every grade, sorted.
@@ -362,11 +369,44 @@ pub async fn ids(client: &impl GenericClient) -> Result<(Vec<String>, Vec<String
     Ok((students, grades))
 }
 
-/// Runs `program` (`pg_dump`, `pg_restore`) with `args`, within
-/// [`DUMP_TIMEOUT`]; its error output is the error.
-async fn run_tool(program: &str, args: &[&str]) -> Result<(), StoreError> {
+/// `url` without its password, and the password, so that a tool gets the
+/// password from `PGPASSWORD` rather than on its command line, which every
+/// user of the machine can read.
+fn split_password(url: &str) -> (String, Option<String>) {
+    let password = tokio_postgres::Config::from_str(url)
+        .ok()
+        .and_then(|config| {
+            config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+        });
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), password);
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            (format!("{scheme}://{user}@{hosts}{tail}"), password)
+        }
+        None => (url.to_owned(), password),
+    }
+}
+
+/// Runs `program` (`pg_dump`, `pg_restore`) against the database at
+/// `url` with `args`, within [`DUMP_TIMEOUT`]; its error output is the
+/// error.
+async fn run_tool(program: &str, url: &str, args: &[&str]) -> Result<(), StoreError> {
+    let (url, password) = split_password(url);
     let mut command = tokio::process::Command::new(program);
-    command.args(args).kill_on_drop(true);
+    command
+        .args(args)
+        .arg(format!("--dbname={url}"))
+        .kill_on_drop(true);
+    if let Some(password) = password {
+        command.env("PGPASSWORD", password);
+    }
     let output = tokio::time::timeout(DUMP_TIMEOUT, command.output())
         .await
         .map_err(|_| {
@@ -418,15 +458,19 @@ pub async fn backup(client: &mut Client, url: &str, path: &Path) -> Result<Manif
     let database_id = database_id(&tx)
         .await?
         .ok_or_else(|| StoreError::Corrupt("the database has no id".into()))?;
-    let (students, grades) = ids(&tx).await?;
+    let (students, grades) = if recorded.version > 0 {
+        ids(&tx).await?
+    } else {
+        Default::default()
+    };
     let file = path.to_string_lossy();
     run_tool(
         "pg_dump",
+        url,
         &[
             "--format=custom",
             &format!("--snapshot={snapshot}"),
             &format!("--file={file}"),
-            &format!("--dbname={url}"),
         ],
     )
     .await?;
@@ -469,15 +513,35 @@ pub async fn restore(url: &str, backup: &Path) -> Result<(), StoreError> {
     let file = backup.to_string_lossy();
     run_tool(
         "pg_restore",
+        url,
         &[
             "--clean",
             "--if-exists",
             "--single-transaction",
             "--exit-on-error",
             "--no-owner",
-            &format!("--dbname={url}"),
             &file,
         ],
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_password;
+
+    #[test]
+    fn the_password_leaves_the_url_for_the_environment() {
+        assert_eq!(
+            split_password("postgres://gradebook:s%40cret@db:5432/grading?sslmode=disable"),
+            (
+                "postgres://gradebook@db:5432/grading?sslmode=disable".to_owned(),
+                Some("s@cret".to_owned())
+            )
+        );
+        assert_eq!(
+            split_password("postgresql://me@localhost/db"),
+            ("postgresql://me@localhost/db".to_owned(), None)
+        );
+    }
 }
